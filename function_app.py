@@ -1,0 +1,37 @@
+"""optout: the Azure Functions app. Binds three Service Bus triggers to optout_core; nothing else.
+
+Dataverse posts each new Email Campaign Log row to CAMPAIGN_LOG_QUEUE. CampaignLogRouter decides and
+forwards a work item to OPT_OUT_QUEUE or BOUNCE_QUEUE (or ignores it, or keeps it on REJECTED_QUEUE with
+the reason). BulkEmailOptOut and BounceDetail write to the recipient through the Dataverse Web API.
+Returning completes the message; raising sends it back to Service Bus for another delivery. Each
+function is switched off alone with its portal toggle, AzureWebJobs.<name>.Disabled.
+"""
+
+import azure.functions as func
+
+from optout_core import pipeline
+from optout_core.messages import InboundMessage
+from optout_core.runtime import services
+
+app = func.FunctionApp()
+
+
+@app.function_name(name="CampaignLogRouter")
+@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%CAMPAIGN_LOG_QUEUE%")
+def campaign_log_router(msg: func.ServiceBusMessage) -> None:
+    """Parent workflow: route a new campaign log to opt-out or bounce, or ignore/reject it with a reason."""
+    pipeline.route(InboundMessage.from_functions(msg), services())
+
+
+@app.function_name(name="BulkEmailOptOut")
+@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%OPT_OUT_QUEUE%")
+def bulk_email_opt_out(msg: func.ServiceBusMessage) -> None:
+    """Child workflow: set the contact's, lead's or account's Bulk Email to Do Not Allow."""
+    pipeline.opt_out(InboundMessage.from_functions(msg), services())
+
+
+@app.function_name(name="BounceDetail")
+@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%BOUNCE_QUEUE%")
+def bounce_detail(msg: func.ServiceBusMessage) -> None:
+    """Bounce-detail workflow: record the bounce on the recipient (or only log it)."""
+    pipeline.bounce(InboundMessage.from_functions(msg), services())

@@ -1,0 +1,36 @@
+"""Domain values shared by the router and the writers: routes, recipients, outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# The tables a campaign log's recipient can be, with their Web API entity sets (case-sensitive).
+ENTITY_SETS = {"contact": "contacts", "lead": "leads", "account": "accounts"}
+
+
+class Route(StrEnum):
+    OPT_OUT = "opt_out"
+    BOUNCE = "bounce"
+
+
+class Outcome(StrEnum):
+    """How a message ended. Every message ends in exactly one of these, or raises to be redelivered."""
+
+    ROUTED = "routed"                        # router: forwarded to the opt-out or bounce queue
+    IGNORED = "ignored"                      # router: nothing to do, with the reason
+    REJECTED = "rejected"                    # any function: kept on the rejected queue, with the reason
+    APPLIED = "applied"                      # writer: the recipient row was updated (or audited only)
+    RECIPIENT_MISSING = "recipient_missing"  # writer: the row no longer exists; never re-created
+
+
+@dataclass(frozen=True)
+class Recipient:
+    table: str  # contact, lead or account
+    id: str     # lowercase GUID
+
+    def __str__(self) -> str:
+        return f"{self.table}/{self.id}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"table": self.table, "id": self.id}

@@ -1,0 +1,194 @@
+"""The router's decision: a pure function from one Service Bus message and the settings to an outcome.
+
+This is the parent workflow's logic: read the campaign log, check it came from the right place, and
+send opt-outs (Spam Report, Group Opt out, Client Opt Out) and bounces on to their functions. A
+send-account (user-level) opt-out changes nothing in CRM, because Concep's platform already stops that
+send account mailing the recipient. A switched-off function is not forwarded to, just as a deactivated
+child workflow is never started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from .context import CampaignLogContext, UnreadableMessage, as_option_code, as_reference, load_context, unwrap
+from .model import ENTITY_SETS, Outcome, Recipient, Route
+from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, Settings
+from .workitem import WorkItem
+
+_ROUTE_FUNCTIONS = {Route.OPT_OUT: OPT_OUT_FUNCTION, Route.BOUNCE: BOUNCE_FUNCTION}
+
+
+@dataclass(frozen=True)
+class ActivityType:
+    label: str | None
+    code: int | None
+
+    @property
+    def name(self) -> str | None:
+        """The label, or the option code as text when the message carries no label."""
+        return self.label or (None if self.code is None else str(self.code))
+
+    def __str__(self) -> str:
+        if self.label and self.code is not None:
+            return f"{self.label!r} ({self.code})"
+        return repr(self.label) if self.label else f"option {self.code}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome                    # routed, ignored or rejected
+    reason: str | None = None
+    log_id: str | None = None
+    operation_id: str | None = None
+    correlation_id: str | None = None
+    route: Route | None = None
+    activity_type: ActivityType | None = None
+    recipient: Recipient | None = None
+    work_item: WorkItem | None = None   # set when routed
+
+
+class _Stop(Exception):
+    """Ends the decision early with an outcome; internal to this module."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome, self.reason = outcome, reason
+
+
+def decide(body: bytes, settings: Settings, *, content_type: str | None = "application/json") -> Decision:
+    """Decide what to do with one message body posted by Dataverse."""
+    try:
+        context = load_context(body, content_type)
+    except UnreadableMessage as exc:
+        return Decision(Outcome.REJECTED, str(exc))
+    ids = {"log_id": context.primary_id, "operation_id": context.operation_id,
+           "correlation_id": context.correlation_id}
+    activity = route = None
+    try:
+        _check_source(context, settings)
+        activity = _activity_type(context, settings)
+        route = _route(activity, settings)
+        recipient = _recipient(context, settings)
+    except _Stop as stop:
+        return Decision(stop.outcome, stop.reason, route=route, activity_type=activity, **ids)
+    except UnreadableMessage as exc:
+        return Decision(Outcome.REJECTED, str(exc), route=route, activity_type=activity, **ids)
+    item = WorkItem(
+        route=route,
+        log_id=context.primary_id,
+        recipient=recipient,
+        activity_type=activity.label,
+        activity_code=activity.code,
+        operation_id=context.operation_id,
+        correlation_id=context.correlation_id,
+        occurred_on=_occurred_on(context),
+        detail=_detail(context, settings) if route is Route.BOUNCE else None,
+    )
+    return Decision(Outcome.ROUTED, None, route=route, activity_type=activity, recipient=recipient,
+                    work_item=item, **ids)
+
+
+def _check_source(context: CampaignLogContext, settings: Settings) -> None:
+    if context.message_name != "Create":
+        raise _Stop(Outcome.IGNORED, f"message {context.message_name!r} is not Create: only new campaign "
+                                     "logs are processed (register the step on Create)")
+    if (context.entity_name or "").lower() != settings.campaign_log_table:
+        raise _Stop(Outcome.REJECTED, f"table {context.entity_name!r} is not the campaign log table "
+                                      f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)")
+    expected = settings.expected_organization_id
+    if expected and context.organization_id != expected:
+        raise _Stop(Outcome.REJECTED, f"organisation {context.organization_id} is not "
+                                      f"EXPECTED_ORGANIZATION_ID {expected}")
+    if context.primary_id is None:
+        raise _Stop(Outcome.REJECTED, "PrimaryEntityId (the campaign log id) is missing")
+    if context.target is None:
+        raise _Stop(Outcome.REJECTED, "the context has no Target: Dataverse trimmed it (over 192 KB) or "
+                                      "the step is not a Create step")
+
+
+def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityType:
+    column = settings.activity_type_column
+    if column not in context.target:
+        raise _Stop(Outcome.REJECTED, f"the campaign log has no column {column!r}: set ACTIVITY_TYPE_COLUMN "
+                                      "to the activity type column of your Concep solution")
+    value = unwrap(context.target[column])
+    formatted = context.formatted.get(column)
+    if value is None:
+        raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
+    if isinstance(value, str):
+        return ActivityType(value.strip() or None, None)
+    reference = as_reference(value)
+    if reference is not None:  # a lookup to an activity type table: its name is the label
+        return ActivityType(reference.name or formatted, None)
+    code = as_option_code(value)
+    if code is None:
+        raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
+    return ActivityType(formatted, code)
+
+
+def _route(activity: ActivityType, settings: Settings) -> Route:
+    label, code = activity.label, activity.code
+    if settings.user_opt_out_types.matches(label, code):
+        raise _Stop(Outcome.IGNORED, f"activity type {activity} is a user-level (send-account) opt-out: "
+                                     "Concep already stops that send account; CRM is not changed")
+    if settings.opt_out_types.matches(label, code):
+        route = Route.OPT_OUT
+    elif settings.bounce_types.matches(label, code):
+        route = Route.BOUNCE
+    else:
+        hint = "" if label else " (the message carries no label: list its option code)"
+        raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an opt-out or bounce type{hint}")
+    function = _ROUTE_FUNCTIONS[route]
+    if not settings.is_enabled(function):
+        raise _Stop(Outcome.IGNORED, f"{function} is switched off (AzureWebJobs.{function}.Disabled)")
+    return route
+
+
+def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
+    attributes = context.target
+    if settings.recipient_columns:
+        for column in settings.recipient_columns:
+            reference = as_reference(attributes.get(column))
+            if reference is not None and reference.table in ENTITY_SETS:
+                return _valid(reference.table, reference.id, column)
+        raise _Stop(Outcome.REJECTED, "no recipient: none of RECIPIENT_COLUMNS "
+                                      f"({';'.join(settings.recipient_columns)}) references a contact, lead or account")
+    found: dict[tuple[str, str | None], str] = {}
+    for column, value in attributes.items():
+        reference = as_reference(value)
+        if reference is not None and reference.table in ENTITY_SETS:
+            found.setdefault((reference.table, reference.id), column)
+    if not found:
+        raise _Stop(Outcome.REJECTED, "no recipient: the campaign log references no contact, lead or account")
+    if len(found) > 1:
+        columns = ", ".join(sorted(set(found.values())))
+        raise _Stop(Outcome.REJECTED, f"ambiguous recipient: columns {columns} reference different rows; "
+                                      "set RECIPIENT_COLUMNS")
+    (table, row_id), column = next(iter(found.items()))
+    return _valid(table, row_id, column)
+
+
+def _valid(table: str, row_id: str | None, column: str) -> Recipient:
+    if row_id is None:
+        raise _Stop(Outcome.REJECTED, f"the recipient id in {column} is not a GUID")
+    return Recipient(table, row_id)
+
+
+def _occurred_on(context: CampaignLogContext) -> str | None:
+    created = context.created_on()
+    return None if created is None else created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _detail(context: CampaignLogContext, settings: Settings) -> str | None:
+    column = settings.bounce_detail_column
+    value: Any = unwrap(context.target.get(column))
+    formatted: Mapping[str, str] = context.formatted
+    if column in formatted:  # a choice or lookup: its label reads better than its code
+        return formatted[column]
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)

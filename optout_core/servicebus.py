@@ -1,0 +1,115 @@
+"""Sending to Service Bus queues: the SDK adapter, and an in-memory stand-in for tests and local runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .errors import SettingsError
+from .messages import OutboundMessage
+
+
+class QueueSender(Protocol):
+    def send(self, message: OutboundMessage) -> None:
+        """Send one message; raise on failure (the caller's message is then redelivered)."""
+
+
+class InMemoryQueues:
+    """Queues in memory, with Service Bus duplicate detection: a MessageId already seen on a queue is dropped."""
+
+    def __init__(self, *, duplicate_detection: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, list[OutboundMessage]] = defaultdict(list)
+        self._seen: dict[str, set[str]] = defaultdict(set)
+        self._duplicate_detection = duplicate_detection
+        self.duplicates_dropped = 0
+
+    def send(self, message: OutboundMessage) -> None:
+        with self._lock:
+            if self._duplicate_detection and message.message_id in self._seen[message.queue]:
+                self.duplicates_dropped += 1
+                return
+            self._seen[message.queue].add(message.message_id)
+            self._queues[message.queue].append(message)
+
+    def messages(self, queue: str) -> list[OutboundMessage]:
+        with self._lock:
+            return list(self._queues.get(queue, ()))
+
+    def take(self, queue: str) -> OutboundMessage | None:
+        """Remove and return the oldest message of ``queue`` (None when empty)."""
+        with self._lock:
+            pending = self._queues.get(queue)
+            return pending.pop(0) if pending else None
+
+
+class ServiceBusSender:
+    """One ``ServiceBusClient`` per process and one sender per queue, built on first use and reused.
+
+    The SDK's clients are not thread-safe and sync functions run on a thread pool, so one lock guards them.
+    The connection comes from the same settings as the triggers: ``ServiceBusConnection`` (a connection
+    string) or ``ServiceBusConnection__fullyQualifiedNamespace`` with a managed identity.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if env is None else env
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._senders: dict[str, Any] = {}
+
+    def send(self, message: OutboundMessage) -> None:
+        from azure.servicebus import ServiceBusMessage  # lazy: keeps function indexing cheap
+
+        sdk_message = ServiceBusMessage(
+            message.body,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            subject=message.subject,
+            application_properties=dict(message.application_properties),
+            scheduled_enqueue_time_utc=message.scheduled_enqueue_time,
+        )
+        with self._lock:
+            sender = self._senders.get(message.queue)
+            if sender is None:
+                sender = self._senders[message.queue] = self._get_client().get_queue_sender(message.queue)
+            sender.send_messages(sdk_message)
+
+    def close(self) -> None:
+        with self._lock:
+            for sender in self._senders.values():
+                sender.close()
+            if self._client is not None:
+                self._client.close()
+            self._senders, self._client = {}, None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from azure.servicebus import ServiceBusClient
+
+            connection = self._env.get("ServiceBusConnection")
+            namespace = (self._env.get("ServiceBusConnection__fullyQualifiedNamespace")
+                         or self._env.get("ServiceBusConnection:fullyQualifiedNamespace"))
+            if connection:
+                self._client = ServiceBusClient.from_connection_string(connection)
+            elif namespace:
+                self._client = ServiceBusClient(namespace, _service_bus_credential(self._env))
+            else:
+                raise SettingsError("set ServiceBusConnection (connection string) or "
+                                    "ServiceBusConnection__fullyQualifiedNamespace (managed identity)")
+        return self._client
+
+
+def _service_bus_credential(env: Mapping[str, str]) -> Any:
+    # Mirrors the Functions extension: __credential=managedidentity + __clientId selects a user-assigned identity.
+    client_id = env.get("ServiceBusConnection__clientId")
+    if (env.get("ServiceBusConnection__credential") or "").lower() == "managedidentity" or client_id:
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
