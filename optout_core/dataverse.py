@@ -68,14 +68,14 @@ class DataverseClient:
         entity_set = ENTITY_SETS[table]
         body = json.dumps(dict(changes), separators=(",", ":")).encode("utf-8")
         response, requests = self._send("PATCH", f"{API}/{entity_set}({row_id})", body,
-                                        {"If-Match": "*", "Content-Type": "application/json"})
+                                        {"If-Match": "*", "Content-Type": "application/json"}, missing_ok=True)
         if response.status == 404:
             return WriteResult(found=False, requests=requests)
         return WriteResult(found=True, requests=requests)
 
     def whoami(self) -> dict[str, Any]:
         """The ``WhoAmI`` function: proves the URL, the token and the application user in one call."""
-        response, _ = self._send("GET", f"{API}/WhoAmI", None, {})
+        response, _ = self._send("GET", f"{API}/WhoAmI", None, {}, missing_ok=False)
         return json.loads(response.body)
 
     def close(self) -> None:
@@ -86,9 +86,9 @@ class DataverseClient:
 
     # -- transport -------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: bytes | None,
-              headers: Mapping[str, str]) -> tuple[_Response, int]:
-        """Send with retries. Returns a 2xx or 404 response and the number of requests made."""
+    def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str], *,
+              missing_ok: bool) -> tuple[_Response, int]:
+        """Send with retries. Returns a 2xx (or, when ``missing_ok``, 404) response and the requests made."""
         import requests  # lazy: the router never pays for it
 
         attempt = sent = 0
@@ -105,7 +105,7 @@ class DataverseClient:
             finally:
                 refresh_token = False
             status = response.status
-            if 200 <= status < 300 or status == 404:
+            if 200 <= status < 300 or (status == 404 and missing_ok):
                 return response, sent
             if status == 401 and not token_refreshed:
                 # A token can expire between issue and use: fetch a new one, once, without using up a try.
@@ -191,6 +191,8 @@ def _advice(status: int, error: Mapping[str, str | None]) -> str:
         return " - the application user's security role lacks a privilege (Write on contact, lead and account)"
     if status == 401:
         return " - a fresh token was refused too: check DATAVERSE_URL and the identity"
+    if status == 404:
+        return " - check DATAVERSE_URL: it must be the environment root, e.g. https://contoso.crm.dynamics.com"
     return ""
 
 

@@ -1,0 +1,88 @@
+"""The whole pipeline in one process: what the deployed functions would do with a message body.
+
+The router, then the opt-out or bounce function, run through the same code as the Functions, with an
+in-memory queue (with duplicate detection) in place of Service Bus and the real Web API client against
+``DATAVERSE_URL``. Every setting and portal toggle is honoured as the deployed app would honour it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .audit import Handled
+from .errors import TransientError
+from .messages import InboundMessage
+from .model import Outcome
+from . import pipeline
+from .runtime import Services
+from .servicebus import InMemoryQueues
+from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
+
+FAILED = "failed"  # a transient failure that outlived its retries (deployed: Service Bus redelivers)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The final outcome of one message body (the ``run --json`` contract)."""
+
+    source: str
+    log_id: str | None
+    route: str | None
+    outcome: str            # applied, recipient_missing, ignored, rejected or failed
+    reason: str | None
+    recipient: dict[str, str] | None
+    dataverse_requests: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "log_id": self.log_id, "route": self.route, "outcome": self.outcome,
+                "reason": self.reason, "recipient": self.recipient, "dataverse_requests": self.dataverse_requests}
+
+
+class LocalPipeline:
+    """Runs message bodies through router → opt-out/bounce, in process."""
+
+    def __init__(self, settings: Settings, *, dataverse: Any = None) -> None:
+        self.queues = InMemoryQueues()
+        self.services = Services(settings, sender=self.queues, dataverse=dataverse)
+
+    def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
+        settings = self.services.settings
+        if not settings.is_enabled(ROUTER_FUNCTION):
+            return RunResult(source, None, None, str(Outcome.IGNORED),
+                             f"{ROUTER_FUNCTION} is switched off: the message stays on {settings.campaign_log_queue}",
+                             None)
+        message = InboundMessage(body=body, content_type=content_type, message_id=f"local:{source}", delivery_count=1)
+        routed = pipeline.route(message, self.services)
+        if routed.outcome is not Outcome.ROUTED:
+            return _result(source, routed)
+        queue = settings.opt_out_queue if routed.route == "opt_out" else settings.bounce_queue
+        work = self.queues.take(queue)
+        if work is None:  # Service Bus duplicate detection dropped the re-sent work item
+            return _result(source, routed, outcome=Outcome.IGNORED,
+                           reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
+                                  "(Service Bus duplicate detection)")
+        handler = pipeline.opt_out if routed.route == "opt_out" else pipeline.bounce
+        function = OPT_OUT_FUNCTION if routed.route == "opt_out" else BOUNCE_FUNCTION
+        try:
+            written = handler(InboundMessage(body=work.body, message_id=work.message_id, delivery_count=1,
+                                             correlation_id=work.correlation_id,
+                                             application_properties=work.application_properties), self.services)
+        except TransientError as exc:
+            return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
+                           requests=getattr(exc, "requests", 0))
+        return _result(source, written, route=routed.route)
+
+
+def _result(source: str, handled: Handled, *, outcome: Any = None, reason: str | None = None,
+            route: str | None = None, requests: int | None = None) -> RunResult:
+    table, _, row_id = (handled.recipient or "").partition("/")
+    return RunResult(
+        source=source,
+        log_id=handled.log_id,
+        route=route or handled.route,
+        outcome=str(outcome or handled.outcome),
+        reason=reason if reason is not None else handled.reason,
+        recipient={"table": table, "id": row_id} if row_id else None,
+        dataverse_requests=handled.dataverse_requests if requests is None else requests,
+    )
