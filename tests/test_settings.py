@@ -95,3 +95,9 @@ def test_the_sample_local_settings_list_every_setting_with_its_default():
     meanings = sample.get("Meanings", {})
     assert set(meanings) >= {s.name for s in SPEC}
     assert all(isinstance(v, str) for v in values.values())
+
+
+def test_the_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.name for s in SPEC if f"`{s.name}`" not in readme]
+    assert missing == []

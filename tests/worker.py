@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import types
 import uuid
@@ -285,22 +284,3 @@ class Worker:
         exception = response.result.exception
         return Invocation(succeeded=False, exception_message=exception.message, stack_trace=exception.stack_trace)
 
-
-def app_settings_env(settings: dict[str, str]):
-    """Context manager: set app settings as environment variables (how the host passes them), restore afterwards."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def _env():
-        saved = {k: os.environ.get(k) for k in settings}
-        os.environ.update(settings)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    return _env()
