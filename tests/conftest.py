@@ -4,6 +4,8 @@ import logging
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 for path in (str(ROOT), str(TESTS)):
@@ -12,3 +14,16 @@ for path in (str(ROOT), str(TESTS)):
 
 # The library logs a warning about HTTP auth levels at indexing; it says nothing about this app.
 logging.getLogger().setLevel(logging.INFO)
+
+
+@pytest.fixture
+def seeded_standin():
+    """A running Dataverse stand-in holding the sample recipients (contacts, leads, accounts); stopped after."""
+    from messages import ACCOUNTS, CONTACTS, LEADS
+    from optout_core.standin import DataverseStandIn
+
+    with DataverseStandIn(token="local-token") as server:
+        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
+            for row_id in ids:
+                server.add_row(table, row_id, donotbulkemail=False)
+        yield server

@@ -21,12 +21,8 @@ EXPECTED = json.loads((ROOT / "samples" / "expected.json").read_text())
 
 
 @pytest.fixture
-def standin():
-    with DataverseStandIn(token="local-token") as server:
-        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
-            for row_id in ids:
-                server.add_row(table, row_id, donotbulkemail=False)
-        yield server
+def standin(seeded_standin):
+    return seeded_standin
 
 
 def local_for(standin, **env):

@@ -17,12 +17,8 @@ from optout_core.standin import DataverseStandIn, Fault
 
 
 @pytest.fixture
-def standin():
-    with DataverseStandIn(token="local-token") as server:
-        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
-            for row_id in ids:
-                server.add_row(table, row_id, donotbulkemail=False)
-        yield server
+def standin(seeded_standin):
+    return seeded_standin
 
 
 def services_for(standin=None, **env):
