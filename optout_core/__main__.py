@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import SettingsError
-from .routing import Decision, decide
+from .routing import Decision, RowRequest, decide, explain_row_request
 from .settings import Settings
 
 
@@ -76,6 +76,8 @@ def _read(files: Sequence[str]) -> list[tuple[str, bytes]] | None:
 def _explain(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: str, *, as_json: bool) -> int:
     for path, body in bodies:
         decision = decide(body, settings, content_type=content_type)
+        if isinstance(decision, RowRequest):
+            decision = explain_row_request(decision)
         print(json.dumps(explanation(path, decision), ensure_ascii=False) if as_json else _line(path, decision))
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,9 @@ from .ids import normalise_guid
 MAX_BODY_BYTES = 512 * 1024
 _DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
 _JSON_TYPES = ("application/json", "text/json")
+_LOOKUP_VALUE = re.compile(r"_(\w+)_value")
+_LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
+_FORMATTED = "OData.Community.Display.V1.FormattedValue"
 
 
 class UnreadableMessage(PermanentError):
@@ -55,6 +58,32 @@ class CampaignLogContext:
     def created_on(self) -> datetime | None:
         value = (self.target or {}).get("createdon")
         return parse_date(value) if isinstance(value, str) else None
+
+
+def context_from_row(base: CampaignLogContext, row: Mapping[str, Any]) -> CampaignLogContext:
+    """The context a trimmed message would have carried, rebuilt from the Web API's row.
+
+    The row comes from ``GET …(<id>)`` with ``Prefer: odata.include-annotations="*"``: a lookup arrives
+    as ``_<column>_value`` plus a ``…@Microsoft.Dynamics.CRM.lookuplogicalname`` annotation, a choice as
+    its integer plus a ``…@OData.Community.Display.V1.FormattedValue`` annotation.
+    """
+    attributes: dict[str, Any] = {}
+    formatted: dict[str, str] = {}
+    for key, value in row.items():
+        if "@" in key:
+            continue
+        label = row.get(f"{key}@{_FORMATTED}")
+        lookup = _LOOKUP_VALUE.fullmatch(key)
+        if lookup is not None:
+            column, table = lookup.group(1), row.get(f"{key}@{_LOOKUP_TABLE}")
+            attributes[column] = None if value is None or not isinstance(table, str) else {
+                "LogicalName": table, "Id": value, "Name": label if isinstance(label, str) else None}
+            key = column
+        else:
+            attributes[key] = value
+        if isinstance(label, str):
+            formatted[key] = label
+    return replace(base, target=attributes, formatted=formatted)
 
 
 def load_context(body: bytes, content_type: str | None = "application/json") -> CampaignLogContext:
@@ -133,10 +162,14 @@ def as_option_code(value: Any) -> int | None:
 
 
 def parse_date(text: str) -> datetime | None:
-    """``/Date(ms)/`` or ``/Date(ms±hhmm)/`` → an aware UTC datetime. The milliseconds are UTC (WCF rule)."""
+    """``/Date(ms)/``, ``/Date(ms±hhmm)/`` (the ms are UTC, WCF rule) or the Web API's ISO 8601 → aware UTC."""
     match = _DATE.fullmatch(text)
     if match is None:
-        return None
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return parsed.astimezone(UTC) if parsed.tzinfo else None
     try:
         return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):

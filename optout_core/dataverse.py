@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -63,15 +63,29 @@ class DataverseClient:
         self._token: Any = None
         self._session: Any = None
 
-    def update(self, table: str, row_id: str, changes: Mapping[str, Any]) -> WriteResult:
-        """PATCH ``changes`` onto an existing row; a missing row is reported, never created."""
+    def update(self, table: str, row_id: str, changes: Mapping[str, Any], *,
+               verify_first: bool = False) -> WriteResult:
+        """PATCH ``changes`` onto an existing row; a missing row is reported, never created.
+
+        After an answer that was lost in flight (a read timeout, a dropped connection, a 502/504) the
+        write may have committed, so before writing again the row is read back and, when it already
+        holds ``changes``, not written twice. ``verify_first`` does the same before the first write
+        (for a message Service Bus is delivering again).
+        """
         entity_set = ENTITY_SETS[table]
+        path = f"{API}/{entity_set}({row_id})"
         body = json.dumps(dict(changes), separators=(",", ":")).encode("utf-8")
-        response, requests = self._send("PATCH", f"{API}/{entity_set}({row_id})", body,
-                                        {"If-Match": "*", "Content-Type": "application/json"}, missing_ok=True)
-        if response.status == 404:
-            return WriteResult(found=False, requests=requests)
-        return WriteResult(found=True, requests=requests)
+        response, requests = self._send("PATCH", path, body, {"If-Match": "*", "Content-Type": "application/json"},
+                                        missing_ok=True, verify=lambda: self._holds(path, changes),
+                                        verify_first=verify_first)
+        return WriteResult(found=response.status != 404, requests=requests)
+
+    def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None:
+        """GET one row with its annotations (formatted values, lookup tables); None when it does not exist."""
+        query = f"?$select={','.join(select)}" if select else ""
+        response, _ = self._send("GET", f"{API}/{entity_set}({row_id}){query}", None,
+                                 {"Prefer": 'odata.include-annotations="*"'}, missing_ok=True)
+        return None if response.status == 404 else json.loads(response.body)
 
     def whoami(self) -> dict[str, Any]:
         """The ``WhoAmI`` function: proves the URL, the token and the application user in one call."""
@@ -87,24 +101,37 @@ class DataverseClient:
     # -- transport -------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str], *,
-              missing_ok: bool) -> tuple[_Response, int]:
-        """Send with retries. Returns a 2xx (or, when ``missing_ok``, 404) response and the requests made."""
+              missing_ok: bool, verify: Callable[[], _Response | None] | None = None,
+              verify_first: bool = False) -> tuple[_Response, int]:
+        """Send with retries. Returns a 2xx (or, when ``missing_ok``, 404) response and the requests made.
+
+        ``verify`` reads back whether an earlier, unanswered try already took effect.
+        """
         import requests  # lazy: the router never pays for it
 
         attempt = sent = 0
         refresh_token = token_refreshed = False
+        uncertain = verify_first
         while True:
+            if uncertain and verify is not None:
+                sent += 1
+                settled = verify()
+                if settled is not None:
+                    return settled, sent
             attempt += 1
             sent += 1
             try:
                 response = self._request(method, path, body, headers, fresh_token=refresh_token)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                # Only a failed connect proves the request never left; anything later may have committed.
+                uncertain = not isinstance(exc, requests.ConnectTimeout)
                 failure = DataverseUnavailable(f"Dataverse unreachable: {type(exc).__name__}")
                 self._wait_or_raise(attempt, None, failure, sent)
                 continue
             finally:
                 refresh_token = False
             status = response.status
+            uncertain = status in (502, 504)  # a gateway lost the answer; the write may have committed
             if 200 <= status < 300 or (status == 404 and missing_ok):
                 return response, sent
             if status == 401 and not token_refreshed:
@@ -122,6 +149,28 @@ class DataverseClient:
                 continue
             raise DataverseRejected(f"Dataverse answered {status}{_describe(error)}{_advice(status, error)}",
                                     status=status, requests=sent, **error)
+
+    def _holds(self, path: str, changes: Mapping[str, Any]) -> _Response | None:
+        """One read-back: 204 when the row already holds ``changes``, 404 when it is gone, else None."""
+        columns = [column for column in changes if "@" not in column]
+        if len(columns) != len(changes):
+            return None  # lookups (x@odata.bind) cannot be compared by reading the column back
+        try:
+            response = self._request("GET", f"{path}?$select={','.join(columns)}", None, {}, fresh_token=False)
+        except Exception:  # noqa: BLE001 — any failure here just means "write again"
+            return None
+        if response.status == 404:
+            return response
+        if response.status != 200:
+            return None
+        try:
+            row = json.loads(response.body)
+        except ValueError:
+            return None
+        if all(row.get(column) == value for column, value in changes.items()):
+            log.info("dataverse read-back: row already holds the update; not written again")
+            return _Response(204, {}, b"")
+        return None
 
     def _wait_or_raise(self, attempt: int, retry_after: float | None, failure: DataverseUnavailable,
                        sent: int) -> None:

@@ -7,7 +7,10 @@ in-memory queue (with duplicate detection) in place of Service Bus and the real 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from .audit import Handled
@@ -18,6 +21,7 @@ from . import pipeline
 from .runtime import Services
 from .servicebus import InMemoryQueues
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
+from .workitem import WorkItem
 
 FAILED = "failed"  # a transient failure that outlived its retries (deployed: Service Bus redelivers)
 
@@ -40,11 +44,18 @@ class RunResult:
 
 
 class LocalPipeline:
-    """Runs message bodies through router → opt-out/bounce, in process."""
+    """Runs message bodies through router → opt-out/bounce, in process. Safe to call from several threads.
 
-    def __init__(self, settings: Settings, *, dataverse: Any = None) -> None:
+    A rescheduled work item (long 429) is delivered again once it is due; ``honour_schedule=False``
+    delivers it at once (tests that inject long Retry-After values).
+    """
+
+    def __init__(self, settings: Settings, *, dataverse: Any = None, honour_schedule: bool = True,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.queues = InMemoryQueues()
         self.services = Services(settings, sender=self.queues, dataverse=dataverse)
+        self._honour_schedule = honour_schedule
+        self._sleep = sleep
 
     def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
         settings = self.services.settings
@@ -57,21 +68,33 @@ class LocalPipeline:
         if routed.outcome is not Outcome.ROUTED:
             return _result(source, routed)
         queue = settings.opt_out_queue if routed.route == "opt_out" else settings.bounce_queue
-        work = self.queues.take(queue)
-        if work is None:  # Service Bus duplicate detection dropped the re-sent work item
-            return _result(source, routed, outcome=Outcome.IGNORED,
-                           reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
-                                  "(Service Bus duplicate detection)")
+        message_id = f"{routed.log_id}:{routed.route}"
         handler = pipeline.opt_out if routed.route == "opt_out" else pipeline.bounce
         function = OPT_OUT_FUNCTION if routed.route == "opt_out" else BOUNCE_FUNCTION
-        try:
-            written = handler(InboundMessage(body=work.body, message_id=work.message_id, delivery_count=1,
-                                             correlation_id=work.correlation_id,
-                                             application_properties=work.application_properties), self.services)
-        except TransientError as exc:
-            return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
-                           requests=getattr(exc, "requests", 0))
-        return _result(source, written, route=routed.route)
+        requests = 0
+        while True:
+            work = self.queues.take(queue, message_id)
+            if work is None:  # Service Bus duplicate detection dropped the re-sent work item
+                return _result(source, routed, outcome=Outcome.IGNORED,
+                               reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
+                                      "(Service Bus duplicate detection)")
+            self._wait_until(work.scheduled_enqueue_time)
+            try:
+                written = handler(InboundMessage(body=work.body, message_id=work.message_id, delivery_count=1,
+                                                 correlation_id=work.correlation_id,
+                                                 application_properties=work.application_properties), self.services)
+            except TransientError as exc:
+                return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
+                               requests=requests + getattr(exc, "requests", 0))
+            requests += written.dataverse_requests
+            if written.outcome is not Outcome.RESCHEDULED:
+                return _result(source, written, route=routed.route, requests=requests)
+            item = WorkItem.from_json(work.body)
+            message_id = replace(item, reschedules=item.reschedules + 1).message_id
+
+    def _wait_until(self, due: datetime | None) -> None:
+        if due is not None and self._honour_schedule:
+            self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
 
 def _result(source: str, handled: Handled, *, outcome: Any = None, reason: str | None = None,

@@ -15,13 +15,17 @@ class Route(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How a message ended. Every message ends in exactly one of these, or raises to be redelivered."""
+    """How a message ended. Every message ends in exactly one of these, or raises to be redelivered.
+
+    ``rescheduled`` ends the message but not the event: a copy of the work item is due again later.
+    """
 
     ROUTED = "routed"                        # router: forwarded to the opt-out or bounce queue
     IGNORED = "ignored"                      # router: nothing to do, with the reason
     REJECTED = "rejected"                    # any function: kept on the rejected queue, with the reason
     APPLIED = "applied"                      # writer: the recipient row was updated (or audited only)
     RECIPIENT_MISSING = "recipient_missing"  # writer: the row no longer exists; never re-created
+    RESCHEDULED = "rescheduled"              # writer: throttled for long; the work item waits on its queue
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .audit import Handled, record
-from .errors import DataverseRejected, PermanentError
+from .errors import DataverseRejected, DataverseUnavailable, PermanentError, SettingsError
 from .messages import InboundMessage, OutboundMessage
 from .model import Outcome, Route
-from .routing import decide
+from .routing import Decision, RowRequest, decide, decide_row
 from .runtime import Services
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
 from .updates import bounce_changes
@@ -31,7 +31,9 @@ def route(msg: InboundMessage, services: Services) -> Handled:
     """CampaignLogRouter: decide, then forward the work item, or keep the rejected message."""
     started = time.perf_counter()
     settings = services.settings
-    decision = decide(msg.body, settings, content_type=msg.content_type)
+    decision = decide(msg.body, settings, content_type=msg.content_type, properties=msg.application_properties)
+    if isinstance(decision, RowRequest):
+        decision = _decide_from_row(decision, services)
     handled = Handled(
         function=ROUTER_FUNCTION, outcome=decision.outcome, reason=decision.reason,
         log_id=decision.log_id, operation_id=decision.operation_id, correlation_id=decision.correlation_id,
@@ -60,7 +62,20 @@ def bounce(msg: InboundMessage, services: Services) -> Handled:
                   lambda item, settings: bounce_changes(settings.bounce_update, item))
 
 
-def forward(item: WorkItem, settings: Settings, *, source_message_id: str = "") -> OutboundMessage:
+def _decide_from_row(request: RowRequest, services: Services) -> Decision:
+    """A trimmed context: read the campaign log row and decide from it (a transient failure raises)."""
+    try:
+        row = services.dataverse.read_row(request.entity_set, request.log_id, request.select)
+    except (DataverseRejected, SettingsError) as exc:
+        context = request.context
+        return Decision(Outcome.REJECTED, f"the context was trimmed and reading campaign log {request.log_id} "
+                                          f"failed: {exc}", log_id=context.primary_id,
+                        operation_id=context.operation_id, correlation_id=context.correlation_id)
+    return decide_row(request, row, services.settings)
+
+
+def forward(item: WorkItem, settings: Settings, *, source_message_id: str = "",
+            not_before: datetime | None = None) -> OutboundMessage:
     queue = settings.opt_out_queue if item.route is Route.OPT_OUT else settings.bounce_queue
     properties = {
         "log_id": item.log_id,
@@ -71,10 +86,11 @@ def forward(item: WorkItem, settings: Settings, *, source_message_id: str = "") 
         "activity_type": item.activity_type,
         "activity_code": item.activity_code,
         "source_message_id": source_message_id or None,
+        "reschedules": item.reschedules or None,
     }
     return OutboundMessage(
         queue=queue, body=item.to_json(), message_id=item.message_id, correlation_id=item.correlation_id,
-        subject=str(item.route), application_properties=_present(properties))
+        subject=str(item.route), application_properties=_present(properties), scheduled_enqueue_time=not_before)
 
 
 def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settings: Settings) -> OutboundMessage:
@@ -97,7 +113,6 @@ def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settin
 def _write(function: str, expected: Route, msg: InboundMessage, services: Services,
            changes_for: Callable[[WorkItem, Settings], Mapping[str, Any] | None]) -> Handled:
     started = time.perf_counter()
-    settings = services.settings
     handled = Handled(function=function, outcome=Outcome.REJECTED, message_id=msg.message_id,
                       delivery_count=msg.delivery_count, route=str(expected))
     try:
@@ -109,21 +124,56 @@ def _write(function: str, expected: Route, msg: InboundMessage, services: Servic
     handled = _replace(handled, log_id=item.log_id, operation_id=item.operation_id,
                        correlation_id=item.correlation_id, recipient=str(item.recipient),
                        activity_type=item.activity_type or _code(item.activity_code))
+    if not services.recent.claim(item.key):
+        return record(_timed(_replace(handled, outcome=Outcome.IGNORED,
+                                      reason=f"duplicate: work item {item.key} was already handled by this worker"),
+                             started))
+    done = False
+    try:
+        handled = _apply(handled, item, msg, services, changes_for, started)
+        done = handled.outcome is not Outcome.RESCHEDULED
+        return handled
+    finally:
+        services.recent.release(item.key, done=done)
+
+
+def _apply(handled: Handled, item: WorkItem, msg: InboundMessage, services: Services,
+           changes_for: Callable[[WorkItem, Settings], Mapping[str, Any] | None], started: float) -> Handled:
+    settings = services.settings
     changes = changes_for(item, settings)
     if changes is None:
         return record(_timed(_replace(handled, outcome=Outcome.APPLIED,
                                       reason="audit only: BOUNCE_UPDATE is empty, nothing written"), started))
     with _outcome_or_retry(handled, started):
         try:
-            result = services.dataverse.update(item.recipient.table, item.recipient.id, changes)
+            # A redelivered message may have been applied by the delivery that lost its lock: read back first.
+            result = services.dataverse.update(item.recipient.table, item.recipient.id, changes,
+                                               verify_first=(msg.delivery_count or 1) > 1)
         except DataverseRejected as exc:
             return _reject(_replace(handled, dataverse_requests=exc.requests), msg, str(exc), services, started)
+        except DataverseUnavailable as exc:
+            if exc.status != 429 or exc.retry_after is None or item.reschedules >= settings.max_reschedules:
+                raise
+            return _reschedule(_replace(handled, dataverse_requests=exc.requests), item, exc.retry_after,
+                               services, started)
     if not result.found:
         handled = _replace(handled, outcome=Outcome.RECIPIENT_MISSING,
                            reason=f"{item.recipient.table} {item.recipient.id} does not exist (deleted or merged); not re-created")
     else:
         handled = _replace(handled, outcome=Outcome.APPLIED)
     return record(_timed(_replace(handled, dataverse_requests=result.requests), started))
+
+
+def _reschedule(handled: Handled, item: WorkItem, retry_after: float, services: Services,
+                started: float) -> Handled:
+    """Throttled for longer than a worker should sleep: put the work item back, due after Retry-After,
+    instead of holding a thread or using up the queue's delivery count."""
+    later = replace(item, reschedules=item.reschedules + 1)
+    due = datetime.now(UTC) + timedelta(seconds=retry_after)
+    services.sender.send(forward(later, services.settings, not_before=due))
+    return record(_timed(_replace(handled, outcome=Outcome.RESCHEDULED,
+                                  reason=f"throttled (429, Retry-After {retry_after:g} s): due again at "
+                                         f"{due:%Y-%m-%dT%H:%M:%SZ} as {later.message_id}"), started))
 
 
 def _reject(handled: Handled, msg: InboundMessage, reason: str, services: Services, started: float) -> Handled:

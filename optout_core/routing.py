@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from .context import CampaignLogContext, UnreadableMessage, as_option_code, as_reference, load_context, unwrap
+from .context import (CampaignLogContext, UnreadableMessage, as_option_code, as_reference, context_from_row,
+                      load_context, unwrap)
 from .model import ENTITY_SETS, Outcome, Recipient, Route
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, Settings
 from .workitem import WorkItem
 
 _ROUTE_FUNCTIONS = {Route.OPT_OUT: OPT_OUT_FUNCTION, Route.BOUNCE: BOUNCE_FUNCTION}
+_CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,19 @@ class Decision:
     work_item: WorkItem | None = None   # set when routed
 
 
+@dataclass(frozen=True)
+class RowRequest:
+    """Dataverse trimmed the context (over 192 KB): the decision needs the campaign log row itself.
+
+    The shell reads it (``GET {entity_set}({log_id})``) and calls :func:`decide_row`.
+    """
+
+    entity_set: str
+    log_id: str
+    select: tuple[str, ...]
+    context: CampaignLogContext
+
+
 class _Stop(Exception):
     """Ends the decision early with an outcome; internal to this module."""
 
@@ -59,17 +74,52 @@ class _Stop(Exception):
         self.outcome, self.reason = outcome, reason
 
 
-def decide(body: bytes, settings: Settings, *, content_type: str | None = "application/json") -> Decision:
-    """Decide what to do with one message body posted by Dataverse."""
+def decide(body: bytes, settings: Settings, *, content_type: str | None = "application/json",
+           properties: Mapping[str, Any] | None = None) -> Decision | RowRequest:
+    """Decide what to do with one message body posted by Dataverse (and its application properties).
+
+    Returns a :class:`RowRequest` instead when the context was trimmed and the row must be read first.
+    """
     try:
         context = load_context(body, content_type)
     except UnreadableMessage as exc:
         return Decision(Outcome.REJECTED, str(exc))
+    properties = properties or {}
+    try:
+        _check_claims(context, properties)
+        _check_source(context, settings)
+    except _Stop as stop:
+        return Decision(stop.outcome, stop.reason, log_id=context.primary_id, operation_id=context.operation_id,
+                        correlation_id=context.correlation_id)
+    if context.target is None:
+        return _row_request(context, settings)
+    return _decide_context(context, settings)
+
+
+def decide_row(request: RowRequest, row: Mapping[str, Any] | None, settings: Settings) -> Decision:
+    """Finish a decision from the campaign log row the Web API returned (None: the row is gone)."""
+    context = request.context
+    if row is None:
+        return Decision(Outcome.REJECTED, f"the context was trimmed and campaign log {request.log_id} no longer "
+                                          "exists in Dataverse", log_id=context.primary_id,
+                        operation_id=context.operation_id, correlation_id=context.correlation_id)
+    return _decide_context(context_from_row(context, row), settings)
+
+
+def explain_row_request(request: RowRequest) -> Decision:
+    """What a dry run without network can say about a trimmed message."""
+    context = request.context
+    return Decision(Outcome.IGNORED, f"the context was trimmed (over 192 KB): the router would read campaign log "
+                                     f"{request.log_id} from the Web API to decide (not done in a dry run)",
+                    log_id=context.primary_id, operation_id=context.operation_id,
+                    correlation_id=context.correlation_id)
+
+
+def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision:
     ids = {"log_id": context.primary_id, "operation_id": context.operation_id,
            "correlation_id": context.correlation_id}
     activity = route = None
     try:
-        _check_source(context, settings)
         activity = _activity_type(context, settings)
         route = _route(activity, settings)
         recipient = _recipient(context, settings)
@@ -105,9 +155,37 @@ def _check_source(context: CampaignLogContext, settings: Settings) -> None:
                                       f"EXPECTED_ORGANIZATION_ID {expected}")
     if context.primary_id is None:
         raise _Stop(Outcome.REJECTED, "PrimaryEntityId (the campaign log id) is missing")
-    if context.target is None:
-        raise _Stop(Outcome.REJECTED, "the context has no Target: Dataverse trimmed it (over 192 KB) or "
-                                      "the step is not a Create step")
+
+
+def _check_claims(context: CampaignLogContext, properties: Mapping[str, Any]) -> None:
+    """Dataverse's own properties, when present, must agree with the body (they are not signed either,
+    but a contradiction means the message was not posted by this step as it stands)."""
+    for claim, body_value in (("EntityLogicalName", context.entity_name), ("RequestName", context.message_name)):
+        value = _claim(properties, claim)
+        if value is not None and str(value).casefold() != str(body_value or "").casefold():
+            raise _Stop(Outcome.REJECTED, f"application property {_CLAIMS}{claim} is {str(value)[:100]!r} but the "
+                                          f"body says {body_value!r}: the message was altered or not posted "
+                                          "by the campaign log step")
+
+
+def _claim(properties: Mapping[str, Any], name: str) -> Any:
+    if _CLAIMS + name in properties:
+        return properties[_CLAIMS + name]
+    suffix = f"/claims/{name}".lower()  # old pages print https://; match the suffix as a fallback
+    for key, value in properties.items():
+        if isinstance(key, str) and key.lower().endswith(suffix):
+            return value
+    return None
+
+
+def _row_request(context: CampaignLogContext, settings: Settings) -> RowRequest:
+    # Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
+    # the decision uses (a wrong column name then fails loudly with the Web API's 400).
+    select: tuple[str, ...] = ()
+    if settings.recipient_columns:
+        select = (settings.activity_type_column, settings.bounce_detail_column, "createdon",
+                  *(f"_{column}_value" for column in settings.recipient_columns))
+    return RowRequest(settings.campaign_log_entity_set, context.primary_id, select, context)
 
 
 def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityType:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .dedupe import RecentWork
 from .servicebus import QueueSender, ServiceBusSender
 from .settings import Settings
 
@@ -27,6 +28,7 @@ class Services:
         self._dataverse = dataverse
         self._env = env
         self._lock = threading.Lock()
+        self.recent = RecentWork()  # work items this process finished: a duplicate arriving together is skipped
 
     @property
     def sender(self) -> QueueSender:

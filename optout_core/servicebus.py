@@ -39,11 +39,14 @@ class InMemoryQueues:
         with self._lock:
             return list(self._queues.get(queue, ()))
 
-    def take(self, queue: str) -> OutboundMessage | None:
-        """Remove and return the oldest message of ``queue`` (None when empty)."""
+    def take(self, queue: str, message_id: str | None = None) -> OutboundMessage | None:
+        """Remove and return the oldest message of ``queue``, or the one with ``message_id`` (None if absent)."""
         with self._lock:
-            pending = self._queues.get(queue)
-            return pending.pop(0) if pending else None
+            pending = self._queues.get(queue) or []
+            for index, message in enumerate(pending):
+                if message_id is None or message.message_id == message_id:
+                    return pending.pop(index)
+            return None
 
 
 class ServiceBusSender:

@@ -43,6 +43,7 @@ SPEC: tuple[Setting, ...] = (
     Setting("BOUNCE_QUEUE", "bounce", "Queue of bounce work items (BounceDetail's trigger)."),
     Setting("REJECTED_QUEUE", "rejected", "Queue that keeps every rejected message with its reason, for redrive."),
     Setting("CAMPAIGN_LOG_TABLE", "concep_emailcampaignlog", "Logical name of Concep's Email Campaign Log table; other tables are rejected."),
+    Setting("CAMPAIGN_LOG_ENTITY_SET", "", "Web API entity set of the campaign log table, used to re-read trimmed messages; empty = the table name + s."),
     Setting("EXPECTED_ORGANIZATION_ID", "", "Your Dataverse organisation id; when set, messages from any other organisation are rejected."),
     Setting("ACTIVITY_TYPE_COLUMN", "concep_activitytype", "Campaign log column holding the activity type (choice, text or lookup)."),
     Setting("OPT_OUT_ACTIVITY_TYPES", "Spam Report;Group Opt out;Client Opt Out", "Activity types (labels and/or option codes, ;-separated) that opt the recipient out."),
@@ -61,6 +62,7 @@ SPEC: tuple[Setting, ...] = (
     Setting("DATAVERSE_BACKOFF_SECONDS", "1", "First back-off after a 5xx/timeout; doubles per try, with jitter."),
     Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries."),
     Setting("DATAVERSE_MAX_RETRY_AFTER_SECONDS", "30", "Longest 429 Retry-After waited in-process; longer ones return the message to Service Bus."),
+    Setting("THROTTLE_MAX_RESCHEDULES", "10", "How often one work item may be put back on its queue for a long 429 Retry-After before it is retried by Service Bus instead."),
     Setting("ServiceBusConnection", "", "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).", secret=True),
     Setting("ServiceBusConnection__fullyQualifiedNamespace", "", "Namespace host (<ns>.servicebus.windows.net) for identity-based connections."),
     Setting("ServiceBusConnection__clientId", "", "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity)."),
@@ -111,6 +113,7 @@ class Settings:
     bounce_queue: str = "bounce"
     rejected_queue: str = "rejected"
     campaign_log_table: str = "concep_emailcampaignlog"
+    campaign_log_entity_set: str = "concep_emailcampaignlogs"
     expected_organization_id: str | None = None
     activity_type_column: str = "concep_activitytype"
     opt_out_types: ActivityTypes = ActivityTypes()
@@ -125,6 +128,7 @@ class Settings:
     azure_client_id: str | None = None
     dataverse_timeout: float = 30.0
     retry: RetryPolicy = RetryPolicy()
+    max_reschedules: int = 10
     disabled: frozenset[str] = frozenset()
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -148,6 +152,8 @@ class Settings:
             bounce_queue=_queue(raw, "BOUNCE_QUEUE"),
             rejected_queue=_queue(raw, "REJECTED_QUEUE"),
             campaign_log_table=_identifier(raw, "CAMPAIGN_LOG_TABLE").lower(),
+            campaign_log_entity_set=(_identifier(raw, "CAMPAIGN_LOG_ENTITY_SET") if raw["CAMPAIGN_LOG_ENTITY_SET"]
+                                     else raw["CAMPAIGN_LOG_TABLE"].lower() + "s"),
             expected_organization_id=_optional_guid(raw, "EXPECTED_ORGANIZATION_ID"),
             activity_type_column=_identifier(raw, "ACTIVITY_TYPE_COLUMN").lower(),
             opt_out_types=opt_out,
@@ -168,6 +174,7 @@ class Settings:
                 backoff_max=_number(raw, "DATAVERSE_BACKOFF_MAX_SECONDS", minimum=0),
                 max_retry_after=_number(raw, "DATAVERSE_MAX_RETRY_AFTER_SECONDS", minimum=0),
             ),
+            max_reschedules=int(_number(raw, "THROTTLE_MAX_RESCHEDULES", minimum=0, integer=True)),
             disabled=frozenset(name for name in FUNCTIONS if _toggle(env, name)),
             raw=MappingProxyType(raw),
         )

@@ -123,6 +123,8 @@ class Fault:
     delay: float = 0.0                # sleep first (provokes client read timeouts)
     method: str | None = None         # only requests with this method match (None = any)
     path_contains: str | None = None  # only requests whose path (with query) contains this match
+    after: bool = False               # serve the request first (a write commits), then fail the answer:
+                                      # the client cannot tell whether its write happened
 
     def __post_init__(self) -> None:
         if not self.drop and not 400 <= self.status <= 599:
@@ -349,7 +351,8 @@ class DataverseStandIn:
         table = self._table(table)
         row_id = _normalise_id(row_id)
         pk = f"{table}id"
-        unknown = set(values) - self._columns[table]
+        # "column@annotation" keys (FormattedValue, lookuplogicalname) seed the annotations a GET returns.
+        unknown = {key.split("@", 1)[0] for key in values} - self._columns[table]
         if unknown:
             raise ValueError(f"unknown column(s) for {table}: {sorted(unknown)}")
         if pk in values and str(values[pk]).lower() != row_id:
@@ -451,13 +454,13 @@ class DataverseStandIn:
         body, response = self._read_body(handler)
         if response is None:
             fault = self._pick_fault(method, path)
-            if fault is not None:
-                response = self._fault_response(fault)
-            else:
+            if fault is None or fault.after:
                 try:
                     response = self._route(method, path, handler.headers, body)
                 except Exception as exc:  # a stand-in bug must surface as a loud 500, not a hang
                     response = _error(500, "STANDIN_INTERNAL", f"stand-in failure: {exc!r}")
+            if fault is not None:
+                response = self._fault_response(fault)
         # Record before answering: a test may inspect requests the moment its client returns.
         with self._lock:
             self._requests.append(RecordedRequest(method, path, headers, body,
@@ -619,13 +622,16 @@ class DataverseStandIn:
         return selected
 
     def _representation(self, table: str, entity_set: str, row_id: str, row: Mapping[str, Any],
-                        version: int, columns: list[str]) -> dict[str, Any]:
+                        version: int, columns: list[str], annotations: bool = False) -> dict[str, Any]:
         pk = f"{table}id"
         payload: dict[str, Any] = {
             "@odata.context": f"{self._url}{API_PREFIX}$metadata#{entity_set}({','.join(columns)})/$entity",
             "@odata.etag": _etag(version),
         }
         payload.update({column: copy.deepcopy(row.get(column)) for column in columns})
+        if annotations:  # only with Prefer: odata.include-annotations, as Dataverse does
+            payload.update({key: value for key, value in row.items()
+                            if "@" in key and key.split("@", 1)[0] in columns})
         payload[pk] = row_id  # Dataverse always returns the primary key
         return payload
 
@@ -642,7 +648,8 @@ class DataverseStandIn:
             if row is None:
                 return self._not_found(table, row_id)
             version = self._versions[(table, row_id)]
-            payload = self._representation(table, entity_set, row_id, row, version, columns)
+            annotations = "odata.include-annotations" in (headers.get("Prefer") or "")
+            payload = self._representation(table, entity_set, row_id, row, version, columns, annotations)
         if_none_match = headers.get("If-None-Match")
         if if_none_match and _etag(version) in [tag.strip() for tag in if_none_match.split(",")]:
             return _Response(304, headers=(("ETag", _etag(version)),))

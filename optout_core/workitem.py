@@ -30,11 +30,18 @@ class WorkItem:
     correlation_id: str | None = None
     occurred_on: str | None = None     # ISO 8601 UTC of the log's createdon
     detail: str | None = None          # bounce detail column, bounces only
+    reschedules: int = 0               # times put back on its queue after a long 429
+
+    @property
+    def key(self) -> str:
+        """One event's identity on one route: the same for every copy of this work item."""
+        return f"{self.log_id}:{self.route}"
 
     @property
     def message_id(self) -> str:
-        # Deterministic, so Service Bus duplicate detection drops a re-send after the router is redelivered.
-        return f"{self.log_id}:{self.route}"
+        # Deterministic, so Service Bus duplicate detection drops a re-send after the router is redelivered;
+        # a rescheduled copy needs its own id, or duplicate detection would drop it as well.
+        return self.key if not self.reschedules else f"{self.key}:r{self.reschedules}"
 
     def to_json(self) -> bytes:
         document = {
@@ -48,6 +55,7 @@ class WorkItem:
             "correlation_id": self.correlation_id,
             "occurred_on": self.occurred_on,
             "detail": self.detail,
+            "reschedules": self.reschedules,
         }
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -76,6 +84,7 @@ class WorkItem:
         if recipient_id is None:
             raise InvalidWorkItem("recipient id is not a GUID")
         code = document.get("activity_code")
+        reschedules = document.get("reschedules", 0)
         return cls(
             route=route,
             log_id=log_id,
@@ -86,6 +95,8 @@ class WorkItem:
             correlation_id=normalise_guid(document.get("correlation_id")),
             occurred_on=_optional_text(document, "occurred_on"),
             detail=_optional_text(document, "detail"),
+            reschedules=reschedules if isinstance(reschedules, int) and not isinstance(reschedules, bool)
+            and reschedules >= 0 else 0,
         )
 
 

@@ -124,11 +124,13 @@ def test_a_retry_after_beyond_the_limit_gives_the_message_back_without_waiting(s
     assert sleeps == []
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
-def test_transient_statuses_back_off_and_retry(standin, sleeps, status):
-    standin.inject(Fault(status=status), times=2)
+@pytest.mark.parametrize("status, read_backs", [(500, 0), (503, 0), (408, 0), (502, 2), (504, 2)])
+def test_transient_statuses_back_off_and_retry(standin, sleeps, status, read_backs):
+    # After a gateway error (502/504) the write may have committed: the row is read back before writing again.
+    standin.inject(Fault(status=status, method="PATCH"), times=2)
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and result.requests == 3
+    assert result.found and result.requests == 3 + read_backs
+    assert [r.method for r in standin.requests].count("GET") == read_backs
     assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
 
 
@@ -143,6 +145,43 @@ def test_a_read_timeout_is_retried(standin, sleeps):
     client = client_for(standin, sleeps)
     assert client.update("contact", CONTACT, {"donotbulkemail": True}).found
     assert len(sleeps) == 1
+
+
+def test_a_write_whose_answer_was_lost_is_read_back_not_written_twice(standin, sleeps):
+    standin.inject(Fault(drop=True, after=True))  # the PATCH commits, then the connection drops
+    result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
+    assert result.found and result.requests == 2
+    assert [r.method for r in standin.requests] == ["PATCH", "GET"]
+    assert len(standin.writes) == 1
+
+
+def test_a_read_back_that_differs_writes_again(standin, sleeps):
+    standin.inject(Fault(drop=True))  # dropped before the write: the row still says Allow
+    assert client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).found
+    assert [r.method for r in standin.requests] == ["PATCH", "GET", "PATCH"]
+    assert len(standin.writes) == 1
+
+
+def test_verify_first_skips_a_write_a_previous_delivery_already_made(standin, sleeps):
+    client = client_for(standin, sleeps)
+    client.update("contact", CONTACT, {"donotbulkemail": True})
+    again = client.update("contact", CONTACT, {"donotbulkemail": True}, verify_first=True)
+    assert again.found and again.requests == 1 and len(standin.writes) == 1
+    missing = client.update("contact", "d4000000-0000-4000-8000-000000000004", {"donotbulkemail": True},
+                            verify_first=True)
+    assert not missing.found
+
+
+def test_read_row_returns_annotations_or_none(standin, sleeps):
+    standin.add_row("contact", LEAD.replace("b2", "a9"), donotbulkemail=True,
+                    **{"donotbulkemail@OData.Community.Display.V1.FormattedValue": "Do Not Allow"})
+    client = client_for(standin, sleeps)
+    row = client.read_row("contacts", LEAD.replace("b2", "a9"), ["donotbulkemail"])
+    assert row["donotbulkemail"] is True
+    assert row["donotbulkemail@OData.Community.Display.V1.FormattedValue"] == "Do Not Allow"
+    assert client.read_row("contacts", MISSING) is None
+    prefer = {k.lower(): v for k, v in standin.requests[-1].headers.items()}["prefer"]
+    assert prefer == 'odata.include-annotations="*"'
 
 
 def test_exhausted_retries_raise_a_transient_error(standin, sleeps):

@@ -7,7 +7,7 @@ import pytest
 from messages import (ACCOUNTS, CONTACTS, FOREIGN_ORG_ID, LEADS, LOG_ID, MSBIN1_BODY, OMIT, ORG_ID, XML_BODY,
                       campaign_log, option, reference, wire)
 from optout_core.model import Outcome, Recipient, Route
-from optout_core.routing import decide
+from optout_core.routing import RowRequest, decide, decide_row
 from optout_core.settings import Settings
 
 DEFAULTS = Settings.from_env({})
@@ -114,10 +114,74 @@ def test_a_foreign_organisation_is_rejected_only_when_one_is_expected():
     assert decide(wire(campaign_log()), strict).outcome is Outcome.ROUTED
 
 
-def test_a_trimmed_context_without_target_is_rejected_for_redrive():
-    decision = decision_for(trimmed=True)
-    assert decision.outcome is Outcome.REJECTED and "192 KB" in decision.reason
+def test_a_trimmed_context_asks_for_the_campaign_log_row():
+    request = decision_for(trimmed=True)
+    assert isinstance(request, RowRequest)
+    assert (request.entity_set, request.log_id, request.select) == ("concep_emailcampaignlogs", LOG_ID, ())
+
+
+def test_with_recipient_columns_the_row_request_selects_only_what_the_decision_reads():
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid;concep_leadid",
+                                  "CAMPAIGN_LOG_ENTITY_SET": "concep_emailcampaignlogset"})
+    request = decision_for(trimmed=True, settings=settings)
+    assert request.entity_set == "concep_emailcampaignlogset"
+    assert request.select == ("concep_activitytype", "concep_bouncereason", "createdon",
+                              "_concep_contactid_value", "_concep_leadid_value")
+
+
+def web_api_row(**columns):
+    """A campaign log row as GET …?$select with Prefer: odata.include-annotations="*" returns it."""
+    return {"@odata.etag": 'W/"1"', "concep_emailcampaignlogid": LOG_ID, "createdon": "2025-03-14T09:26:53Z",
+            "concep_activitytype": 100000004,
+            "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Group Opt out",
+            "_concep_recipientid_value": LEADS[0],
+            "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "lead",
+            "_concep_recipientid_value@OData.Community.Display.V1.FormattedValue": "A Person",
+            "_ownerid_value": CONTACTS[2],
+            "_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "systemuser", **columns}
+
+
+def test_the_row_is_decided_by_the_same_rules():
+    request = decision_for(trimmed=True)
+    decision = decide_row(request, web_api_row(), DEFAULTS)
+    assert decision.outcome is Outcome.ROUTED and decision.route is Route.OPT_OUT
+    assert decision.recipient == Recipient("lead", LEADS[0])
+    assert decision.work_item.activity_type == "Group Opt out" and decision.work_item.activity_code == 100000004
+    assert decision.work_item.occurred_on == "2025-03-14T09:26:53Z"
     assert decision.log_id == LOG_ID
+
+
+def test_a_row_can_still_be_ignored_or_rejected():
+    request = decision_for(trimmed=True)
+    open_row = web_api_row(**{"concep_activitytype": 100000001,
+                              "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Open"})
+    assert decide_row(request, open_row, DEFAULTS).outcome is Outcome.IGNORED
+    no_recipient = web_api_row(_concep_recipientid_value=None)
+    assert decide_row(request, no_recipient, DEFAULTS).reason.startswith("no recipient")
+
+
+def test_a_trimmed_log_that_no_longer_exists_is_rejected():
+    decision = decide_row(decision_for(trimmed=True), None, DEFAULTS)
+    assert decision.outcome is Outcome.REJECTED and "no longer exists" in decision.reason
+
+
+CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
+
+
+def test_dataverse_properties_that_agree_with_the_body_pass():
+    properties = {CLAIMS + "EntityLogicalName": "concep_emailcampaignlog", CLAIMS + "RequestName": "Create",
+                  CLAIMS + "Organization": "whatever"}
+    assert decide(wire(campaign_log()), DEFAULTS, properties=properties).outcome is Outcome.ROUTED
+
+
+@pytest.mark.parametrize("properties", [
+    {CLAIMS + "EntityLogicalName": "account"},
+    {CLAIMS + "RequestName": "Update"},
+    {"https://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName": "contact"},
+])
+def test_dataverse_properties_that_contradict_the_body_are_rejected(properties):
+    decision = decide(wire(campaign_log()), DEFAULTS, properties=properties)
+    assert decision.outcome is Outcome.REJECTED and "altered or not posted" in decision.reason
 
 
 def test_no_recipient_is_rejected():
