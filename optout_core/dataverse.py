@@ -101,7 +101,7 @@ class DataverseClient:
     # -- transport -------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str], *,
-              missing_ok: bool, verify: Callable[[], _Response | None] | None = None,
+              missing_ok: bool, verify: Callable[[], _Response | bool | None] | None = None,
               verify_first: bool = False) -> tuple[_Response, int]:
         """Send with retries. Returns a 2xx (or, when ``missing_ok``, 404) response and the requests made.
 
@@ -116,8 +116,14 @@ class DataverseClient:
             if uncertain and verify is not None:
                 sent += 1
                 settled = verify()
-                if settled is not None:
+                if isinstance(settled, _Response):
                     return settled, sent
+                if settled is None:  # the read-back failed too: never write blind, read again later
+                    attempt += 1
+                    self._wait_or_raise(attempt, None, DataverseUnavailable(
+                        "Dataverse did not answer whether an earlier write took effect"), sent)
+                    continue
+                uncertain = False
             attempt += 1
             sent += 1
             try:
@@ -150,14 +156,15 @@ class DataverseClient:
             raise DataverseRejected(f"Dataverse answered {status}{_describe(error)}{_advice(status, error)}",
                                     status=status, requests=sent, **error)
 
-    def _holds(self, path: str, changes: Mapping[str, Any]) -> _Response | None:
-        """One read-back: 204 when the row already holds ``changes``, 404 when it is gone, else None."""
+    def _holds(self, path: str, changes: Mapping[str, Any]) -> _Response | bool | None:
+        """One read-back: a 204 when the row already holds ``changes``, the 404 when it is gone, False when
+        it does not hold them yet (write), None when the read itself failed (cannot tell)."""
         columns = [column for column in changes if "@" not in column]
         if len(columns) != len(changes):
-            return None  # lookups (x@odata.bind) cannot be compared by reading the column back
+            return False  # lookups (x@odata.bind) cannot be compared by reading the column back
         try:
             response = self._request("GET", f"{path}?$select={','.join(columns)}", None, {}, fresh_token=False)
-        except Exception:  # noqa: BLE001 — any failure here just means "write again"
+        except Exception:  # noqa: BLE001 — a failed read-back only means "cannot tell yet"
             return None
         if response.status == 404:
             return response
@@ -170,7 +177,7 @@ class DataverseClient:
         if all(row.get(column) == value for column, value in changes.items()):
             log.info("dataverse read-back: row already holds the update; not written again")
             return _Response(204, {}, b"")
-        return None
+        return False
 
     def _wait_or_raise(self, attempt: int, retry_after: float | None, failure: DataverseUnavailable,
                        sent: int) -> None:

@@ -47,14 +47,17 @@ class LocalPipeline:
     """Runs message bodies through router → opt-out/bounce, in process. Safe to call from several threads.
 
     A rescheduled work item (long 429) is delivered again once it is due; ``honour_schedule=False``
-    delivers it at once (tests that inject long Retry-After values).
+    delivers it at once (tests that inject long Retry-After values). A work item whose function raised
+    is delivered again, as Service Bus would, up to ``max_deliveries`` times in all; then it is ``failed``
+    (deployed: it would wait in the dead-letter queue).
     """
 
     def __init__(self, settings: Settings, *, dataverse: Any = None, honour_schedule: bool = True,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_deliveries: int = 1, sleep: Callable[[float], None] = time.sleep) -> None:
         self.queues = InMemoryQueues()
         self.services = Services(settings, sender=self.queues, dataverse=dataverse)
         self._honour_schedule = honour_schedule
+        self._max_deliveries = max_deliveries
         self._sleep = sleep
 
     def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
@@ -79,13 +82,18 @@ class LocalPipeline:
                                reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
                                       "(Service Bus duplicate detection)")
             self._wait_until(work.scheduled_enqueue_time)
-            try:
-                written = handler(InboundMessage(body=work.body, message_id=work.message_id, delivery_count=1,
-                                                 correlation_id=work.correlation_id,
-                                                 application_properties=work.application_properties), self.services)
-            except TransientError as exc:
-                return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
-                               requests=requests + getattr(exc, "requests", 0))
+            for delivery in range(1, self._max_deliveries + 1):
+                try:
+                    written = handler(InboundMessage(body=work.body, message_id=work.message_id,
+                                                     delivery_count=delivery, correlation_id=work.correlation_id,
+                                                     application_properties=work.application_properties),
+                                      self.services)
+                    break
+                except TransientError as exc:
+                    requests += getattr(exc, "requests", 0)
+                    if delivery == self._max_deliveries:
+                        return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
+                                       requests=requests)
             requests += written.dataverse_requests
             if written.outcome is not Outcome.RESCHEDULED:
                 return _result(source, written, route=routed.route, requests=requests)

@@ -358,7 +358,9 @@ class _Broker(Handler):
                 refused = self.peer._refused.get(address)
                 self.peer.received.append(Received(address, _copy(message), link.connection.number, not refused))
             if refused:
-                delivery.local.condition = Condition(refused[0], refused[1])
+                # With an info map, as Service Bus sends it: azure-servicebus 7.15 indexes error[2] and, without
+                # it, fails in a callback and then waits for ever for the send's outcome.
+                delivery.local.condition = Condition(refused[0], refused[1], {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
                 delivery.update(Delivery.REJECTED)
             else:
                 self.peer._store(address, message)

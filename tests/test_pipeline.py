@@ -2,6 +2,8 @@
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,12 +15,20 @@ from optout_core.model import Outcome
 from optout_core.runtime import Services
 from optout_core.servicebus import InMemoryQueues
 from optout_core.settings import Settings
-from optout_core.standin import DataverseStandIn, Fault
+from optout_core.standin import DEFAULT_TABLES, DataverseStandIn, Fault
 
 
 @pytest.fixture
-def standin(seeded_standin):
-    return seeded_standin
+def standin():
+    # The seeded recipients, plus the campaign log table so trimmed contexts can be read back.
+    tables = {**DEFAULT_TABLES, "concep_emailcampaignlog": {
+        "concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"}}
+    with DataverseStandIn(token="local-token", tables=tables,
+                          entity_sets={"concep_emailcampaignlog": "concep_emailcampaignlogs"}) as server:
+        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
+            for row_id in ids:
+                server.add_row(table, row_id, donotbulkemail=False)
+        yield server
 
 
 def services_for(standin=None, **env):
@@ -179,3 +189,80 @@ def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog)
         assert {"function", "log_id", "operation_id", "correlation_id", "message_id", "delivery_count",
                 "duration_ms"} <= set(r)
     assert "example.com" not in caplog.text and "Jane" not in caplog.text and "local-token" not in caplog.text
+
+
+# -- reliability: throttling, trimmed contexts, duplicates, redeliveries ----------------------------------
+
+def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standin):
+    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5")
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=429, retry_after=120))
+    handled = pipeline.opt_out(inbound(work.body, message_id=work.message_id), services)
+    assert handled.outcome is Outcome.RESCHEDULED and "Retry-After 120" in handled.reason
+    [later] = services.sender.messages("opt-out")[1:]
+    assert later.message_id == f"{LOG_ID}:opt_out:r1"
+    assert later.json()["reschedules"] == 1
+    delay = (later.scheduled_enqueue_time - datetime.now(UTC)).total_seconds()
+    assert 110 < delay <= 120
+    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
+    applied = pipeline.opt_out(inbound(later.body, message_id=later.message_id), services)
+    assert applied.outcome is Outcome.APPLIED
+
+
+def test_reschedules_are_bounded_then_service_bus_redelivery_takes_over(standin):
+    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1")
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=429, retry_after=60), times=2)
+    assert pipeline.opt_out(inbound(work.body), services).outcome is Outcome.RESCHEDULED
+    later = services.sender.messages("opt-out")[-1]
+    with pytest.raises(DataverseUnavailable):
+        pipeline.opt_out(inbound(later.body), services)
+
+
+def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
+    services = services_for(standin)
+    standin.add_row("contact", CONTACTS[1], donotbulkemail=False)
+    row = {"concep_activitytype": 100000005,
+           "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Client Opt Out",
+           "_concep_recipientid_value": CONTACTS[1],
+           "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
+           "createdon": "2025-03-14T09:26:53Z"}
+    standin.add_row("concep_emailcampaignlog", LOG_ID, **row)
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True)),
+                                     application_properties={"MessageMaxSizeExceeded": True}), services)
+    assert handled.outcome is Outcome.ROUTED and handled.recipient == f"contact/{CONTACTS[1]}"
+    get = [r for r in standin.requests if r.method == "GET"][-1]
+    assert get.path == f"/api/data/v9.2/concep_emailcampaignlogs({LOG_ID})"
+
+
+def test_a_trimmed_context_whose_row_is_gone_is_rejected(standin):
+    services = services_for(standin)
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services)
+    assert handled.outcome is Outcome.REJECTED and "no longer exists" in handled.reason
+
+
+def test_a_trimmed_context_without_dataverse_settings_is_rejected_with_the_setting_named():
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services_for())
+    assert handled.outcome is Outcome.REJECTED and "DATAVERSE_URL" in handled.reason
+
+
+def test_duplicates_arriving_together_write_once(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=503, delay=0.3))  # keeps the first copy in flight while the others arrive
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: pipeline.opt_out(inbound(work.body, message_id=f"copy-{n}"), services),
+                                range(4)))
+    outcomes = sorted(str(r.outcome) for r in results)
+    assert outcomes == ["applied", "ignored", "ignored", "ignored"]
+    assert len(standin.writes) == 1
+
+
+def test_a_redelivered_work_item_reads_back_before_writing(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Spam Report")
+    standin.add_row("contact", CONTACTS[0], donotbulkemail=True)  # an earlier delivery already wrote it
+    redelivered = InboundMessage(body=work.body, message_id=work.message_id, delivery_count=2)
+    handled = pipeline.opt_out(redelivered, services)
+    assert handled.outcome is Outcome.APPLIED
+    assert standin.writes == [] and [r.method for r in standin.requests] == ["GET"]
