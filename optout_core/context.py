@@ -90,7 +90,7 @@ def load_context(body: bytes, content_type: str | None = "application/json") -> 
     """Decode and read one message body, or raise :class:`UnreadableMessage` saying why."""
     document = _decode(body, content_type)
     if not isinstance(document, dict):
-        raise UnreadableMessage(f"body is a JSON {type(document).__name__}, not a Dataverse "
+        raise UnreadableMessage(f"body is a JSON {json_type(document)}, not a Dataverse "
                                 "RemoteExecutionContext object")
     target = _target(document)
     return CampaignLogContext(
@@ -117,8 +117,20 @@ def pairs(items: Any, where: str) -> dict[str, Any]:
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
             raise UnreadableMessage(f"{where} holds an entry that is not a {{key, value}} pair")
-        result[item["key"]] = item.get("value")
+        key, value = item["key"], item.get("value")
+        if key in result and result[key] != value:  # .NET dictionaries have unique keys: not Dataverse's
+            raise UnreadableMessage(f"{where} lists {key[:100]!r} twice with different values (duplicate keys)")
+        result[key] = value
     return result
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for reasons an administrator reads."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number"}.get(type(value), "value")
 
 
 def type_name(value: Any) -> str | None:
@@ -145,7 +157,7 @@ def as_reference(value: Any) -> Reference | None:
     tag = type_name(value)
     if tag not in (None, "EntityReference") or "Attributes" in value:
         return None
-    table, row_id, name = value.get("LogicalName"), value.get("Id"), value.get("Name")
+    table, row_id, name = value.get("LogicalName"), unwrap(value.get("Id")), value.get("Name")
     if not isinstance(table, str) or "Id" not in value:
         return None
     return Reference(table.lower(), normalise_guid(row_id), name if isinstance(name, str) else None)
@@ -167,9 +179,9 @@ def parse_date(text: str) -> datetime | None:
     if match is None:
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            return parsed.astimezone(UTC) if parsed.tzinfo else None
+        except (ValueError, OverflowError):
             return None
-        return parsed.astimezone(UTC) if parsed.tzinfo else None
     try:
         return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
@@ -200,10 +212,14 @@ def _decode(body: bytes, content_type: str | None) -> Any:
         # Floats stay floats: routing reads no decimal column, and Decimal parsing costs per message.
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UnreadableMessage(f"body is not valid JSON ({exc.msg} at line {exc.lineno} "
+        # Some of json's messages already end in "at" ("Invalid control character at").
+        at = "" if exc.msg.endswith(" at") else " at"
+        raise UnreadableMessage(f"body is not valid JSON ({exc.msg}{at} line {exc.lineno} "
                                 f"column {exc.colno})") from None
     except RecursionError:
         raise UnreadableMessage("body is JSON nested too deeply to be a Dataverse context") from None
+    except ValueError:  # e.g. a number beyond Python's 4,300-digit integer conversion limit
+        raise UnreadableMessage("body holds a number too long to be a Dataverse value") from None
 
 
 def _target(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -218,7 +234,7 @@ def _target(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _text(document: Mapping[str, Any], key: str) -> str | None:
     value = document.get(key)
     if value is not None and not isinstance(value, str):
-        raise UnreadableMessage(f"{key} is a JSON {type(value).__name__}, not a string")
+        raise UnreadableMessage(f"{key} is a JSON {json_type(value)}, not a string")
     return value
 
 

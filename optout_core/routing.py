@@ -35,9 +35,10 @@ class ActivityType:
         return self.label or (None if self.code is None else str(self.code))
 
     def __str__(self) -> str:
+        code = str(self.code) if self.code is None or len(str(self.code)) <= 20 else str(self.code)[:20] + "…"
         if self.label and self.code is not None:
-            return f"{self.label!r} ({self.code})"
-        return repr(self.label) if self.label else f"option {self.code}"
+            return f"{_shown(self.label)} ({code})"
+        return _shown(self.label) if self.label else f"option {code}"
 
 
 @dataclass(frozen=True)
@@ -143,18 +144,32 @@ def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision
 
 
 def _check_source(context: CampaignLogContext, settings: Settings) -> None:
-    if context.message_name != "Create":
-        raise _Stop(Outcome.IGNORED, f"message {context.message_name!r} is not Create: only new campaign "
-                                     "logs are processed (register the step on Create)")
-    if (context.entity_name or "").lower() != settings.campaign_log_table:
-        raise _Stop(Outcome.REJECTED, f"table {context.entity_name!r} is not the campaign log table "
-                                      f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)")
+    # Where the message came from first: a foreign or malformed message is rejected whatever its type.
     expected = settings.expected_organization_id
+    if expected and context.organization_id is None:
+        raise _Stop(Outcome.REJECTED, f"OrganizationId is missing, so it cannot match EXPECTED_ORGANIZATION_ID {expected}")
     if expected and context.organization_id != expected:
         raise _Stop(Outcome.REJECTED, f"organisation {context.organization_id} is not "
                                       f"EXPECTED_ORGANIZATION_ID {expected}")
+    if context.entity_name is None:
+        raise _Stop(Outcome.REJECTED, "PrimaryEntityName is missing: not a campaign log message (CAMPAIGN_LOG_TABLE)")
+    if context.entity_name.lower() != settings.campaign_log_table:
+        raise _Stop(Outcome.REJECTED, f"table {_shown(context.entity_name)} is not the campaign log table "
+                                      f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)")
+    if context.message_name is None:
+        raise _Stop(Outcome.REJECTED, "MessageName is missing: not a Dataverse execution context")
+    if context.message_name != "Create":
+        raise _Stop(Outcome.IGNORED, f"message {_shown(context.message_name)} is not Create: only new campaign "
+                                     "logs are processed (register the step on Create)")
     if context.primary_id is None:
         raise _Stop(Outcome.REJECTED, "PrimaryEntityId (the campaign log id) is missing")
+
+
+def _shown(value: str | None, limit: int = 100) -> str:
+    """A value from the message as it appears in a reason: quoted, shortened, and '(missing)' for none."""
+    if value is None:
+        return "(missing)"
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 def _check_claims(context: CampaignLogContext, properties: Mapping[str, Any]) -> None:
@@ -195,17 +210,24 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
                                       "to the activity type column of your Concep solution")
     value = unwrap(context.target[column])
     formatted = context.formatted.get(column)
+    empty = _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
     if value is None:
-        raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
+        raise empty
     if isinstance(value, str):
-        return ActivityType(value.strip() or None, None)
+        if not value.strip():
+            raise empty
+        return ActivityType(value.strip(), None)
     reference = as_reference(value)
     if reference is not None:  # a lookup to an activity type table: its name is the label
-        return ActivityType(reference.name or formatted, None)
+        label = (reference.name or formatted or "").strip()
+        if not label:
+            raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is a lookup without a name: "
+                                         "its activity type cannot be read")
+        return ActivityType(label, None)
     code = as_option_code(value)
     if code is None:
         raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
-    return ActivityType(formatted, code)
+    return ActivityType((formatted or "").strip() or None, code)
 
 
 def _route(activity: ActivityType, settings: Settings) -> Route:

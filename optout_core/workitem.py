@@ -57,7 +57,8 @@ class WorkItem:
             "detail": self.detail,
             "reschedules": self.reschedules,
         }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # ASCII escapes: a lone surrogate in a label or bounce detail cannot break the UTF-8 body.
+        return json.dumps(document, separators=(",", ":")).encode("ascii")
 
     @classmethod
     def from_json(cls, body: bytes) -> WorkItem:
