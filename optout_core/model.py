@@ -28,7 +28,7 @@ class Outcome(StrEnum):
     RESCHEDULED = "rescheduled"              # writer: throttled for long; the work item waits on its queue
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recipient:
     table: str  # contact, lead or account
     id: str     # lowercase GUID

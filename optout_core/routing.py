@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 from .context import (CampaignLogContext, UnreadableMessage, as_option_code, as_reference, context_from_row,
-                      load_context, unwrap)
+                      load_context, references_one_of, unwrap)
 from .model import ENTITY_SETS, Outcome, Recipient, Route
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, Settings
 from .workitem import WorkItem
@@ -24,7 +23,7 @@ _ROUTE_FUNCTIONS = {Route.OPT_OUT: OPT_OUT_FUNCTION, Route.BOUNCE: BOUNCE_FUNCTI
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivityType:
     label: str | None
     code: int | None
@@ -41,7 +40,7 @@ class ActivityType:
         return _shown(self.label) if self.label else f"option {code}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome                    # routed, ignored or rejected
     reason: str | None = None
@@ -54,7 +53,7 @@ class Decision:
     work_item: WorkItem | None = None   # set when routed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowRequest:
     """Dataverse trimmed the context (over 192 KB): the decision needs the campaign log row itself.
 
@@ -136,7 +135,7 @@ def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision
         activity_code=activity.code,
         operation_id=context.operation_id,
         correlation_id=context.correlation_id,
-        occurred_on=_occurred_on(context),
+        occurred_on=context.created_on(),
         detail=_detail(context, settings) if route is Route.BOUNCE else None,
     )
     return Decision(Outcome.ROUTED, None, route=route, activity_type=activity, recipient=recipient,
@@ -210,12 +209,9 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
                                       "to the activity type column of your Concep solution")
     value = unwrap(context.target[column])
     formatted = context.formatted.get(column)
-    empty = _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
-    if value is None:
-        raise empty
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
     if isinstance(value, str):
-        if not value.strip():
-            raise empty
         return ActivityType(value.strip(), None)
     reference = as_reference(value)
     if reference is not None:  # a lookup to an activity type table: its name is the label
@@ -259,8 +255,10 @@ def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
                                       f"({';'.join(settings.recipient_columns)}) references a contact, lead or account")
     found: dict[tuple[str, str | None], str] = {}
     for column, value in attributes.items():
+        if type(value) is not dict or not references_one_of(value, ENTITY_SETS):
+            continue
         reference = as_reference(value)
-        if reference is not None and reference.table in ENTITY_SETS:
+        if reference is not None:
             found.setdefault((reference.table, reference.id), column)
     if not found:
         raise _Stop(Outcome.REJECTED, "no recipient: the campaign log references no contact, lead or account")
@@ -276,11 +274,6 @@ def _valid(table: str, row_id: str | None, column: str) -> Recipient:
     if row_id is None:
         raise _Stop(Outcome.REJECTED, f"the recipient id in {column} is not a GUID")
     return Recipient(table, row_id)
-
-
-def _occurred_on(context: CampaignLogContext) -> str | None:
-    created = context.created_on()
-    return None if created is None else created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _detail(context: CampaignLogContext, settings: Settings) -> str | None:

@@ -7,6 +7,7 @@ list of settings: ``local.settings.sample.json`` and ``python -m optout_core che
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -75,6 +76,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
+@functools.lru_cache(maxsize=1024)  # the same few labels arrive over and over
 def normalise_label(label: str) -> str:
     """Activity type labels match ignoring case, spaces, hyphens and underscores ("Group Opt-Out")."""
     return re.sub(r"[\s\-_]+", "", label).casefold()

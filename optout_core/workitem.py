@@ -17,7 +17,7 @@ class InvalidWorkItem(PermanentError):
     """A message on a work queue that is not a work item this version understands."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One routed campaign log event. Carries ids and labels only: no names, no email addresses."""
 

@@ -463,7 +463,11 @@ def _cases() -> list[Case]:
     add(Case("activity-option-code-4000-digits", spliced(b"9" * 4000, activity={"__type": OPTION, "Value": MARK},
                                                          activity_label=None), I,
              ("activity type option 9999", "is not an opt-out or bounce type (the message carries no label")))
-    add(Case("integer-5000-digits", spliced(b"1" * 5000, ZzCounter=MARK), X, (("digits", "number"),)))
+    # An unknown member is skipped unread (Dataverse keeps adding members); one the router reads is not.
+    add(Case("integer-5000-digits-in-unknown-member", spliced(b"1" * 5000, ZzCounter=MARK), R, (),
+             recipient=CONTACT, route=Route.OPT_OUT))
+    add(Case("integer-5000-digits-in-target", spliced(b"1" * 5000, extra_attributes={"concep_score": MARK}), X,
+             (("digits", "number"),)))
 
     # -- empty or unreadable activity types ----------------------------------------------------------
     add(Case("activity-type-empty-string", wire(campaign_log(activity="", activity_label=None)), I,
