@@ -2,14 +2,17 @@
 
 Dataverse posts each new Email Campaign Log row to CAMPAIGN_LOG_QUEUE. CampaignLogRouter decides and
 forwards a work item to OPT_OUT_QUEUE or BOUNCE_QUEUE (or ignores it, or keeps it on REJECTED_QUEUE with
-the reason). BulkEmailOptOut and BounceDetail write to the recipient through the Dataverse Web API.
+the reason). BulkEmailOptOut (a batch of messages at a time) and BounceDetail write to the recipient
+through the Dataverse Web API.
 Returning completes the message; raising sends it back to Service Bus for another delivery. Each
 function is switched off alone with its portal toggle, AzureWebJobs.<name>.Disabled.
 """
 
+from typing import List
+
 import azure.functions as func
 
-from optout_core import pipeline
+from optout_core import bulk, pipeline
 from optout_core.messages import InboundMessage
 from optout_core.runtime import services
 
@@ -24,10 +27,11 @@ def campaign_log_router(msg: func.ServiceBusMessage) -> None:
 
 
 @app.function_name(name="BulkEmailOptOut")
-@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%OPT_OUT_QUEUE%")
-def bulk_email_opt_out(msg: func.ServiceBusMessage) -> None:
-    """Child workflow: set the contact's, lead's or account's Bulk Email to Do Not Allow."""
-    pipeline.opt_out(InboundMessage.from_functions(msg), services())
+@app.service_bus_queue_trigger(arg_name="msgs", connection="ServiceBusConnection", queue_name="%OPT_OUT_QUEUE%",
+                               cardinality="many")
+def bulk_email_opt_out(msgs: List[func.ServiceBusMessage]) -> None:  # noqa: UP006 — the worker requires typing.List
+    """Child workflow: set each recipient's Bulk Email to Do Not Allow, a whole backlog per $batch."""
+    bulk.opt_out_batch([InboundMessage.from_functions(msg) for msg in msgs], services())
 
 
 @app.function_name(name="BounceDetail")

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from .errors import DataverseRejected, DataverseUnavailable
+from . import batch
+from .errors import DataverseError, DataverseRejected, DataverseUnavailable
 from .model import ENTITY_SETS
 from .retry import RetryPolicy
+from .throttle import ThrottleGate
 
 API = "/api/data/v9.2"
 log = logging.getLogger("optout.dataverse")
@@ -41,6 +43,27 @@ class WriteResult:
     requests: int   # HTTP requests it took, retries included
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One row update of a batch."""
+
+    table: str
+    row_id: str
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    found: bool = True                    # False: the row does not exist (404); nothing created
+    error: DataverseError | None = None   # set when this write failed: permanent, or transient after retries
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[WriteOutcome]          # one per write, in order
+    requests: int                         # HTTP requests (a $batch is one), retries and read-backs included
+
+
 @dataclass(frozen=True)
 class _Response:
     status: int
@@ -52,13 +75,15 @@ class DataverseClient:
     """Updates contact, lead and account rows through the Dataverse Web API (v9.2)."""
 
     def __init__(self, url: str, credential: TokenCredential, *, retry: RetryPolicy = RetryPolicy(),
-                 timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 timeout: float = 30.0, max_concurrency: int = 8, sleep: Callable[[float], None] = time.sleep,
+                 gate: ThrottleGate | None = None) -> None:
         self.url = url.rstrip("/")
         self._credential = credential
         self._scope = f"{self.url}/.default"
         self._retry = retry
         self._timeout = timeout
         self._sleep = sleep
+        self._gate = gate or ThrottleGate(max_concurrency, sleep=sleep)
         self._lock = threading.Lock()
         self._token: Any = None
         self._session: Any = None
@@ -79,6 +104,157 @@ class DataverseClient:
                                         missing_ok=True, verify=lambda: self._holds(path, changes),
                                         verify_first=verify_first)
         return WriteResult(found=response.status != 404, requests=requests)
+
+    def update_many(self, writes: Sequence[Write], *, verify_first: bool = False) -> BatchResult:
+        """Apply many updates through ``$batch`` (up to 1,000 per request, ``continue-on-error``).
+
+        Each write keeps its own outcome: a part that fails transiently (429, 5xx) goes again in the next
+        round, alone with the others that failed; parts that succeeded are never sent again. After a
+        batch whose answer was lost, the rows are read back (one GET batch) before anything is re-sent.
+        """
+        outcomes: list[WriteOutcome | None] = [None] * len(writes)
+        pending, requests, attempt = list(range(len(writes))), 0, 0
+        uncertain = verify_first
+        while pending:
+            failure: DataverseUnavailable | None = None
+            if uncertain:
+                held, sent = self._held(writes, pending)
+                requests += sent
+                if held is None:
+                    failure = DataverseUnavailable("Dataverse did not answer whether earlier writes took effect")
+                else:
+                    for index, found in held.items():
+                        outcomes[index] = WriteOutcome(found=found)
+                    pending = [index for index in pending if index not in held]
+                    uncertain = False
+                    if not pending:
+                        break
+            retry_after = None
+            if failure is None:
+                pending, retry_after, uncertain, failure, sent = self._batch_round(writes, pending, outcomes)
+                requests += sent
+                if not pending:
+                    break
+            attempt += 1
+            delay = self._retry.delay(attempt, retry_after=retry_after)
+            if delay is None:
+                for index in pending:
+                    outcomes[index] = WriteOutcome(error=failure)
+                break
+            log.info("dataverse batch retry: %d writes, attempt=%d delay=%.2fs cause=%s",
+                     len(pending), attempt, delay, failure)
+            if retry_after is not None:
+                self._gate.hold(delay)  # every worker of this process waits, not just this one
+            else:
+                self._sleep(delay)
+        return BatchResult([outcome or WriteOutcome() for outcome in outcomes], requests)
+
+    def _batch_round(self, writes: Sequence[Write], pending: list[int], outcomes: list[WriteOutcome | None]
+                     ) -> tuple[list[int], float | None, bool, DataverseUnavailable | None, int]:
+        """Send every pending write once. Returns what to retry, the longest Retry-After, whether the
+        retried writes may have committed, the failure to report if retries run out, and requests sent."""
+        import requests as http
+
+        retry, retry_after, uncertain, failure, sent = [], None, False, None, 0
+        for start in range(0, len(pending), batch.MAX_OPERATIONS):
+            chunk = pending[start:start + batch.MAX_OPERATIONS]
+            operations = [batch.Operation("PATCH", f"{API}/{ENTITY_SETS[writes[i].table]}({writes[i].row_id})",
+                                          {"Content-Type": "application/json", "If-Match": "*"},
+                                          json.dumps(dict(writes[i].changes), separators=(",", ":")).encode())
+                          for i in chunk]
+            content_type, body = batch.build(operations)
+            headers = {"Content-Type": content_type, "Prefer": "odata.continue-on-error"}
+            sent += 1
+            try:
+                response = self._request("POST", f"{API}/$batch", body, headers, fresh_token=False)
+                if response.status == 401:  # the token expired in between: once more with a fresh one
+                    sent += 1
+                    response = self._request("POST", f"{API}/$batch", body, headers, fresh_token=True)
+            except (http.ConnectionError, http.Timeout) as exc:
+                retry += chunk
+                uncertain |= not isinstance(exc, http.ConnectTimeout)
+                failure = DataverseUnavailable(f"Dataverse unreachable: {type(exc).__name__}")
+                continue
+            error = _error(response) if response.status != 200 else {}
+            if response.status == 429 or RetryPolicy.is_transient_status(response.status):
+                retry += chunk
+                uncertain |= response.status in (502, 504)
+                if response.status == 429:
+                    retry_after = _longest(retry_after, _retry_after(response.headers))
+                failure = DataverseUnavailable(f"Dataverse answered {response.status}{_describe(error)}",
+                                               status=response.status, **error)
+                continue
+            if response.status != 200:
+                rejected = DataverseRejected(f"Dataverse answered {response.status} to $batch{_describe(error)}"
+                                             f"{_advice(response.status, error)}", status=response.status, **error)
+                for index in chunk:
+                    outcomes[index] = WriteOutcome(error=rejected)
+                continue
+            try:
+                parts = batch.parse(response.headers.get("Content-Type", ""), response.body)
+            except batch.BatchFormatError:
+                parts = []
+            if len(parts) != len(chunk):  # an answer we cannot match to the writes: treat as lost
+                retry += chunk
+                uncertain = True
+                failure = DataverseUnavailable("Dataverse's $batch answer did not match the request")
+                continue
+            for index, part in zip(chunk, parts):
+                status = part.status
+                if 200 <= status < 300 or status == 404:
+                    outcomes[index] = WriteOutcome(found=status != 404)
+                    continue
+                part_error = _error(_Response(status, part.headers, part.body))
+                reason = f"Dataverse answered {status}{_describe(part_error)}"
+                if status == 429 or RetryPolicy.is_transient_status(status):
+                    retry.append(index)
+                    uncertain |= status in (502, 504)
+                    if status == 429:
+                        retry_after = _longest(retry_after, _retry_after(part.headers))
+                    failure = DataverseUnavailable(reason, status=status, **part_error)
+                else:
+                    outcomes[index] = WriteOutcome(error=DataverseRejected(
+                        reason + _advice(status, part_error), status=status, **part_error))
+        if failure is not None:
+            failure.requests = sent
+            failure.retry_after = retry_after
+        return retry, retry_after, uncertain, failure, sent
+
+    def _held(self, writes: Sequence[Write], pending: list[int]) -> tuple[dict[int, bool] | None, int]:
+        """Read the pending rows back (GETs in $batch): index → found, for rows already holding their
+        update or gone. None when the read-back failed."""
+        held: dict[int, bool] = {}
+        sent = 0
+        checkable = [i for i in pending if all("@" not in column for column in writes[i].changes)]
+        for start in range(0, len(checkable), batch.MAX_OPERATIONS):
+            chunk = checkable[start:start + batch.MAX_OPERATIONS]
+            operations = [batch.Operation(
+                "GET", f"{API}/{ENTITY_SETS[writes[i].table]}({writes[i].row_id})?$select={','.join(writes[i].changes)}",
+                {"Accept": "application/json"}) for i in chunk]
+            content_type, body = batch.build(operations)
+            sent += 1
+            try:
+                response = self._request("POST", f"{API}/$batch", body,
+                                         {"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+                                         fresh_token=False)
+                parts = batch.parse(response.headers.get("Content-Type", ""), response.body)
+            except Exception:  # noqa: BLE001 — any failure: cannot tell yet
+                return None, sent
+            if response.status != 200 or len(parts) != len(chunk):
+                return None, sent
+            for index, part in zip(chunk, parts):
+                if part.status == 404:
+                    held[index] = False
+                elif part.status == 200:
+                    try:
+                        row = json.loads(part.body)
+                    except ValueError:
+                        return None, sent
+                    if all(row.get(column) == value for column, value in writes[index].changes.items()):
+                        held[index] = True
+                else:
+                    return None, sent
+        return held, sent
 
     def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None:
         """GET one row with its annotations (formatted values, lookup tables); None when it does not exist."""
@@ -186,7 +362,10 @@ class DataverseClient:
             failure.requests = sent
             raise failure
         log.info("dataverse retry: attempt=%d delay=%.2fs cause=%s", attempt, delay, failure)
-        self._sleep(delay)
+        if retry_after is not None:
+            self._gate.hold(delay)  # every worker of this process waits, not just this one
+        else:
+            self._sleep(delay)
 
     def _request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str], *,
                  fresh_token: bool) -> _Response:
@@ -198,7 +377,8 @@ class DataverseClient:
             "OData-Version": "4.0",
             **headers,
         }
-        r = session.request(method, self.url + path, data=body, headers=all_headers, timeout=self._timeout)
+        with self._gate:
+            r = session.request(method, self.url + path, data=body, headers=all_headers, timeout=self._timeout)
         return _Response(r.status_code, r.headers, r.content)
 
     def _get_session(self) -> Any:
@@ -250,6 +430,10 @@ def _advice(status: int, error: Mapping[str, str | None]) -> str:
     if status == 404:
         return " - check DATAVERSE_URL: it must be the environment root, e.g. https://contoso.crm.dynamics.com"
     return ""
+
+
+def _longest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -47,7 +47,7 @@ def route(msg: InboundMessage, services: Services) -> Handled:
             services.sender.send(forward(decision.work_item, settings, source_message_id=msg.message_id))
         elif decision.outcome is Outcome.REJECTED:
             services.sender.send(rejected_copy(msg, decision.reason, ROUTER_FUNCTION, settings))
-    return record(_timed(handled, started))
+    return record(timed(handled, started))
 
 
 def opt_out(msg: InboundMessage, services: Services) -> Handled:
@@ -113,21 +113,12 @@ def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settin
 def _write(function: str, expected: Route, msg: InboundMessage, services: Services,
            changes_for: Callable[[WorkItem, Settings], Mapping[str, Any] | None]) -> Handled:
     started = time.perf_counter()
-    handled = Handled(function=function, outcome=Outcome.REJECTED, message_id=msg.message_id,
-                      delivery_count=msg.delivery_count, route=str(expected))
-    try:
-        item = WorkItem.from_json(msg.body)
-        if item.route is not expected:
-            raise PermanentError(f"a {item.route} work item reached {function}'s queue")
-    except PermanentError as exc:
-        return _reject(handled, msg, str(exc), services, started)
-    handled = _replace(handled, log_id=item.log_id, operation_id=item.operation_id,
-                       correlation_id=item.correlation_id, recipient=str(item.recipient),
-                       activity_type=item.activity_type or _code(item.activity_code))
+    read = read_work_item(function, expected, msg, services, started)
+    if isinstance(read, Handled):
+        return read
+    handled, item = read
     if not services.recent.claim(item.key):
-        return record(_timed(_replace(handled, outcome=Outcome.IGNORED,
-                                      reason=f"duplicate: work item {item.key} was already handled by this worker"),
-                             started))
+        return duplicate(handled, item, started)
     done = False
     try:
         handled = _apply(handled, item, msg, services, changes_for, started)
@@ -137,12 +128,34 @@ def _write(function: str, expected: Route, msg: InboundMessage, services: Servic
         services.recent.release(item.key, done=done)
 
 
+def read_work_item(function: str, expected: Route, msg: InboundMessage, services: Services,
+                   started: float) -> Handled | tuple[Handled, WorkItem]:
+    """The work item of a writer's message with its log fields, or the rejection (already kept)."""
+    handled = Handled(function=function, outcome=Outcome.REJECTED, message_id=msg.message_id,
+                      delivery_count=msg.delivery_count, route=str(expected))
+    try:
+        item = WorkItem.from_json(msg.body)
+        if item.route is not expected:
+            raise PermanentError(f"a {item.route} work item reached {function}'s queue")
+    except PermanentError as exc:
+        return reject(handled, msg, str(exc), services, started)
+    return _replace(handled, log_id=item.log_id, operation_id=item.operation_id,
+                    correlation_id=item.correlation_id, recipient=str(item.recipient),
+                    activity_type=item.activity_type or _code(item.activity_code)), item
+
+
+def duplicate(handled: Handled, item: WorkItem, started: float) -> Handled:
+    return record(timed(_replace(handled, outcome=Outcome.IGNORED,
+                                  reason=f"duplicate: work item {item.key} was already handled by this worker"),
+                         started))
+
+
 def _apply(handled: Handled, item: WorkItem, msg: InboundMessage, services: Services,
            changes_for: Callable[[WorkItem, Settings], Mapping[str, Any] | None], started: float) -> Handled:
     settings = services.settings
     changes = changes_for(item, settings)
     if changes is None:
-        return record(_timed(_replace(handled, outcome=Outcome.APPLIED,
+        return record(timed(_replace(handled, outcome=Outcome.APPLIED,
                                       reason="audit only: BOUNCE_UPDATE is empty, nothing written"), started))
     with _outcome_or_retry(handled, started):
         try:
@@ -150,37 +163,38 @@ def _apply(handled: Handled, item: WorkItem, msg: InboundMessage, services: Serv
             result = services.dataverse.update(item.recipient.table, item.recipient.id, changes,
                                                verify_first=(msg.delivery_count or 1) > 1)
         except DataverseRejected as exc:
-            return _reject(_replace(handled, dataverse_requests=exc.requests), msg, str(exc), services, started)
+            return reject(_replace(handled, dataverse_requests=exc.requests), msg, str(exc), services, started)
         except DataverseUnavailable as exc:
             if exc.status != 429 or exc.retry_after is None or item.reschedules >= settings.max_reschedules:
                 raise
-            return _reschedule(_replace(handled, dataverse_requests=exc.requests), item, exc.retry_after,
-                               services, started)
+            return reschedule(_replace(handled, dataverse_requests=exc.requests), item, exc.retry_after,
+                              services, started)
     if not result.found:
         handled = _replace(handled, outcome=Outcome.RECIPIENT_MISSING,
                            reason=f"{item.recipient.table} {item.recipient.id} does not exist (deleted or merged); not re-created")
     else:
         handled = _replace(handled, outcome=Outcome.APPLIED)
-    return record(_timed(_replace(handled, dataverse_requests=result.requests), started))
+    return record(timed(_replace(handled, dataverse_requests=result.requests), started))
 
 
-def _reschedule(handled: Handled, item: WorkItem, retry_after: float, services: Services,
-                started: float) -> Handled:
-    """Throttled for longer than a worker should sleep: put the work item back, due after Retry-After,
-    instead of holding a thread or using up the queue's delivery count."""
+def reschedule(handled: Handled, item: WorkItem, delay: float, services: Services, started: float, *,
+               cause: str = "throttled (429)") -> Handled:
+    """Put the work item back on its queue, due after ``delay`` seconds, instead of holding a worker
+    thread or using up the queue's delivery count (a long Retry-After, or one failed part of a batch)."""
     later = replace(item, reschedules=item.reschedules + 1)
-    due = datetime.now(UTC) + timedelta(seconds=retry_after)
+    due = datetime.now(UTC) + timedelta(seconds=delay)
     services.sender.send(forward(later, services.settings, not_before=due))
-    return record(_timed(_replace(handled, outcome=Outcome.RESCHEDULED,
-                                  reason=f"throttled (429, Retry-After {retry_after:g} s): due again at "
+    return record(timed(_replace(handled, outcome=Outcome.RESCHEDULED,
+                                  reason=f"{cause}, waiting {delay:g} s: due again at "
                                          f"{due:%Y-%m-%dT%H:%M:%SZ} as {later.message_id}"), started))
 
 
-def _reject(handled: Handled, msg: InboundMessage, reason: str, services: Services, started: float) -> Handled:
+def reject(handled: Handled, msg: InboundMessage, reason: str, services: Services, started: float) -> Handled:
+    """Keep the message, with its reason, on the rejected queue; the original then completes."""
     handled = _replace(handled, outcome=Outcome.REJECTED, reason=reason)
     with _outcome_or_retry(handled, started):
         services.sender.send(rejected_copy(msg, reason, handled.function, services.settings))
-    return record(_timed(handled, started))
+    return record(timed(handled, started))
 
 
 class _outcome_or_retry:
@@ -194,12 +208,12 @@ class _outcome_or_retry:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is not None and isinstance(exc, Exception):
-            record(_timed(_replace(self.handled, outcome="retry", reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]),
+            record(timed(_replace(self.handled, outcome="retry", reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]),
                           self.started))
         return False
 
 
-def _timed(handled: Handled, started: float) -> Handled:
+def timed(handled: Handled, started: float) -> Handled:
     return _replace(handled, duration_ms=(time.perf_counter() - started) * 1000)
 
 

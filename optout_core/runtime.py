@@ -54,7 +54,7 @@ def build_dataverse_client(settings: Settings) -> Any:
         raise SettingsError("DATAVERSE_URL is not set: BulkEmailOptOut and BounceDetail need the "
                             "environment URL, e.g. https://contoso.crm.dynamics.com")
     return DataverseClient(settings.dataverse_url, dataverse_credential(settings), retry=settings.retry,
-                           timeout=settings.dataverse_timeout)
+                           timeout=settings.dataverse_timeout, max_concurrency=settings.dataverse_concurrency)
 
 
 _installed: Services | None = None

@@ -59,6 +59,7 @@ SPEC: tuple[Setting, ...] = (
     Setting("AZURE_CLIENT_ID", "", "Client id of a user-assigned managed identity for Dataverse; empty = DefaultAzureCredential."),
     Setting("AZURE_CLIENT_SECRET", "", "Only for a service principal instead of a managed identity (read by DefaultAzureCredential with AZURE_TENANT_ID).", secret=True),
     Setting("DATAVERSE_TIMEOUT_SECONDS", "30", "Connect/read timeout of one Web API request."),
+    Setting("DATAVERSE_MAX_CONCURRENCY", "8", "Web API requests in flight at once per worker process (Dataverse allows 52 per application user across all instances)."),
     Setting("DATAVERSE_MAX_ATTEMPTS", "5", "Tries per Web API write (first included) before the message goes back to Service Bus."),
     Setting("DATAVERSE_BACKOFF_SECONDS", "1", "First back-off after a 5xx/timeout; doubles per try, with jitter."),
     Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries."),
@@ -129,6 +130,7 @@ class Settings:
     dataverse_token: str | None = field(default=None, repr=False)
     azure_client_id: str | None = None
     dataverse_timeout: float = 30.0
+    dataverse_concurrency: int = 8
     retry: RetryPolicy = RetryPolicy()
     max_reschedules: int = 10
     disabled: frozenset[str] = frozenset()
@@ -170,6 +172,7 @@ class Settings:
             dataverse_token=token,
             azure_client_id=raw["AZURE_CLIENT_ID"] or None,
             dataverse_timeout=_number(raw, "DATAVERSE_TIMEOUT_SECONDS", minimum=0.1),
+            dataverse_concurrency=int(_number(raw, "DATAVERSE_MAX_CONCURRENCY", minimum=1, integer=True)),
             retry=RetryPolicy(
                 attempts=int(_number(raw, "DATAVERSE_MAX_ATTEMPTS", minimum=1, integer=True)),
                 backoff=_number(raw, "DATAVERSE_BACKOFF_SECONDS", minimum=0),

@@ -112,8 +112,16 @@ class AmqpPeer:
     def _run(self) -> None:
         try:
             self._container.run()
-        except BaseException as exc:  # reported by start()/stop(); the thread must end either way
+        except BaseException as exc:  # a bug in the peer: reported by start() or stop()
             self._failure = exc
+        finally:
+            # proton's reactor ends without closing its sockets: close the listener and every connection's
+            # socket, so clients get "connection refused/reset" rather than a socket nobody will ever answer.
+            for sock in self._broker.sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
             self._started.set()
 
     def stop(self) -> None:
@@ -131,6 +139,8 @@ class AmqpPeer:
                 os.close(fd)
             except OSError:
                 pass
+        if self._failure is not None:
+            raise RuntimeError("the AMQP peer failed") from self._failure
 
     def __enter__(self) -> AmqpPeer:
         return self.start()
@@ -198,16 +208,22 @@ class _Broker(Handler):
         self.acceptor: Any = None
         self.connections: list[Any] = []
         self.inflight: dict[Delivery, _Inflight] = {}   # delivered in peek-lock, not settled yet
+        self.sockets: list[Any] = []                    # closed by AmqpPeer.stop()
 
     # -- connections and links -------------------------------------------------------------------------
 
     def on_reactor_init(self, event: Any) -> None:
         self.acceptor = event.container.listen(f"{self.peer._host}:0")
-        self.peer.port = self.acceptor._selectable._delegate.getsockname()[1]
+        listener = self.acceptor._selectable._delegate
+        self.sockets.append(listener)
+        self.peer.port = listener.getsockname()[1]
         self.peer._started.set()
 
     def on_connection_remote_open(self, event: Any) -> None:
         connection = event.connection
+        selectable = getattr(event.transport, "_selectable", None)
+        if getattr(selectable, "_delegate", None) is not None:
+            self.sockets.append(selectable._delegate)
         with self.peer._lock:
             self.peer.connections += 1
             connection.number = self.peer.connections
@@ -412,8 +428,11 @@ class _Broker(Handler):
             if not connection.state & Endpoint.LOCAL_CLOSED:
                 connection.close()
         self.peer._injector.close()
-        # Let the close frames go out, then end the reactor even if a client never answers.
-        event.container.schedule(0.2, _Stopper(event.container))
+        container = self.peer._container
+        if not self.connections:
+            container.stop()
+        else:  # let the close frames go out, then end the reactor even if a client never answers
+            container.schedule(0.2, _Stopper(container))
 
 
 class _Stopper:

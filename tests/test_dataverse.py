@@ -112,7 +112,7 @@ def test_429_waits_the_full_retry_after_then_succeeds(standin, sleeps):
     standin.inject(Fault(status=429, retry_after=7))
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
     assert result.found and result.requests == 2
-    assert sleeps == [7]
+    assert sleeps == [pytest.approx(7, abs=0.1)]  # waited at the process-wide gate
 
 
 def test_a_retry_after_beyond_the_limit_gives_the_message_back_without_waiting(standin, sleeps):

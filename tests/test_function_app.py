@@ -129,15 +129,18 @@ def test_function_names_are_valid_for_the_host_and_can_be_switched_off_on_linux(
         assert "-" not in name, f"AzureWebJobs.{name}.Disabled is not an allowed app setting name on Linux"
 
 
+BATCHED = {"BulkEmailOptOut"}  # takes a backlog at a time, to write it through one $batch
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_each_function_is_a_single_message_service_bus_queue_trigger_on_its_queue_setting(worker, name):
+def test_each_function_is_a_service_bus_queue_trigger_on_its_queue_setting(worker, name):
     (trigger,) = worker.functions()[name].bindings
     assert trigger["type"] == "serviceBusTrigger"
     assert trigger["direction"] == "IN"
     assert trigger["connection"] == "ServiceBusConnection"
     assert trigger["queueName"] == FUNCTIONS[name]
     assert trigger.get("autoCompleteMessages", True) is not False, "nothing would settle the messages"
-    assert str(trigger.get("cardinality", "one")).lower() != "many"
+    assert (str(trigger.get("cardinality", "one")).lower() == "many") is (name in BATCHED)
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -159,7 +162,7 @@ def library_indexed():
 def test_each_python_function_declares_exactly_its_bindings_as_parameters(library_indexed, name):
     function = library_indexed[name]
     parameters = set(inspect.signature(function.get_user_function()).parameters) - {"context"}
-    assert parameters == {binding.name for binding in function.get_bindings()} == {"msg"}
+    assert parameters == {binding.name for binding in function.get_bindings()} == {"msgs" if name in BATCHED else "msg"}
     assert [json.loads(raw)["queueName"] for raw in function.get_raw_bindings()] == [FUNCTIONS[name]]
 
 
@@ -236,55 +239,77 @@ def test_switching_off_bulk_email_opt_out_stops_forwarding_opt_outs_but_not_boun
     assert [m.json()["recipient"]["id"] for m in queues.messages("bounce")] == [CONTACTS[1]]
 
 
-# --- 4. BulkEmailOptOut through the worker, against the Dataverse stand-in ---------------------------------
+# --- 4. BulkEmailOptOut through the worker (a batch of messages), against the Dataverse stand-in ------------
 
-def test_opt_out_sets_donotbulkemail_on_the_recipient(worker, install, standin):
-    item = opt_out_work_item(worker, install, CONTACTS[0])
-    standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
-    install(dataverse(standin))
+def opt_out_work_items(worker: Worker, install, recipients: list[str]) -> list[OutboundMessage]:
+    """The work items CampaignLogRouter puts on OPT_OUT_QUEUE for Group Opt outs of these contacts."""
+    queues = install()
+    for n, recipient in enumerate(recipients):
+        log_id = f"5c1e8a72-4f10-f011-998a-6045bd0f{n:04x}"
+        assert post_campaign_log(worker, activity="Group Opt out", recipient=("contact", recipient),
+                                 log_id=log_id).succeeded
+    return queues.messages("opt-out")
 
-    result = deliver(worker, "BulkEmailOptOut", item)
+
+def deliver_batch(worker: Worker, items: list[OutboundMessage], **kwargs) -> Invocation:
+    return worker.invoke_service_bus_batch("BulkEmailOptOut", [m.body for m in items],
+                                           message_ids=[m.message_id for m in items], **kwargs)
+
+
+def test_a_batch_of_opt_outs_is_written_with_one_request(worker, install, standin):
+    items = opt_out_work_items(worker, install, [CONTACTS[0], CONTACTS[1], CONTACTS[0], DELETED_CONTACT])
+    for contact in CONTACTS[:2]:
+        standin.add_row("contact", contact, donotbulkemail=False)
+    queues = install(dataverse(standin))
+
+    result = deliver_batch(worker, items)
 
     assert result.succeeded, result.exception_message
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is True
-    assert standin.client_bugs == []
+    assert standin.row("contact", CONTACTS[1])["donotbulkemail"] is True
+    assert standin.row("contact", DELETED_CONTACT) is None, "a deleted recipient is never re-created"
+    assert [r.path for r in standin.requests] == ["/api/data/v9.2/$batch"]
+    assert len(standin.writes) == 2, "the repeated recipient is written once"
+    assert queues.messages("rejected") == [] and standin.client_bugs == []
 
 
-def test_opt_out_for_a_recipient_that_no_longer_exists_completes_without_creating_it(worker, install, standin):
-    item = opt_out_work_item(worker, install, DELETED_CONTACT)
-    queues = install(dataverse(standin))
-
-    result = deliver(worker, "BulkEmailOptOut", item)
-
-    assert result.succeeded, "recipient_missing is a final outcome: the message completes"
-    assert standin.row("contact", DELETED_CONTACT) is None
-    assert standin.writes == [] and standin.client_bugs == []
-    assert queues.messages("rejected") == []
-
-
-def test_opt_out_retries_a_single_503_in_process_and_succeeds(worker, install, standin):
-    item = opt_out_work_item(worker, install, CONTACTS[0])
+def test_a_batch_retries_a_503_in_process_and_succeeds(worker, install, standin):
+    items = opt_out_work_items(worker, install, [CONTACTS[0]])
     standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
     standin.inject(Fault(status=503))
     install(dataverse(standin))
 
-    result = deliver(worker, "BulkEmailOptOut", item)
+    result = deliver_batch(worker, items)
 
     assert result.succeeded, result.exception_message
-    assert [r.status for r in standin.requests] == [503, 204]
+    assert [r.status for r in standin.requests] == [503, 200]
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is True
 
 
-def test_opt_out_fails_while_dataverse_stays_unavailable_so_service_bus_redelivers(worker, install, standin):
-    item = opt_out_work_item(worker, install, CONTACTS[0])
-    standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
+def test_while_dataverse_stays_unavailable_each_opt_out_is_put_back_alone_and_the_batch_completes(worker, install, standin):
+    items = opt_out_work_items(worker, install, [CONTACTS[0], CONTACTS[1]])
+    for contact in CONTACTS[:2]:
+        standin.add_row("contact", contact, donotbulkemail=False)
     standin.set_fault_rate(1.0, [Fault(status=503)])
     queues = install(dataverse(standin))
 
-    result = deliver(worker, "BulkEmailOptOut", item)
+    result = deliver_batch(worker, items)
+
+    assert result.succeeded, result.exception_message
+    assert len(standin.requests) == int(FAST_RETRIES["DATAVERSE_MAX_ATTEMPTS"])
+    assert sorted(m.message_id for m in queues.messages("opt-out")) == sorted(f"{m.message_id}:r1" for m in items)
+    assert all(m.scheduled_enqueue_time is not None for m in queues.messages("opt-out"))
+    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
+    assert queues.messages("rejected") == [], "a transient failure is retried, never rejected"
+
+
+def test_when_service_bus_fails_too_the_batch_fails_so_service_bus_redelivers_it(worker, install, standin):
+    items = opt_out_work_items(worker, install, [CONTACTS[0]])
+    standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
+    standin.set_fault_rate(1.0, [Fault(status=503)])
+    install(dataverse(standin), sender=FailingSender())
+
+    result = deliver_batch(worker, items)
 
     assert not result.succeeded
-    assert "503" in result.exception_message
-    assert [r.status for r in standin.requests] == [503] * int(FAST_RETRIES["DATAVERSE_MAX_ATTEMPTS"])
-    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
-    assert queues.messages("rejected") == [], "a transient failure is redelivered, never rejected"
+    assert "Service Bus unreachable" in result.exception_message

@@ -259,6 +259,35 @@ class Worker:
             metadata["Subject"] = TypedData(string=subject)
             metadata["Label"] = TypedData(string=subject)
 
+        return self._invoke(info, trigger, data, metadata)
+
+    def invoke_service_bus_batch(self, function_name: str, bodies: list[bytes], *, delivery_counts: list[int] | None = None,
+                                 message_ids: list[str] | None = None,
+                                 enqueued_time: str = "2025-03-14T09:26:57.1234567Z") -> Invocation:
+        """invocation_request for a ``cardinality="many"`` trigger, as the host sends a batch: the bodies as
+        ``collection_bytes`` and each metadata field as a JSON array (``UserPropertiesArray`` selects batch mode)."""
+        info = self.functions()[function_name]
+        trigger = info.trigger()
+        assert str(trigger.get("cardinality")).lower() == "many", trigger
+        n = len(bodies)
+        ids = message_ids or [f"m-{i}" for i in range(n)]
+        counts = delivery_counts or [1] * n
+        data = TypedData(collection_bytes=types.SimpleNamespace(bytes=list(bodies)))
+        metadata = {
+            "MessageIdArray": TypedData(json=json.dumps(ids)),
+            "DeliveryCountArray": TypedData(json=json.dumps(counts)),
+            "EnqueuedTimeUtcArray": TypedData(json=json.dumps([enqueued_time] * n)),
+            "ContentTypeArray": TypedData(json=json.dumps(["application/json"] * n)),
+            "SequenceNumberArray": TypedData(json=json.dumps(list(range(1, n + 1)))),
+            "LockTokenArray": TypedData(json=json.dumps([str(uuid.uuid4()) for _ in range(n)])),
+            "ApplicationPropertiesArray": TypedData(json=json.dumps([{}] * n)),
+            "UserPropertiesArray": TypedData(json=json.dumps([{}] * n)),
+            "sys": TypedData(json=json.dumps({
+                "MethodName": function_name, "UtcNow": enqueued_time, "RandGuid": str(uuid.uuid4())})),
+        }
+        return self._invoke(info, trigger, data, metadata)
+
+    def _invoke(self, info: FunctionInfo, trigger: dict, data: TypedData, metadata: dict) -> Invocation:
         invocation_id = str(uuid.uuid4())
         request = types.SimpleNamespace(
             request=types.SimpleNamespace(
