@@ -4,6 +4,7 @@
   run [--json] FILE...                             the whole pipeline in process, against DATAVERSE_URL
   demo                                             every sample against a local Dataverse stand-in
   check [--connect]                                validate the settings; with --connect, sign in and call WhoAmI
+  redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("demo", help="run samples/ against a local Dataverse stand-in and show the result")
     check = commands.add_parser("check", help="validate the settings and show their effective values")
     check.add_argument("--connect", action="store_true", help="also sign in to Dataverse and call WhoAmI")
+    redrive = commands.add_parser("redrive", help="move rejected or dead-lettered messages back for reprocessing")
+    from .redrive import add_arguments as add_redrive_arguments
+
+    add_redrive_arguments(redrive)
     args = parser.parse_args(argv)
     # Outcome lines are for operators' log pipelines; on a terminal the commands print their own summary.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s",
@@ -53,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "redrive":
+        from .redrive import redrive as run_redrive
+
+        return run_redrive(args, settings, os.environ, out=sys.stdout, err=sys.stderr)
     bodies = _read(args.files)
     if bodies is None:
         return 2

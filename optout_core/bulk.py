@@ -83,6 +83,7 @@ def _write_groups(groups: dict[tuple[str, str], list[tuple[int, Handled, WorkIte
                 results[index] = record(pipeline.timed(replace(handled, outcome=outcome_name, reason=reason), started))
             elif isinstance(error, DataverseRejected):
                 results[index] = pipeline.reject(handled, msgs[index], str(error), services, started)
+                continue  # not finished: a redriven copy must run
             elif item.reschedules < settings.max_reschedules:
                 delay = error.retry_after if error.retry_after is not None else settings.retry.backoff_max
                 results[index] = pipeline.reschedule(handled, item, delay, services, started, cause=str(error))
@@ -91,4 +92,5 @@ def _write_groups(groups: dict[tuple[str, str], list[tuple[int, Handled, WorkIte
                 results[index] = pipeline.reject(
                     handled, msgs[index], f"still failing after {item.reschedules} reschedules: {error}",
                     services, started)
+                continue
             finished.add(item.key)

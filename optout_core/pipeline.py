@@ -122,7 +122,8 @@ def _write(function: str, expected: Route, msg: InboundMessage, services: Servic
     done = False
     try:
         handled = _apply(handled, item, msg, services, changes_for, started)
-        done = handled.outcome is not Outcome.RESCHEDULED
+        # A rescheduled or rejected work item is not finished: its later copy, or a redriven one, must run.
+        done = handled.outcome not in (Outcome.RESCHEDULED, Outcome.REJECTED)
         return handled
     finally:
         services.recent.release(item.key, done=done)

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from .errors import SettingsError
 from .messages import OutboundMessage
-from .servicebus import ServiceBusSender, _service_bus_credential
+from .servicebus import ServiceBusSender, service_bus_client
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
 
 REJECTED = "rejected"
@@ -147,15 +147,14 @@ def redrive_copy(held: Held, target: str) -> OutboundMessage:
     trips through redrive.
 
     The MessageId is the one the message had before it was rejected (its ``original_message_id`` property, set
-    by :func:`optout_core.pipeline.rejected_copy`), else its own (a dead-lettered message still has it). A work
-    item thus keeps its deterministic ``<log id>:<route>`` id, and queue duplicate detection still collapses the
-    copies of one work item, e.g. when a run sent a copy but could not complete the original, so a later run
-    sends it again. The price: Service Bus also drops a copy sent within the detection window of the *original*
-    send (P1D in the README's set-up) without saying so; :func:`summary` warns about it.
+    by :func:`optout_core.pipeline.rejected_copy`, else its own) plus ``:redrive<n>``. It must differ from the
+    original: the work queues' duplicate detection would otherwise drop a copy sent within a day of the
+    original send without a word. It is still the same when a run sent a copy but could not complete the
+    original, so the copy a later run sends again is the one duplicate detection drops.
     """
     properties = dict(held.application_properties)
     properties[REDRIVE_COUNT] = _count(properties.get(REDRIVE_COUNT)) + 1
-    message_id = str(properties.get("original_message_id") or held.message_id)
+    message_id = f"{properties.get('original_message_id') or held.message_id}:redrive{properties[REDRIVE_COUNT]}"
     return OutboundMessage(queue=target, body=held.body or b"", message_id=message_id,
                            content_type=held.content_type, correlation_id=held.correlation_id,
                            subject=held.subject, application_properties=properties)
@@ -186,6 +185,7 @@ class Tally:
 
 
 def summary(tally: Tally, source: Source, *, dry_run: bool) -> list[str]:
+    """The report printed at the end."""
     moved, skipped = ("would move", "would skip") if dry_run else ("moved", "skipped")
     lines = [f"redrive from {source}{' (dry run: nothing locked, settled or sent)' if dry_run else ''}: "
              f"{tally.moved} {moved}, {tally.skipped} {skipped}"]
@@ -196,9 +196,6 @@ def summary(tally: Tally, source: Source, *, dry_run: bool) -> list[str]:
     if tally.by_reason:
         lines.append(f"  by {source.reason_property}:")
         lines += [f"  {n:>6}  {_shown(reason)}" for reason, n in tally.by_reason.most_common()]
-    if tally.moved:
-        lines.append("  note: copies keep the original MessageId; a queue with duplicate detection drops a copy "
-                     "sent within its detection window of the original send")
     return lines
 
 
@@ -230,11 +227,11 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
     try:
         with client:
             if args.dry_run:
-                status = _peek(client, source, settings, to, args.max, tally, progress, out, err)
+                status = _peek(client, source, settings, to, args.max, tally, out, err)
             else:
                 status = _move(client, source, settings, to, args.max, tally, progress, env, err)
     except Exception as exc:  # connecting or closing failed: Service Bus unreachable, no rights, ...
-        progress.finish()
+        progress.finish()  # end the bar's line before the error
         print(f"redrive: Service Bus failed: {_error(exc)}", file=err)
         status = 1
     progress.finish()
@@ -307,7 +304,8 @@ def _move(client: Any, source: Source, settings: Settings, to: str | None, limit
 
 
 def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit: int | None, tally: Tally,
-          progress: _Progress, out: TextIO, err: TextIO) -> int:
+          out: TextIO, err: TextIO) -> int:
+    # One line per message on stdout is the progress here (peeking locks nothing, so it is quick).
     from azure.servicebus import ServiceBusSubQueue
 
     receiver = client.get_queue_receiver(
@@ -335,9 +333,8 @@ def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit
                 else:
                     copy = redrive_copy(held, target)
                     tally.move(held, source, target)
-                    print(f"would move {copy.message_id} (#{held.sequence_number}) → {target} [{reason}]",
-                          file=out)
-                progress.update(tally)
+                    print(f"would move {held.message_id} (#{held.sequence_number}) → {target} as "
+                          f"{copy.message_id} [{reason}]", file=out)
             last = page[-1].sequence_number
             if last is None or last < next_sequence:
                 break  # no sequence numbers to page on
@@ -355,21 +352,7 @@ def _abandon(receiver: Any, messages: Iterable[Any]) -> None:
 
 
 def _client(env: Mapping[str, str]) -> Any:
-    # The same connection settings as ServiceBusSender (and the triggers).
-    from azure.servicebus import ServiceBusClient
-
-    connection = env.get("ServiceBusConnection")
-    namespace = (env.get("ServiceBusConnection__fullyQualifiedNamespace")
-                 or env.get("ServiceBusConnection:fullyQualifiedNamespace"))
-    if connection:
-        try:
-            return ServiceBusClient.from_connection_string(connection)
-        except ValueError:
-            raise SettingsError("ServiceBusConnection is not a Service Bus connection string") from None
-    if namespace:
-        return ServiceBusClient(namespace, _service_bus_credential(env))
-    raise SettingsError("set ServiceBusConnection (connection string) or "
-                        "ServiceBusConnection__fullyQualifiedNamespace (managed identity or az login)")
+    return service_bus_client(env)  # the same connection settings as the sender and the triggers
 
 
 class _Progress:

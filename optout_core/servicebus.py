@@ -91,19 +91,27 @@ class ServiceBusSender:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            from azure.servicebus import ServiceBusClient
-
-            connection = self._env.get("ServiceBusConnection")
-            namespace = (self._env.get("ServiceBusConnection__fullyQualifiedNamespace")
-                         or self._env.get("ServiceBusConnection:fullyQualifiedNamespace"))
-            if connection:
-                self._client = ServiceBusClient.from_connection_string(connection)
-            elif namespace:
-                self._client = ServiceBusClient(namespace, _service_bus_credential(self._env))
-            else:
-                raise SettingsError("set ServiceBusConnection (connection string) or "
-                                    "ServiceBusConnection__fullyQualifiedNamespace (managed identity)")
+            self._client = service_bus_client(self._env)
         return self._client
+
+
+def service_bus_client(env: Mapping[str, str]) -> Any:
+    """A ``ServiceBusClient`` from the triggers' own connection settings: ``ServiceBusConnection`` (a
+    connection string) or ``ServiceBusConnection__fullyQualifiedNamespace`` with a managed identity."""
+    from azure.servicebus import ServiceBusClient
+
+    connection = env.get("ServiceBusConnection")
+    namespace = (env.get("ServiceBusConnection__fullyQualifiedNamespace")
+                 or env.get("ServiceBusConnection:fullyQualifiedNamespace"))
+    if connection:
+        try:
+            return ServiceBusClient.from_connection_string(connection)
+        except ValueError:
+            raise SettingsError("ServiceBusConnection is not a Service Bus connection string") from None
+    if namespace:
+        return ServiceBusClient(namespace, _service_bus_credential(env))
+    raise SettingsError("set ServiceBusConnection (connection string) or "
+                        "ServiceBusConnection__fullyQualifiedNamespace (managed identity or az login)")
 
 
 def _service_bus_credential(env: Mapping[str, str]) -> Any:

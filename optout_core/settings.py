@@ -145,6 +145,10 @@ class Settings:
         user = ActivityTypes.parse(raw["USER_OPT_OUT_ACTIVITY_TYPES"])
         _no_overlap(("OPT_OUT_ACTIVITY_TYPES", opt_out), ("BOUNCE_ACTIVITY_TYPES", bounce),
                     ("USER_OPT_OUT_ACTIVITY_TYPES", user))
+        queues = [raw[name] for name in ("CAMPAIGN_LOG_QUEUE", "OPT_OUT_QUEUE", "BOUNCE_QUEUE", "REJECTED_QUEUE")]
+        if len(set(queues)) != len(queues):
+            raise SettingsError("CAMPAIGN_LOG_QUEUE, OPT_OUT_QUEUE, BOUNCE_QUEUE and REJECTED_QUEUE must be four "
+                                f"different queues, not {', '.join(queues)}")
         url = _dataverse_url(raw["DATAVERSE_URL"])
         token = raw["DATAVERSE_TOKEN"] or None
         if token and not (url and is_loopback_url(url)):

@@ -10,12 +10,13 @@ What it does, as Service Bus would:
   recorded exactly as it arrived on the wire (:attr:`AmqpPeer.received`); :meth:`AmqpPeer.refuse_sends` makes
   it reject transfers to a queue with an AMQP error instead (a full queue, a missing Send right);
 - **receive in peek-lock** (rcv-settle-mode second): messages go out in sequence order with a 16-byte
-  delivery tag (the SDK's lock token) and ``header.delivery_count``; a locked message is not handed out again
-  until it is settled or its link or connection goes away (then it is available again). The peer echoes the
-  receiver's outcome, then settles: *accepted* = complete (removed), *modified*/*released* = abandon (available
-  again, delivery count + 1), *rejected* = dead-letter: moved to ``<queue>/$deadletterqueue`` with the
-  ``DeadLetterReason`` / ``DeadLetterErrorDescription`` application properties from the error's info (or its
-  condition/description);
+  delivery tag (the SDK's lock token) and ``header.delivery_count`` (the number of abandons; proton leaves a
+  header of defaults out, so the SDK reports ``None``, not 0, for a first delivery). A locked message is not
+  handed out again until it is settled or its link or connection goes away (then it is available again).
+  The peer echoes the receiver's outcome, then settles: *accepted* = complete (removed); *modified* = abandon
+  (available again, delivery count + 1); *released* = available again; *rejected* = dead-letter: moved to
+  ``<queue>/$deadletterqueue`` with the ``DeadLetterReason`` / ``DeadLetterErrorDescription`` application
+  properties from the error's info (or its condition/description);
 - **management** on ``<entity>/$management``: ``com.microsoft:peek-message`` (what ``peek_messages`` sends),
   answered 200 with the messages from the requested sequence number, or 204 when there are none.
 
@@ -178,15 +179,15 @@ class AmqpPeer:
         with self._lock:
             self._refused[queue] = (condition, description)
 
-    # -- called on the peer's thread -----------------------------------------------------------------------
+    # -- shared by both threads, under the lock ---------------------------------------------------------------
 
-    def _store(self, address: str, message: Message, delivery_count: int = 0) -> _Stored:
+    def _store(self, address: str, message: Message) -> _Stored:
         with self._lock:
             sequence_number = next(self._sequence)
             annotations = dict(message.annotations or {})
             annotations[symbol("x-opt-sequence-number")] = sequence_number
             message.annotations = annotations
-            stored = _Stored(message, sequence_number, delivery_count)
+            stored = _Stored(message, sequence_number)
             self._queues[address].append(stored)
             return stored
 
@@ -208,7 +209,7 @@ class _Broker(Handler):
         self.acceptor: Any = None
         self.connections: list[Any] = []
         self.inflight: dict[Delivery, _Inflight] = {}   # delivered in peek-lock, not settled yet
-        self.sockets: list[Any] = []                    # closed by AmqpPeer.stop()
+        self.sockets: list[Any] = []                    # closed when the reactor ends
 
     # -- connections and links -------------------------------------------------------------------------
 
@@ -376,7 +377,8 @@ class _Broker(Handler):
             if refused:
                 # With an info map, as Service Bus sends it: azure-servicebus 7.15 indexes error[2] and, without
                 # it, fails in a callback and then waits for ever for the send's outcome.
-                delivery.local.condition = Condition(refused[0], refused[1], {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+                tracking = {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
+                delivery.local.condition = Condition(refused[0], refused[1], tracking)
                 delivery.update(Delivery.REJECTED)
             else:
                 self.peer._store(address, message)
@@ -484,4 +486,6 @@ def _address(address: str | None) -> str | None:
 def _copy(message: Message) -> Message:
     copy = Message()
     copy.decode(message.encode())
+    if isinstance(copy.body, memoryview):  # a data section decodes as a view into proton's buffer
+        copy.body = bytes(copy.body)
     return copy

@@ -61,7 +61,7 @@ def test_a_sent_message_carries_its_id_properties_and_schedule_on_the_wire(peer,
     assert message.subject == "opt_out"
     assert message.content_type == "application/json"
     assert message.properties == {"log_id": LOG_ID, "n": 3, "ok": True}
-    assert bytes(message.body) == b'{"version":1}'
+    assert message.body == b'{"version":1}'
     assert message.annotations[symbol("x-opt-scheduled-enqueue-time")] == int(at.timestamp() * 1000)
 
 
@@ -88,7 +88,7 @@ def test_the_routers_work_item_keeps_its_deterministic_message_id_on_the_wire(pe
     assert message.correlation_id == CORRELATION_ID
     assert message.properties["source_message_id"] == "sb-1"
     assert message.properties["recipient_id"] == CONTACTS[0]
-    assert json.loads(bytes(message.body))["recipient"] == {"table": "contact", "id": CONTACTS[0]}
+    assert json.loads(message.body)["recipient"] == {"table": "contact", "id": CONTACTS[0]}
 
 
 # -- redrive ------------------------------------------------------------------------------------------------
@@ -139,10 +139,11 @@ def test_redrive_sends_each_rejected_message_back_to_the_queue_of_the_function_t
     assert peer.messages(REJECTED) == []
     [to_router] = peer.received_on(CAMPAIGN_LOG)
     [to_opt_out] = peer.received_on(OPT_OUT)
-    # The original MessageId, body, correlation id, content type and every property, plus redrive_count.
-    assert to_router.id == "dv-1"
-    assert to_opt_out.id == f"{LOG_ID}:opt_out"
-    assert bytes(to_router.body) == router.body
+    # The original MessageId + :redrive1 (the original itself would be dropped by duplicate detection),
+    # body, correlation id, content type and every property, plus redrive_count.
+    assert to_router.id == "dv-1:redrive1"
+    assert to_opt_out.id == f"{LOG_ID}:opt_out:redrive1"
+    assert to_router.body == router.body
     assert to_router.correlation_id == CORRELATION_ID
     assert to_router.content_type == "application/json"
     assert to_router.subject == "CampaignLogRouter"
@@ -161,7 +162,7 @@ def test_a_second_redrive_counts_the_second_trip():
                         application_properties={"original_message_id": "x", "redrive_count": 1})
     copy = redrive.redrive_copy(held, OPT_OUT)
     assert copy.application_properties["redrive_count"] == 2
-    assert copy.message_id == "x"
+    assert copy.message_id == "x:redrive2"
 
 
 def test_redrive_max_moves_at_most_n_messages(peer):
@@ -171,7 +172,7 @@ def test_redrive_max_moves_at_most_n_messages(peer):
     code, out, _ = run(peer, "--from", "rejected", "--max", "1")
 
     assert code == 0
-    assert [m.id for m in peer.received_on(CAMPAIGN_LOG)] == ["dv-0"]
+    assert [m.id for m in peer.received_on(CAMPAIGN_LOG)] == ["dv-0:redrive1"]
     assert len(peer.messages(REJECTED)) == 2
     assert "1 moved" in out
 
@@ -186,8 +187,9 @@ def test_a_dry_run_only_peeks_and_says_what_it_would_do(peer):
     assert len(peer.messages(REJECTED)) == 2
     assert peer.received == []
     assert (REJECTED + "/$management", "com.microsoft:peek-message") in peer.management_requests
-    assert f"would move dv-1 (#1) → {CAMPAIGN_LOG} [no recipient]" in out
-    assert f"would move {LOG_ID}:opt_out (#2) → {OPT_OUT} [403 missing privilege]" in out
+    assert f"would move dv-1:rejected (#1) → {CAMPAIGN_LOG} as dv-1:redrive1 [no recipient]" in out
+    assert (f"would move {LOG_ID}:opt_out:rejected (#2) → {OPT_OUT} as {LOG_ID}:opt_out:redrive1 "
+            "[403 missing privilege]") in out
     assert "2 would move, 0 would skip" in out
 
 
@@ -232,7 +234,7 @@ def test_a_failed_send_leaves_the_message_in_place_and_exits_1(peer):
     assert code == 1
     assert [m.id for m in peer.messages(REJECTED)] == [f"{LOG_ID}:opt_out:rejected"]
     assert len(peer.received_on(CAMPAIGN_LOG)) == 1
-    assert f"sending {LOG_ID}:opt_out to {OPT_OUT} failed" in err
+    assert f"sending {LOG_ID}:opt_out:redrive1 to {OPT_OUT} failed" in err
     assert "1 moved" in out
 
 

@@ -49,6 +49,7 @@ def test_activity_types_mix_labels_and_option_codes():
     ({"OPT_OUT_QUEUE": "opt out"}, "OPT_OUT_QUEUE"),
     ({"AzureWebJobs.BulkEmailOptOut.Disabled": "maybe"}, "AzureWebJobs.BulkEmailOptOut.Disabled"),
     ({"BOUNCE_ACTIVITY_TYPES": "Spam Report"}, "OPT_OUT_ACTIVITY_TYPES"),
+    ({"BOUNCE_QUEUE": "opt-out"}, "BOUNCE_QUEUE"),
 ])
 def test_a_bad_value_fails_fast_naming_the_setting(env, setting):
     with pytest.raises(SettingsError, match=setting.replace(".", r"\.")):

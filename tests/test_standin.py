@@ -279,7 +279,9 @@ def test_whoami_returns_the_fixed_identity(standin, http):
     ("POST", f"contacts({CONTACT})", 405),
     ("DELETE", f"contacts({CONTACT})", 501),   # real, but not modelled: never pretend
     ("GET", "contacts", 501),
-    ("POST", "$batch", 501),
+    ("POST", "$batch", 400),                  # modelled now: a JSON body is not a multipart batch
+    ("GET", "$batch", 405),
+    ("POST", "EntityDefinitions", 501),
     ("POST", "contacts/Microsoft.Dynamics.CRM.UpdateMultiple", 501),
 ])
 def test_other_methods_and_paths_answer_405_or_501(standin, http, method, resource, status):

@@ -1,0 +1,168 @@
+"""``python -m bench [--quick] [--json]``: run every measurement, print a report (or one JSON object).
+
+The JSON object's top-level keys are a contract the project keeps stable (see docs/performance.md):
+router_vs_json_loads, import_vs_floor, requests_per_optout_steady, requests_per_optout_burst,
+write_wall_vs_sdk, write_wall_batch_vs_sdk, ours_completed_under_429, sdk_completed_under_429,
+ceiling_utilisation, rss_growth_mb. Each is a number, or null with the reason under ``notes``. The raw
+figures behind each sit under their own keys, with the machine's facts under ``machine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .common import machine, quiet_logging
+
+# key -> (target as text, test on the value)
+TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "router_vs_json_loads": ("<= 1.0", lambda v: v <= 1.0),
+    "import_vs_floor": ("<= 1.5", lambda v: v <= 1.5),
+    "requests_per_optout_steady": ("<= 1.0", lambda v: v <= 1.0),
+    "requests_per_optout_burst": ("<= 0.01", lambda v: v <= 0.01),
+    "write_wall_vs_sdk": ("<= 0.8", lambda v: v <= 0.8),
+    "ours_completed_under_429": ("= 1.0", lambda v: v >= 1.0),
+    "ceiling_utilisation": (">= 0.9, nothing lost", lambda v: v >= 0.9),
+    "rss_growth_mb": ("<= 5", lambda v: v <= 5),
+}
+REPORTED_ONLY = ("write_wall_batch_vs_sdk", "sdk_completed_under_429")
+KEYS = (*TARGETS, *REPORTED_ONLY)
+
+
+def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[str, Any]]]]:
+    from . import imports, memory, router, throttling, webapi_requests, writes
+
+    return [
+        ("router", ("router_vs_json_loads",), router.run),
+        ("import", ("import_vs_floor",), imports.run),
+        ("requests", ("requests_per_optout_steady", "requests_per_optout_burst"), webapi_requests.run),
+        ("writes", ("write_wall_vs_sdk", "write_wall_batch_vs_sdk"), writes.run),
+        ("under_429", ("ours_completed_under_429", "sdk_completed_under_429"), throttling.under_429),
+        ("ceiling", ("ceiling_utilisation",), throttling.ceiling),
+        ("memory", ("rss_growth_mb",), memory.run),
+    ]
+
+
+def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    quiet_logging()
+    started = time.perf_counter()
+    report: dict[str, Any] = {key: None for key in KEYS}
+    notes: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    report["mode"] = "quick" if quick else "full"
+    report["machine"] = machine()
+    for name, keys, measure in _measurements():
+        progress(f"bench: {name} ...")
+        t0 = time.perf_counter()
+        try:
+            result = measure(quick)
+        except Exception as exc:  # noqa: BLE001 — one broken measurement must not hide the others
+            for key in keys:
+                notes[key] = f"{name} failed: {type(exc).__name__}: {exc}"
+            report[f"{name}_error"] = traceback.format_exc(limit=6)
+            result = {}
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        notes.update(result.pop("notes", {}))
+        report.update(result)
+        progress(f"bench: {name} done in {seconds[name]} s: "
+                 + ", ".join(f"{k}={report.get(k)}" for k in keys))
+    if quick:
+        notes.setdefault("rss_growth_mb", "quick run: growth from message 1,000 to 3,000 only "
+                                          "(the full run measures 1,000 to 10,000)")
+    for key in KEYS:
+        if report[key] is None and key not in notes:
+            notes[key] = "not measured"
+    lost = (report.get("ceiling") or {}).get("lost")
+    report["targets"] = {
+        key: {"target": target, "value": report[key],
+              "met": None if report[key] is None else bool(test(report[key]))
+              and not (key == "ceiling_utilisation" and lost)}
+        for key, (target, test) in TARGETS.items()
+    }
+    report["notes"] = notes
+    report["seconds"] = seconds
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"optout benchmarks ({report['mode']} run, {report['wall_seconds']} s)", ""]
+    m = report["machine"]
+    lines.append(f"machine: Python {m.get('python')} on {m.get('platform')}, {m.get('cpu_count')} CPUs"
+                 f" ({m.get('cpu_model', 'unknown model')}), load at start {m.get('loadavg_at_start')}")
+    lines.append("")
+    lines.append(f"{'figure':32} {'value':>10}  {'target':22} met")
+    for key in KEYS:
+        target = report["targets"].get(key)
+        value = report.get(key)
+        shown = "n/a" if value is None else f"{value:g}"
+        met = "" if target is None else {True: "yes", False: "NO", None: "?"}[target["met"]]
+        lines.append(f"{key:32} {shown:>10}  {(target or {}).get('target', '(reported)'):22} {met}")
+    lines.append("")
+    router = report.get("router") or {}
+    if router:
+        lines.append(f"router: {router['sizes']} bodies, {router['min_bytes']:,}-{router['max_bytes']:,} bytes, "
+                     f"{router['rounds']} interleaved rounds; key = total router time / total json.loads time")
+        for row in router["per_size"]:
+            lines.append(f"  {row['bytes']:>8,} B  json.loads {row['json_loads_us']:>9.1f} us  "
+                         f"router {row['router_us']:>9.1f} us  ratio {row['ratio']:.3f}")
+    imp = report.get("import") or {}
+    if imp:
+        lines.append(f"import: function_app {imp['function_app_median_ms']} ms vs azure.functions "
+                     f"{imp['azure_functions_median_ms']} ms (median of {imp['samples_per_side']} fresh "
+                     f"interpreters each); heavy modules loaded: {imp['heavy_modules_loaded_by_function_app']}")
+    steady, burst = report.get("steady") or {}, report.get("burst") or {}
+    if steady:
+        lines.append(f"steady: {steady['events']} events one at a time -> {steady['applied']} applied, "
+                     f"{steady['standin_requests']} Web API requests")
+    if burst:
+        lines.append(f"burst: {burst['events']} queued opt-outs ({burst['distinct_recipients']} recipients) -> "
+                     f"{burst['applied']} applied, {burst['standin_requests']} Web API request(s), "
+                     f"{burst['standin_operations_total']} operations inside")
+    w = report.get("writes") or {}
+    if w:
+        lines.append(f"writes: N={w['n']} at concurrency {w['concurrency']}, {w['rounds']} rounds: ours "
+                     f"{w['ours_median_s']} s, SDK {w['sdk_median_s']} s, ours via $batch {w['ours_batch_median_s']} s")
+    u = report.get("under_429") or {}
+    for side, figures in (u.get("sides") or {}).items():
+        lines.append(f"under 429 ({side}): {figures['completed']}/{u['n']} completed in {figures['seconds']} s, "
+                     f"errors {figures['errors'] or 'none'}")
+    c = report.get("ceiling") or {}
+    if c:
+        p = c["protection"]
+        lines.append(f"ceiling: {p['requests']} requests / {p['window']:g} s window, {c['events']} events, "
+                     f"{c['concurrency']} workers: {c['seconds_to_request_windows_x_n_plus_1']} s to request "
+                     f"{c['windows_beyond_first']}xN+1 (ideal {c['ideal_seconds']} s), lost {c['lost']}, "
+                     f"429s {c['throttled_429']}")
+    r = report.get("rss") or {}
+    if r:
+        lines.append(f"memory: RSS {r['rss_at_from_mib']} MiB at message {r['from_message']:,} -> "
+                     f"{r['rss_at_to_mib']} MiB at {r['to_message']:,}; by-design histories "
+                     f"{r['designed_state_growth_mib']}")
+    if report["notes"]:
+        lines.append("")
+        lines.append("notes:")
+        lines.extend(f"  {key}: {note}" for key, note in report["notes"].items())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller samples; under a minute")
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    args = parser.parse_args(argv)
+    report = run(args.quick, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

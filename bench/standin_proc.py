@@ -1,0 +1,162 @@
+"""The Dataverse stand-in in a process of its own, driven over a pipe.
+
+The benchmarks measure a client (ours or the official SDK) or the pipeline; with the stand-in in the
+same process its request handling would share that process's GIL, CPU time and memory with what is
+measured. So it runs here, in a child (``python -m bench.standin_proc CONFIG_JSON``), which prints one
+JSON line (its URL and, with TLS, the certificate to trust) and then answers JSON commands, one per
+line on stdin, with one JSON line each on stdout. End of input stops it.
+
+Row ids are derived, not shipped: ``row_id(prefix, i)`` for ``i`` in ``range(count)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from .common import REPO, TOKEN
+
+
+def row_id(prefix: int, index: int) -> str:
+    return f"{prefix:08x}-0000-4000-8000-{index:012x}"
+
+
+def row_ids(prefix: int, count: int, start: int = 0) -> list[str]:
+    return [row_id(prefix, i) for i in range(start, start + count)]
+
+
+# ----- the child ---------------------------------------------------------------------------------------------
+
+def _serve(config: dict[str, Any]) -> None:
+    from optout_core.standin import DataverseStandIn, Fault, ServiceProtection
+
+    protection = config.get("protection")
+    standin = DataverseStandIn(
+        token=TOKEN, tls=bool(config.get("tls")), latency=float(config.get("latency", 0.0)),
+        protection=ServiceProtection(**protection) if protection else None)
+    with standin:
+        hello = {"url": standin.url, "pid": os.getpid()}
+        if config.get("tls"):
+            hello["ca_file"] = standin.ca_file
+        print(json.dumps(hello), flush=True)
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            command = json.loads(line)
+            name = command.pop("cmd")
+            try:
+                reply = _command(standin, name, command, Fault)
+            except Exception as exc:  # noqa: BLE001 — report, keep serving
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps(reply), flush=True)
+
+
+def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> dict[str, Any]:
+    if name == "seed":
+        for rid in row_ids(args["prefix"], args["count"], args.get("start", 0)):
+            standin.add_row(args.get("table", "contact"), rid, **args.get("values", {"donotbulkemail": False}))
+        return {"seeded": args["count"]}
+    if name == "counts":
+        requests = standin.requests
+        by_status: dict[str, int] = {}
+        for request in requests:
+            by_status[str(request.status)] = by_status.get(str(request.status), 0) + 1
+        metadata = sum(1 for r in requests if "EntityDefinitions" in r.path)
+        return {"requests": len(requests), "by_status": by_status, "metadata_requests": metadata,
+                "batch_requests": sum(1 for r in requests if "$batch" in r.path),
+                "operations": len(standin.operations), "writes": len(standin.writes),
+                "throttled": standin.throttled, "client_bugs": len(standin.client_bugs)}
+    if name == "holding":
+        table = args.get("table", "contact")
+        column, value = args.get("column", "donotbulkemail"), args.get("value", True)
+        rows = standin.rows(table)
+        wanted = row_ids(args["prefix"], args["count"], args.get("start", 0))
+        return {"holding": sum(1 for rid in wanted if (rows.get(rid) or {}).get(column) == value),
+                "of": len(wanted)}
+    if name == "stats":
+        stats = standin.window_stats()
+        out = asdict(stats)
+        out["protection"] = None if stats.protection is None else asdict(stats.protection)
+        out["allowed_rate"] = stats.allowed_rate
+        out["achieved_rate"] = stats.achieved_rate
+        return out
+    if name == "inject":
+        standin.inject(*(fault_type(**fault) for fault in args["faults"]), times=args.get("times", 1))
+        return {"pending": standin.pending_faults}
+    if name == "fault_rate":
+        standin.set_fault_rate(args["rate"], [fault_type(**fault) for fault in args["faults"]],
+                               seed=args.get("seed", 0))
+        return {"ok": True}
+    raise ValueError(f"unknown command {name!r}")
+
+
+# ----- the parent's handle ------------------------------------------------------------------------------------
+
+class RemoteStandIn:
+    """Starts the stand-in in a child process; ``with RemoteStandIn(tls=True) as s: s.url ...``."""
+
+    def __init__(self, *, tls: bool = False, latency: float = 0.0,
+                 protection: dict[str, Any] | None = None) -> None:
+        self.config = {"tls": tls, "latency": latency, "protection": protection}
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.ca_file: str | None = None
+        self.pid: int | None = None
+
+    def __enter__(self) -> RemoteStandIn:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.standin_proc", json.dumps(self.config)], cwd=REPO, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(timeout=30)
+            raise RuntimeError(f"the stand-in process failed to start (exit {self._proc.returncode})")
+        hello = json.loads(line)
+        self.url, self.ca_file, self.pid = hello["url"], hello.get("ca_file"), hello["pid"]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # our own child, by its handle
+            proc.wait()
+
+    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the stand-in process went away")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"stand-in {cmd}: {reply['error']}")
+        return reply
+
+    def seed(self, prefix: int, count: int, table: str = "contact", **values: Any) -> None:
+        self.call("seed", prefix=prefix, count=count, table=table, values=values or {"donotbulkemail": False})
+
+    def counts(self) -> dict[str, Any]:
+        return self.call("counts")
+
+    def holding(self, prefix: int, count: int, table: str = "contact") -> int:
+        return self.call("holding", prefix=prefix, count=count, table=table)["holding"]
+
+    def stats(self) -> dict[str, Any]:
+        return self.call("stats")
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
