@@ -30,7 +30,7 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "ceiling_utilisation": (">= 0.9, nothing lost", lambda v: v >= 0.9),
     "rss_growth_mb": ("<= 5", lambda v: v <= 5),
 }
-REPORTED_ONLY = ("write_wall_batch_vs_sdk", "sdk_completed_under_429")
+REPORTED_ONLY = ("write_wall_batch_vs_sdk", "sdk_completed_under_429", "import_vs_floor_source")
 KEYS = (*TARGETS, *REPORTED_ONLY)
 
 
@@ -113,9 +113,13 @@ def render(report: dict[str, Any]) -> str:
                          f"router {row['router_us']:>9.1f} us  ratio {row['ratio']:.3f}")
     imp = report.get("import") or {}
     if imp:
-        lines.append(f"import: function_app {imp['function_app_median_ms']} ms vs azure.functions "
-                     f"{imp['azure_functions_median_ms']} ms (median of {imp['samples_per_side']} fresh "
-                     f"interpreters each); heavy modules loaded: {imp['heavy_modules_loaded_by_function_app']}")
+        lines.append(f"import: function_app {imp['function_app_median_ms']} ms (app compiled from source: "
+                     f"{imp['function_app_from_source_median_ms']} ms) vs azure.functions "
+                     f"{imp['azure_functions_median_ms']} ms, median of {imp['samples_per_side']} fresh "
+                     f"interpreters each; heavy modules loaded: {imp['heavy_modules_loaded_by_function_app']}")
+        top = imp["breakdown_importtime"]["cached_bytecode"]["top_self_ms"]
+        lines.append("  beyond the floor (-X importtime, self ms): "
+                     + ", ".join(f"{module} {ms}" for module, ms in list(top.items())[:6]))
     steady, burst = report.get("steady") or {}, report.get("burst") or {}
     if steady:
         lines.append(f"steady: {steady['events']} events one at a time -> {steady['applied']} applied, "
@@ -128,6 +132,10 @@ def render(report: dict[str, Any]) -> str:
     if w:
         lines.append(f"writes: N={w['n']} at concurrency {w['concurrency']}, {w['rounds']} rounds: ours "
                      f"{w['ours_median_s']} s, SDK {w['sdk_median_s']} s, ours via $batch {w['ours_batch_median_s']} s")
+        prof = w.get("profile_ms_per_update") or {}
+        for side, figures in prof.items():
+            lines.append(f"  {side}: {figures['own_code_ms']} ms own code + {figures['shared_http_stack_ms']} ms "
+                         f"shared HTTP stack per update under cProfile ({figures['own_share']:.1%} own)")
     u = report.get("under_429") or {}
     for side, figures in (u.get("sides") or {}).items():
         lines.append(f"under 429 ({side}): {figures['completed']}/{u['n']} completed in {figures['seconds']} s, "

@@ -8,13 +8,19 @@ SDK accepts nothing else, no added latency), the same static token credential. O
 block. Both are warmed up first (connections open, the SDK's EntityDefinitions lookup cached), so the
 figure is the steady cost per write. Rounds alternate which side goes first; medians are compared.
 
+Then each client is profiled on N/3 sequential updates, to show how much of a write is the client's own
+code and how much the HTTP stack both share.
+
 Separately, ``write_wall_batch_vs_sdk``: the same N updates through our ``update_many`` ($batch,
 <= 1,000 per request, one call from one thread) over the same SDK wall time.
 """
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -84,6 +90,8 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
                     requests_per_round[name].append(after["requests"] - before["requests"])
                     incomplete[name] += n - (after["writes"] - before["writes"])
             final = standin.counts()
+            profile = {"ours": _profile(lambda rid: ours.update("contact", rid, CHANGES), ids[: n // 3]),
+                       "sdk": _profile(lambda rid: theirs.records.update("contact", rid, CHANGES), ids[: n // 3])}
         ours.close()
 
     ours_wall, sdk_wall, batch_wall = (median(walls[k]) for k in ("ours", "sdk", "ours_batch"))
@@ -103,6 +111,27 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
             "requests_per_round": requests_per_round,
             "updates_not_written": incomplete,
             "sdk_metadata_requests": metadata_after_warmup,
+            "profile_ms_per_update": profile,
             "standin_totals": final,
         },
     }
+
+
+def _profile(update: Callable[[str], Any], ids: list[str]) -> dict[str, float]:
+    """Where one client's time goes per update, one thread, under cProfile (which inflates everything
+    alike): its own code (optout_core, or the SDK's package) versus the HTTP stack both share (requests,
+    urllib3, http.client, ssl, the rest of the standard library)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for rid in ids:
+        update(rid)
+    profiler.disable()
+    own = shared = 0.0
+    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
+        if "optout_core" in filename or "PowerPlatform" in filename:
+            own += tottime
+        else:
+            shared += tottime
+    per = 1000 / len(ids)
+    return {"own_code_ms": round(own * per, 3), "shared_http_stack_ms": round(shared * per, 3),
+            "own_share": round(own / (own + shared), 3), "updates": len(ids)}

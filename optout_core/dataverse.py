@@ -438,7 +438,7 @@ def _longest(a: float | None, b: float | None) -> float | None:
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """``Retry-After`` as seconds: Dataverse sends delta-seconds; an HTTP date is tolerated."""
-    value = headers.get("Retry-After")
+    value = headers.get("Retry-After") or headers.get("retry-after")  # batch part headers are lower-cased
     if not value:
         return None
     try:

@@ -6,7 +6,7 @@ import time
 import pytest
 from azure.core.credentials import AccessToken
 
-from optout_core.dataverse import DataverseClient
+from optout_core.dataverse import DataverseClient, Write
 from optout_core.errors import DataverseRejected, DataverseUnavailable, PermanentError, TransientError
 from optout_core.retry import RetryPolicy
 from optout_core.standin import DataverseStandIn, Fault
@@ -223,3 +223,64 @@ def test_one_client_serves_many_threads(standin, sleeps):
         t.join()
     assert all(standin.row("contact", row_id)["donotbulkemail"] is True for row_id in ids)
     client.close()
+
+
+# -- $batch: many writes in one request, each with its own outcome ----------------------------------------
+
+def seeded(standin, n, table="contact", prefix="a1"):
+    ids = [f"{prefix}000000-0000-4000-8000-{i:012d}" for i in range(100, 100 + n)]
+    for row_id in ids:
+        standin.add_row(table, row_id, donotbulkemail=False)
+    return ids
+
+
+def test_update_many_sends_one_batch_and_reports_each_write(standin, sleeps):
+    ids = seeded(standin, 3)
+    writes = [Write("contact", i, {"donotbulkemail": True}) for i in ids] + [Write("contact", MISSING, {"donotbulkemail": True})]
+    result = client_for(standin, sleeps).update_many(writes)
+    assert [o.found for o in result.outcomes] == [True, True, True, False]
+    assert all(o.error is None for o in result.outcomes)
+    assert result.requests == 1 and [r.path for r in standin.requests] == ["/api/data/v9.2/$batch"]
+    assert all(standin.row("contact", i)["donotbulkemail"] is True for i in ids)
+    assert standin.row("contact", MISSING) is None and standin.client_bugs == []
+
+
+def test_update_many_splits_at_1000_operations(standin, sleeps):
+    ids = seeded(standin, 1001)
+    result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert result.requests == 2 and all(o.found for o in result.outcomes)
+
+
+def test_a_part_refused_for_good_fails_alone(standin, sleeps):
+    ids = seeded(standin, 2)
+    result = client_for(standin, sleeps).update_many([Write("contact", ids[0], {"x_nosuchcolumn": 1}),
+                                                       Write("contact", ids[1], {"donotbulkemail": True})])
+    assert isinstance(result.outcomes[0].error, DataverseRejected) and result.outcomes[0].error.code == "0x0"
+    assert result.outcomes[1].found and result.outcomes[1].error is None
+    assert standin.row("contact", ids[1])["donotbulkemail"] is True
+
+
+def test_a_throttled_part_is_sent_again_alone_after_its_retry_after(standin, sleeps):
+    ids = seeded(standin, 3)
+    standin.inject(Fault(status=429, retry_after=4, inner=True, path_contains=ids[1]))
+    result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert all(o.found and o.error is None for o in result.outcomes)
+    assert result.requests == 2 and sleeps == [pytest.approx(4, abs=0.1)]
+    assert [len([op for op in standin.operations if op.batch == b]) for b in sorted({op.batch for op in standin.operations})] == [3, 1]
+    assert len(standin.writes) == 3
+
+
+def test_a_batch_whose_answer_was_lost_is_read_back_and_nothing_is_written_twice(standin, sleeps):
+    ids = seeded(standin, 3)
+    standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
+    result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert all(o.found for o in result.outcomes)
+    assert len(standin.writes) == 3 and result.requests == 2  # the batch, then one GET batch to read back
+
+
+def test_a_batch_failing_transiently_throughout_reports_a_transient_error_per_write(standin, sleeps):
+    ids = seeded(standin, 2)
+    standin.set_fault_rate(1.0, [Fault(status=503)])
+    result = client_for(standin, sleeps, attempts=3).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert all(isinstance(o.error, DataverseUnavailable) for o in result.outcomes)
+    assert result.requests == 3 and standin.writes == []
