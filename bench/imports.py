@@ -108,7 +108,9 @@ def run(quick: bool) -> dict[str, Any]:
                 result = _sample(*sides[name])
                 seconds[name].append(result["seconds"])
                 last[name] = result
-        breakdown = {"cached_bytecode": _breakdown(cached), "from_source": _breakdown(source)}
+        breakdown = {"cached_bytecode": _breakdown(cached)}
+        if not quick:
+            breakdown["from_source"] = _breakdown(source)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     floor, app, app_source = (median(seconds[k]) for k in ("floor", "app", "app_source"))

@@ -103,7 +103,7 @@ def ceiling(quick: bool, concurrency: int = 8, protection: dict[str, Any] | None
     from optout_core.local import LocalPipeline
 
     if protection is None:
-        protection = ({"requests": 500, "window": 5.0, "concurrent": 52} if quick
+        protection = ({"requests": 400, "window": 4.0, "concurrent": 52} if quick
                       else {"requests": 1000, "window": 10.0, "concurrent": 52})
     windows = windows or (2 if quick else 5)
     n, w = protection["requests"], protection["window"]

@@ -22,7 +22,6 @@ from dataclasses import replace
 
 from . import pipeline
 from .audit import Handled, record
-from .dataverse import Write
 from .errors import DataverseRejected
 from .messages import InboundMessage
 from .model import Outcome, Route
@@ -64,6 +63,8 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ha
 def _write_groups(groups: dict[tuple[str, str], list[tuple[int, Handled, WorkItem]]],
                   msgs: Sequence[InboundMessage], services: Services, results: list[Handled | None],
                   finished: set[str], started: float) -> None:
+    from .dataverse import Write  # the client module loads with the first batch, not at indexing
+
     settings = services.settings
     writes = [Write(table, row_id, settings.opt_out_update) for table, row_id in groups]
     redelivered = any((msgs[i].delivery_count or 1) > 1 for members in groups.values() for i, _, _ in members)

@@ -9,11 +9,10 @@ with a reason that tells the administrator what to change.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-
-import msgspec
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -90,30 +89,45 @@ def context_from_row(base: CampaignLogContext, row: Mapping[str, Any]) -> Campai
     return replace(base, target=attributes, formatted=formatted)
 
 
-class _Members(msgspec.Struct):
-    """The only members the router reads. Decoding into this skips everything else (ParentContext,
-    images, SharedVariables…) without building it, which makes reading a message cheaper than a plain
-    ``json.loads`` of it. Types are checked afterwards, by the same code as the exact path."""
-
-    MessageName: Any = None
-    PrimaryEntityName: Any = None
-    PrimaryEntityId: Any = None
-    OrganizationId: Any = None
-    OperationId: Any = None
-    CorrelationId: Any = None
-    InputParameters: Any = None
-
-
-_FAST = msgspec.json.Decoder(_Members)
 _BOM = b"\xef\xbb\xbf"
+
+
+@functools.cache
+def _fast_decoder() -> Any:
+    """A decoder for only the members the router reads. It skips everything else (ParentContext,
+    images, SharedVariables…) without building it, which makes reading a message cheaper than a plain
+    ``json.loads`` of it; types are checked afterwards, by the same code as the exact path. Built on first
+    use, so indexing the function app does not pay for msgspec."""
+    import msgspec
+
+    class Members(msgspec.Struct):
+        MessageName: Any = None
+        PrimaryEntityName: Any = None
+        PrimaryEntityId: Any = None
+        OrganizationId: Any = None
+        OperationId: Any = None
+        CorrelationId: Any = None
+        InputParameters: Any = None
+
+    decoder = msgspec.json.Decoder(Members)
+    members = ("MessageName", "PrimaryEntityName", "PrimaryEntityId", "OrganizationId", "OperationId",
+               "CorrelationId", "InputParameters")
+
+    def decode(body: bytes) -> dict[str, Any]:
+        decoded = decoder.decode(body)
+        return {name: getattr(decoded, name) for name in members}
+
+    refused = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
+    return decode, refused
 
 
 def load_context(body: bytes, content_type: str | None = "application/json") -> CampaignLogContext:
     """Decode and read one message body, or raise :class:`UnreadableMessage` saying why."""
     _check_format(body, content_type)
+    decode, refused = _fast_decoder()
     try:
-        document: Any = msgspec.structs.asdict(_FAST.decode(body[3:] if body.startswith(_BOM) else body))
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
+        document: Any = decode(body[3:] if body.startswith(_BOM) else body)
+    except refused:
         # Anything the fast decoder refuses goes through the standard library, which tolerates what
         # Python's json does (NaN, huge numbers, lone surrogates) and names the defect precisely.
         document = _decode_exactly(body)

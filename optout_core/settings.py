@@ -8,7 +8,6 @@ list of settings: ``local.settings.sample.json`` and ``python -m optout_core che
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -205,6 +204,8 @@ class Settings:
 
 
 def is_loopback_url(url: str) -> bool:
+    import ipaddress
+
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
