@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .common import machine, quiet_logging
+from .common import code_state, machine, quiet_logging
 
 # key -> (target as text, test on the value)
 TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -56,6 +56,7 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     report["mode"] = "quick" if quick else "full"
     report["machine"] = machine()
+    report["code"] = code_state()
     for name, keys, measure in _measurements():
         progress(f"bench: {name} ...")
         t0 = time.perf_counter()
@@ -95,6 +96,8 @@ def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines.append(f"machine: Python {m.get('python')} on {m.get('platform')}, {m.get('cpu_count')} CPUs"
                  f" ({m.get('cpu_model', 'unknown model')}), load at start {m.get('loadavg_at_start')}")
+    code = report.get("code") or {}
+    lines.append(f"code: commit {code.get('commit')}, {code.get('tracked_files_changed')} tracked file(s) changed")
     lines.append("")
     lines.append(f"{'figure':32} {'value':>10}  {'target':22} met")
     for key in KEYS:

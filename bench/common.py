@@ -109,6 +109,23 @@ def machine() -> dict[str, Any]:
     return facts
 
 
+def code_state() -> dict[str, Any]:
+    """Which code was measured: the commit, and how many tracked files differed from it (read-only git)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True,
+                                 timeout=30, check=False)
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"),
+            "tracked_files_changed": None if changed is None else len([l for l in changed.splitlines() if l])}
+
+
 def _installed(md: Any, name: str) -> bool:
     try:
         md.version(name)

@@ -1,7 +1,8 @@
 """rss_growth_mb: resident memory growth of the pipeline from message 1,000 to message 10,000.
 
-The measuring process holds only the pipeline: :class:`optout_core.local.LocalPipeline` (router, the
-in-memory queue standing in for Service Bus, BulkEmailOptOut's single write through our client); the
+The measuring process is a fresh interpreter (``python -m bench.memory``, started by :func:`run`) that
+holds only the pipeline: :class:`optout_core.local.LocalPipeline` (router, the
+in-memory queue standing in for Service Bus, BulkEmailOptOut writing through our client); the
 stand-in runs in its own process. Events are Group Opt out Creates in the Dataverse wire shape, each
 with its own campaign log id, over a pool of 2,000 recipients; they are made from one template body by
 swapping ids, so building them allocates next to nothing. A few worker threads push them (as the host's

@@ -10,7 +10,7 @@ own process.
   client (``DataverseClient.update``, its default retry policy) and once with the official SDK
   (``records.update``, which does not retry 429s: the caller would have to), each against a fresh
   stand-in. Completed = the update returned normally and the stand-in committed it.
-* ceiling: the whole pipeline (router + BulkEmailOptOut's single write, ``LocalPipeline``) run by C
+* ceiling: the whole pipeline (router + BulkEmailOptOut, one event at a time: ``LocalPipeline``) run by C
   worker threads, as C concurrent function invocations would, with N·(k+1) events against a limit of N
   per W seconds (k windows' worth beyond the first window's allowance). Under a sliding window, request
   number j·N+1 can come no sooner than j·W seconds after request 1, whatever the client does; so

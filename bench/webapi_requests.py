@@ -4,7 +4,7 @@ Counted by the stand-in (every HTTP request it received; a ``$batch`` is one), w
 process. Bodies are Group Opt out Creates in the Dataverse wire shape, each with its own campaign log id.
 
 * steady: one event at a time through :class:`optout_core.local.LocalPipeline` (router, then
-  BulkEmailOptOut's single write), as when events trickle in.
+  BulkEmailOptOut with that one message), as when events trickle in.
 * burst: 1,000 queued opt-outs, some recipients repeated, handed to
   :func:`optout_core.bulk.opt_out_batch` at once, as the Functions host does with a backlog
   (host.json ``maxMessageBatchSize`` is 1,000). The work items are made by the real router

@@ -67,8 +67,11 @@ def _write_groups(groups: dict[tuple[str, str], list[tuple[int, Handled, WorkIte
 
     settings = services.settings
     writes = [Write(table, row_id, settings.opt_out_update) for table, row_id in groups]
-    redelivered = any((msgs[i].delivery_count or 1) > 1 for members in groups.values() for i, _, _ in members)
-    result = services.dataverse.update_many(writes, verify_first=redelivered)
+    # A redelivered or put-back work item may have been applied by an attempt whose answer was lost:
+    # the batch then reads the rows back first (one GET batch) and writes only what is missing.
+    again = any((msgs[i].delivery_count or 1) > 1 or item.reschedules
+                for members in groups.values() for i, _, item in members)
+    result = services.dataverse.update_many(writes, verify_first=again)
     requests = result.requests  # the batch's requests are reported once, on its first message
     for members, outcome in zip(groups.values(), result.outcomes):
         for index, handled, item in members:
@@ -86,7 +89,9 @@ def _write_groups(groups: dict[tuple[str, str], list[tuple[int, Handled, WorkIte
                 results[index] = pipeline.reject(handled, msgs[index], str(error), services, started)
                 continue  # not finished: a redriven copy must run
             elif item.reschedules < settings.max_reschedules:
-                delay = error.retry_after if error.retry_after is not None else settings.retry.backoff_max
+                retry = settings.retry  # its Retry-After, else a back-off that doubles with each put-back
+                delay = (error.retry_after if error.retry_after is not None
+                         else min(retry.backoff_max, retry.backoff * 2 ** item.reschedules))
                 results[index] = pipeline.reschedule(handled, item, delay, services, started, cause=str(error))
                 continue
             else:

@@ -17,7 +17,7 @@ from .audit import Handled
 from .errors import TransientError
 from .messages import InboundMessage
 from .model import Outcome
-from . import pipeline
+from . import bulk, pipeline
 from .runtime import Services
 from .servicebus import InMemoryQueues
 from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
@@ -72,7 +72,7 @@ class LocalPipeline:
             return _result(source, routed)
         queue = settings.opt_out_queue if routed.route == "opt_out" else settings.bounce_queue
         message_id = f"{routed.log_id}:{routed.route}"
-        handler = pipeline.opt_out if routed.route == "opt_out" else pipeline.bounce
+        handler = _opt_out if routed.route == "opt_out" else pipeline.bounce
         function = OPT_OUT_FUNCTION if routed.route == "opt_out" else BOUNCE_FUNCTION
         requests = 0
         while True:
@@ -103,6 +103,11 @@ class LocalPipeline:
     def _wait_until(self, due: datetime | None) -> None:
         if due is not None and self._honour_schedule:
             self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+
+
+def _opt_out(msg: InboundMessage, services: Services) -> Handled:
+    [handled] = bulk.opt_out_batch([msg], services)  # as BulkEmailOptOut, with a batch of one
+    return handled
 
 
 def _result(source: str, handled: Handled, *, outcome: Any = None, reason: str | None = None,

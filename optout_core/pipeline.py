@@ -50,12 +50,6 @@ def route(msg: InboundMessage, services: Services) -> Handled:
     return record(timed(handled, started))
 
 
-def opt_out(msg: InboundMessage, services: Services) -> Handled:
-    """BulkEmailOptOut: set the recipient's opt-out columns (OPT_OUT_UPDATE)."""
-    return _write(OPT_OUT_FUNCTION, Route.OPT_OUT, msg, services,
-                  lambda item, settings: settings.opt_out_update)
-
-
 def bounce(msg: InboundMessage, services: Services) -> Handled:
     """BounceDetail: record the bounce on the recipient (BOUNCE_UPDATE), or only log it when that is empty."""
     return _write(BOUNCE_FUNCTION, Route.BOUNCE, msg, services,

@@ -79,10 +79,20 @@ def test_run_a_repeated_log_writes_once(standin):
     assert len(standin.writes) == 1
 
 
-def test_run_a_transient_failure_that_outlives_its_retries_is_failed(standin):
+def test_run_a_bounce_whose_transient_failure_outlives_its_retries_is_failed(standin):
     standin.inject(Fault(status=503), times=5)
-    result = local_for(standin).run("m.json", wire(campaign_log()))
+    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}')
+    result = local.run("m.json", wire(campaign_log(activity="Hard Bounce")))
     assert result.outcome == "failed" and result.dataverse_requests == 2 and "503" in result.reason
+
+
+def test_run_an_opt_out_dataverse_keeps_refusing_is_put_back_then_kept_on_the_rejected_queue(standin):
+    standin.set_fault_rate(1.0, [Fault(status=503)])
+    local = local_for(standin, THROTTLE_MAX_RESCHEDULES="3")
+    result = local.run("m.json", wire(campaign_log()))
+    assert result.outcome == "rejected" and "still failing after 3 reschedules" in result.reason
+    assert result.dataverse_requests == 8  # 4 deliveries of 2 tries
+    assert len(local.queues.messages("rejected")) == 1
 
 
 def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
@@ -97,8 +107,9 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     assert [line["outcome"] for line in lines] == ["applied", "ignored"]
     standin.inject(Fault(status=503), times=20)
     second = tmp_path / "second.json"
-    second.write_bytes(wire(campaign_log(log_id=LEADS[0], recipient=("lead", LEADS[0]))))
-    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2"})
+    second.write_bytes(wire(campaign_log(activity="Hard Bounce", log_id=LEADS[0], recipient=("lead", LEADS[0]))))
+    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2",
+                                                     "BOUNCE_UPDATE": '{"description": "bounced"}'})
     assert failed.returncode == 1 and json.loads(failed.stdout)["outcome"] == "failed"
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, LOG_ID, OPERATION_ID, campaign_log, wire
-from optout_core import pipeline
+from optout_core import bulk, pipeline
 from optout_core.errors import DataverseUnavailable
 from optout_core.messages import InboundMessage
 from optout_core.model import Outcome
@@ -36,6 +36,15 @@ def services_for(standin=None, **env):
     if standin is not None:
         base.update(DATAVERSE_URL=standin.url, DATAVERSE_TOKEN="local-token")
     return Services(Settings.from_env({**base, **env}), sender=InMemoryQueues())
+
+
+MARK_BOUNCED = '{"donotbulkemail": true}'  # a BOUNCE_UPDATE, for the single-message writer (BounceDetail)
+
+
+def opt_out(msg, services):
+    """BulkEmailOptOut with a batch of one message."""
+    [handled] = bulk.opt_out_batch([msg], services)
+    return handled
 
 
 def inbound(body, **kwargs):
@@ -104,7 +113,7 @@ def test_a_send_failure_raises_so_service_bus_redelivers(caplog):
 def test_opt_out_sets_donotbulkemail_on_the_recipient(standin):
     services = services_for(standin)
     work = routed(services, activity="Client Opt Out", recipient=("account", ACCOUNTS[1]))
-    handled = pipeline.opt_out(inbound(work.body), services)
+    handled = opt_out(inbound(work.body), services)
     assert handled.outcome is Outcome.APPLIED and handled.dataverse_requests == 1
     assert standin.row("account", ACCOUNTS[1])["donotbulkemail"] is True
     assert standin.writes == [("account", ACCOUNTS[1], {"donotbulkemail": True})]
@@ -113,14 +122,14 @@ def test_opt_out_sets_donotbulkemail_on_the_recipient(standin):
 def test_opt_out_update_is_a_setting(standin):
     services = services_for(standin, OPT_OUT_UPDATE='{"donotbulkemail": true, "donotemail": true}')
     work = routed(services, activity="Spam Report", recipient=("contact", CONTACTS[0]))
-    pipeline.opt_out(inbound(work.body), services)
+    opt_out(inbound(work.body), services)
     assert standin.row("contact", CONTACTS[0])["donotemail"] is True
 
 
 def test_a_deleted_recipient_completes_as_recipient_missing_and_is_not_recreated(standin):
     services = services_for(standin)
     work = routed(services, activity="Spam Report", recipient=("contact", DELETED_CONTACT))
-    handled = pipeline.opt_out(inbound(work.body), services)
+    handled = opt_out(inbound(work.body), services)
     assert handled.outcome is Outcome.RECIPIENT_MISSING
     assert standin.row("contact", DELETED_CONTACT) is None
     assert services.sender.messages("rejected") == []
@@ -129,24 +138,24 @@ def test_a_deleted_recipient_completes_as_recipient_missing_and_is_not_recreated
 def test_a_web_api_rejection_is_kept_on_the_rejected_queue(standin):
     services = services_for(standin, OPT_OUT_UPDATE='{"x_notacolumn": true}')
     work = routed(services, activity="Spam Report")
-    handled = pipeline.opt_out(inbound(work.body, message_id=work.message_id), services)
+    handled = opt_out(inbound(work.body, message_id=work.message_id), services)
     assert handled.outcome is Outcome.REJECTED and "0x0" in handled.reason
     [copy] = services.sender.messages("rejected")
     assert copy.body == work.body and copy.application_properties["rejected_by"] == "BulkEmailOptOut"
 
 
 def test_a_transient_failure_raises_for_redelivery(standin):
-    services = services_for(standin)
-    work = routed(services, activity="Spam Report")
+    services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
     standin.inject(Fault(status=503), times=3)
     with pytest.raises(DataverseUnavailable):
-        pipeline.opt_out(inbound(work.body), services)
+        pipeline.bounce(inbound(work.body), services)
     assert services.sender.messages("rejected") == []
 
 
 def test_a_malformed_work_item_is_rejected_not_retried():
     services = services_for()
-    handled = pipeline.opt_out(inbound(b'{"version": 1, "route": "opt_out"}'), services)
+    handled = opt_out(inbound(b'{"version": 1, "route": "opt_out"}'), services)
     assert handled.outcome is Outcome.REJECTED
     assert len(services.sender.messages("rejected")) == 1
 
@@ -154,7 +163,7 @@ def test_a_malformed_work_item_is_rejected_not_retried():
 def test_a_bounce_work_item_on_the_opt_out_queue_is_rejected(standin):
     services = services_for(standin)
     work = routed(services, activity="Hard Bounce")
-    assert pipeline.opt_out(inbound(work.body), services).outcome is Outcome.REJECTED
+    assert opt_out(inbound(work.body), services).outcome is Outcome.REJECTED
     assert standin.writes == []
 
 
@@ -180,7 +189,7 @@ def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog)
                            extra_attributes={"emailaddress1": "jane.doe@example.com"})
     with caplog.at_level(logging.INFO, logger="optout"):
         pipeline.route(inbound(wire(context)), services)
-        pipeline.opt_out(inbound(services.sender.messages("opt-out")[0].body), services)
+        opt_out(inbound(services.sender.messages("opt-out")[0].body), services)
     lines = [r.getMessage() for r in caplog.records if r.name == "optout"]
     assert len(lines) == 2
     records = [json.loads(line.split(" ", 1)[1]) for line in lines]
@@ -197,7 +206,7 @@ def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standi
     services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5")
     work = routed(services, activity="Spam Report")
     standin.inject(Fault(status=429, retry_after=120))
-    handled = pipeline.opt_out(inbound(work.body, message_id=work.message_id), services)
+    handled = opt_out(inbound(work.body, message_id=work.message_id), services)
     assert handled.outcome is Outcome.RESCHEDULED and "waiting 120 s" in handled.reason
     [later] = services.sender.messages("opt-out")[1:]
     assert later.message_id == f"{LOG_ID}:opt_out:r1"
@@ -205,18 +214,19 @@ def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standi
     delay = (later.scheduled_enqueue_time - datetime.now(UTC)).total_seconds()
     assert 110 < delay <= 120
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
-    applied = pipeline.opt_out(inbound(later.body, message_id=later.message_id), services)
+    applied = opt_out(inbound(later.body, message_id=later.message_id), services)
     assert applied.outcome is Outcome.APPLIED
 
 
 def test_reschedules_are_bounded_then_service_bus_redelivery_takes_over(standin):
-    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1")
-    work = routed(services, activity="Spam Report")
+    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1",
+                            BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
     standin.inject(Fault(status=429, retry_after=60), times=2)
-    assert pipeline.opt_out(inbound(work.body), services).outcome is Outcome.RESCHEDULED
-    later = services.sender.messages("opt-out")[-1]
+    assert pipeline.bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
+    later = services.sender.messages("bounce")[-1]
     with pytest.raises(DataverseUnavailable):
-        pipeline.opt_out(inbound(later.body), services)
+        pipeline.bounce(inbound(later.body), services)
 
 
 def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
@@ -251,7 +261,7 @@ def test_duplicates_arriving_together_write_once(standin):
     work = routed(services, activity="Spam Report")
     standin.inject(Fault(status=503, delay=0.3))  # keeps the first copy in flight while the others arrive
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda n: pipeline.opt_out(inbound(work.body, message_id=f"copy-{n}"), services),
+        results = list(pool.map(lambda n: opt_out(inbound(work.body, message_id=f"copy-{n}"), services),
                                 range(4)))
     outcomes = sorted(str(r.outcome) for r in results)
     assert outcomes == ["applied", "ignored", "ignored", "ignored"]
@@ -259,10 +269,10 @@ def test_duplicates_arriving_together_write_once(standin):
 
 
 def test_a_redelivered_work_item_reads_back_before_writing(standin):
-    services = services_for(standin)
-    work = routed(services, activity="Spam Report")
+    services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
     standin.add_row("contact", CONTACTS[0], donotbulkemail=True)  # an earlier delivery already wrote it
     redelivered = InboundMessage(body=work.body, message_id=work.message_id, delivery_count=2)
-    handled = pipeline.opt_out(redelivered, services)
+    handled = pipeline.bounce(redelivered, services)
     assert handled.outcome is Outcome.APPLIED
     assert standin.writes == [] and [r.method for r in standin.requests] == ["GET"]
