@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from .retry import RetryPolicy
 from .throttle import ThrottleGate
 
 API = "/api/data/v9.2"
+_USER_AGENT = "optout (Dataverse Web API client; python-requests)"
 log = logging.getLogger("optout.dataverse")
 
 # Refresh a cached token this long before it expires, so a request never leaves with a dying token.
@@ -376,9 +378,20 @@ class DataverseClient:
             "OData-Version": "4.0",
             **headers,
         }
+        # Prepared directly and sent on the pooled session: no cookie jar, auth or hook merging per request
+        # (the bearer header is the only credential, and Dataverse's cookies are not needed).
+        prepared = self._prepare(method, self.url + path, body, all_headers)
         with self._gate:
-            r = session.request(method, self.url + path, data=body, headers=all_headers, timeout=self._timeout)
+            r = session.send(prepared, timeout=self._timeout, allow_redirects=False)
         return _Response(r.status_code, r.headers, r.content)
+
+    @staticmethod
+    def _prepare(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
+        import requests
+
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers={"User-Agent": _USER_AGENT, **headers}, data=body)
+        return prepared
 
     def _get_session(self) -> Any:
         with self._lock:
@@ -390,6 +403,13 @@ class DataverseClient:
                 adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
+                # Proxy and CA-bundle variables are read once here instead of on every request (requests
+                # re-reads the environment per call otherwise, a sizeable share of a loopback write).
+                session.proxies.update(requests.utils.get_environ_proxies(self.url))
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                if bundle:
+                    session.verify = bundle
+                session.trust_env = False
                 self._session = session
             return self._session
 
