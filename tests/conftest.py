@@ -2,6 +2,8 @@
 
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,17 @@ def seeded_standin():
             for row_id in ids:
                 server.add_row(table, row_id, donotbulkemail=False)
         yield server
+
+
+def _standin_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dataverse-standin") and t.is_alive()]
+
+
+@pytest.fixture
+def no_leaked_standin_threads():
+    """Fails a test that leaves a stand-in server or connection thread running after it."""
+    yield
+    deadline = time.monotonic() + 2
+    while _standin_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _standin_threads() == [], "a stand-in server or connection thread outlived its test"

@@ -27,17 +27,7 @@ CRLF = b"\r\n"
 GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-def _standin_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("dataverse-standin") and t.is_alive()]
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    yield
-    deadline = time.monotonic() + 2
-    while _standin_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _standin_threads() == [], "a stand-in server or connection thread outlived its test"
+pytestmark = pytest.mark.usefixtures("no_leaked_standin_threads")
 
 
 @pytest.fixture
@@ -672,9 +662,10 @@ def test_concurrent_requests_beyond_the_limit_get_429_0x80072326_at_once(http):
             if status == 429:
                 assert error_of(response) == ("0x80072326", "Number of concurrent requests exceeded the limit of 2.")
                 assert response.headers["Retry-After"] == "1"
-                assert elapsed < 0.3  # answered at once, not after the service time
             else:
-                assert elapsed >= 0.4
+                assert elapsed >= 0.4  # the service time
+        # Answered at once, before the admitted requests' service time was over.
+        assert max(e for s_, e, _ in answers if s_ == 429) < min(e for s_, e, _ in answers if s_ == 200)
         stats = server.window_stats()
         assert stats.peak_in_flight == 2 and stats.throttled_by_code == {"0x80072326": 2}
 
@@ -751,7 +742,7 @@ def test_latency_alone_slows_every_request(http):
 
 
 def test_stop_does_not_wait_out_the_service_time():
-    server = DataverseStandIn(latency=30).start()
+    server = DataverseStandIn(latency=60).start()
     outcome: list[object] = []
 
     def call() -> None:
@@ -764,10 +755,11 @@ def test_stop_does_not_wait_out_the_service_time():
     client = threading.Thread(target=call)
     client.start()
     time.sleep(0.2)
-    started = time.monotonic()
-    server.stop()
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    stopper.join(timeout=15)  # the service time is far longer: a stop() that waited it out would still run
     client.join(timeout=TIMEOUT)
-    assert time.monotonic() - started < 2 and outcome == [requests.ConnectionError]
+    assert not stopper.is_alive() and outcome == [requests.ConnectionError]
 
 
 @pytest.mark.parametrize("kwargs", [{"requests": 0}, {"requests": 1.5}, {"window": 0}, {"concurrent": 0},
