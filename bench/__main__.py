@@ -130,7 +130,7 @@ def render(report: dict[str, Any]) -> str:
     if burst:
         lines.append(f"burst: {burst['events']} queued opt-outs ({burst['distinct_recipients']} recipients) -> "
                      f"{burst['applied']} applied, {burst['standin_requests']} Web API request(s), "
-                     f"{burst['standin_operations_total']} operations inside")
+                     f"{burst['standin_operations']} operations inside")
     w = report.get("writes") or {}
     if w:
         lines.append(f"writes: N={w['n']} at concurrency {w['concurrency']}, {w['rounds']} rounds: ours "

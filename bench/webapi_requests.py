@@ -73,16 +73,17 @@ def run(quick: bool) -> dict[str, Any]:
                                correlation_id=m.correlation_id, application_properties=m.application_properties)
                 for m in work]
         services = Services(settings, sender=InMemoryQueues())
-        before = standin.counts()["requests"]
+        before = standin.counts()
         with Clock() as burst_clock:
             handled_all = opt_out_batch(msgs, services)
-        burst_requests = standin.counts()["requests"] - before
+        after = standin.counts()
+        burst_requests = after["requests"] - before["requests"]
+        burst_operations = after["operations"] - before["operations"]
         burst_outcomes: dict[str, int] = {}
         for handled in handled_all:
             burst_outcomes[str(handled.outcome)] = burst_outcomes.get(str(handled.outcome), 0) + 1
         burst_applied = burst_outcomes.get("applied", 0)
         burst_holding = standin.holding(BURST_PREFIX, burst_recipients)
-        counts = standin.counts()
 
     return {
         "requests_per_optout_steady": round(steady_requests / steady_applied, 4) if steady_applied else None,
@@ -96,7 +97,7 @@ def run(quick: bool) -> dict[str, Any]:
         "burst": {
             "events": len(msgs), "distinct_recipients": burst_recipients, "applied": burst_applied,
             "outcomes": burst_outcomes, "standin_requests": burst_requests,
-            "standin_operations_total": counts["operations"],
+            "standin_operations": burst_operations,  # the writes inside the burst's $batch request(s)
             "rows_holding_update": burst_holding, "seconds": round(burst_clock.seconds, 3),
             "events_per_second": round(len(msgs) / burst_clock.seconds, 1),
         },
