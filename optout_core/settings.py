@@ -66,6 +66,7 @@ SPEC: tuple[Setting, ...] = (
     Setting("THROTTLE_MAX_RESCHEDULES", "10", "How often one work item may be put back on its queue for a long 429 Retry-After before it is retried by Service Bus instead."),
     Setting("ServiceBusConnection", "", "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).", secret=True),
     Setting("ServiceBusConnection__fullyQualifiedNamespace", "", "Namespace host (<ns>.servicebus.windows.net) for identity-based connections."),
+    Setting("ServiceBusConnection__credential", "", "managedidentity to use a user-assigned identity for Service Bus (with __clientId)."),
     Setting("ServiceBusConnection__clientId", "", "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity)."),
     *(Setting(f"AzureWebJobs.{name}.Disabled", "false", f"Portal toggle: true switches {name} off.") for name in FUNCTIONS),
 )
