@@ -33,7 +33,6 @@ from .workitem import WorkItem
 def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Handled]:
     """BulkEmailOptOut for a batch: set OPT_OUT_UPDATE on every recipient, one outcome per message."""
     started = time.perf_counter()
-    settings = services.settings
     results: list[Handled | None] = [None] * len(msgs)
     groups: dict[tuple[str, str], list[tuple[int, Handled, WorkItem]]] = {}
     claimed: set[str] = set()

@@ -20,7 +20,7 @@ from .messages import InboundMessage, OutboundMessage
 from .model import Outcome, Route
 from .routing import Decision, RowRequest, decide, decide_row
 from .runtime import Services
-from .settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
+from .settings import BOUNCE_FUNCTION, ROUTER_FUNCTION, Settings
 from .updates import bounce_changes
 from .workitem import WorkItem
 

@@ -43,3 +43,20 @@ def no_leaked_standin_threads():
     while _standin_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _standin_threads() == [], "a stand-in server or connection thread outlived its test"
+
+
+@pytest.fixture
+def http():
+    """A plain requests session with the stand-in's token and the OData headers, for stand-in tests."""
+    import requests
+
+    with requests.Session() as session:
+        session.headers.update({"Authorization": "Bearer local-token", "Accept": "application/json",
+                                "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
+        yield session
+
+
+def standin_env(standin, **env) -> dict[str, str]:
+    """App settings pointing at a running stand-in, with retries short enough for tests."""
+    return {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0",
+            "DATAVERSE_MAX_ATTEMPTS": "2", **env}

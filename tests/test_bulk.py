@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import standin_env
 from messages import CONTACTS, DELETED_CONTACT, LEADS
 from optout_core import bulk
 from optout_core.messages import InboundMessage
@@ -19,9 +20,7 @@ def standin(seeded_standin):
 
 
 def services_for(standin, **env):
-    base = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0",
-            "DATAVERSE_MAX_ATTEMPTS": "2"}
-    return Services(Settings.from_env({**base, **env}), sender=InMemoryQueues())
+    return Services(Settings.from_env(standin_env(standin, **env)), sender=InMemoryQueues())
 
 
 def work(n, table, row_id, **kwargs):

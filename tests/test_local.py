@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
+from conftest import standin_env
 from optout_core.check import connect
 from optout_core.demo import DELETED, SEED, run_demo, sample_files
 from optout_core.local import LocalPipeline
@@ -26,9 +27,7 @@ def standin(seeded_standin):
 
 
 def local_for(standin, **env):
-    base = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0",
-            "DATAVERSE_MAX_ATTEMPTS": "2"}
-    return LocalPipeline(Settings.from_env({**base, **env}))
+    return LocalPipeline(Settings.from_env(standin_env(standin, **env)))
 
 
 def cli(*args, env):

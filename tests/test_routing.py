@@ -5,7 +5,7 @@ import json
 import pytest
 
 from messages import (ACCOUNTS, CONTACTS, FOREIGN_ORG_ID, LEADS, LOG_ID, MSBIN1_BODY, OMIT, ORG_ID, XML_BODY,
-                      campaign_log, option, reference, wire)
+                      campaign_log, reference, wire)
 from optout_core.model import Outcome, Recipient, Route
 from optout_core.routing import RowRequest, decide, decide_row
 from optout_core.settings import Settings

@@ -33,14 +33,6 @@ def standin() -> Iterator[DataverseStandIn]:
         yield server
 
 
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.headers.update({"Authorization": "Bearer local-token", "Accept": "application/json",
-                                "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
-        yield session
-
-
 def patch(session: requests.Session, server: DataverseStandIn, resource: str, body: object = None,
           *, if_match: str | None = "*", **kwargs: object) -> requests.Response:
     headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]

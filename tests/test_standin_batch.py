@@ -38,14 +38,6 @@ def standin() -> Iterator[DataverseStandIn]:
         yield server
 
 
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.headers.update({"Authorization": "Bearer local-token", "Accept": "application/json",
-                                "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
-        yield session
-
-
 # ----- building a batch by hand ---------------------------------------------------------------------------
 
 
