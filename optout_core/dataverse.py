@@ -176,20 +176,15 @@ class DataverseClient:
                 uncertain |= not isinstance(exc, http.ConnectTimeout)
                 failure = DataverseUnavailable(f"Dataverse unreachable: {type(exc).__name__}")
                 continue
-            error = _error(response) if response.status != 200 else {}
-            if response.status == 429 or RetryPolicy.is_transient_status(response.status):
-                retry += chunk
-                uncertain |= response.status in (502, 504)
-                if response.status == 429:
-                    retry_after = _longest(retry_after, _retry_after(response.headers))
-                failure = DataverseUnavailable(f"Dataverse answered {response.status}{_describe(error)}",
-                                               status=response.status, **error)
-                continue
             if response.status != 200:
-                rejected = DataverseRejected(f"Dataverse answered {response.status} to $batch{_describe(error)}"
-                                             f"{_advice(response.status, error)}", status=response.status, **error)
-                for index in chunk:
-                    outcomes[index] = WriteOutcome(error=rejected)
+                whole = _failure(response, " to $batch")
+                if isinstance(whole, DataverseUnavailable):
+                    retry += chunk
+                    uncertain |= response.status in (502, 504)
+                    retry_after, failure = _longest(retry_after, whole.retry_after), whole
+                else:
+                    for index in chunk:
+                        outcomes[index] = WriteOutcome(error=whole)
                 continue
             try:
                 parts = batch.parse(response.headers.get("Content-Type", ""), response.body)
@@ -201,21 +196,16 @@ class DataverseClient:
                 failure = DataverseUnavailable("Dataverse's $batch answer did not match the request")
                 continue
             for index, part in zip(chunk, parts):
-                status = part.status
-                if 200 <= status < 300 or status == 404:
-                    outcomes[index] = WriteOutcome(found=status != 404)
+                if 200 <= part.status < 300 or part.status == 404:
+                    outcomes[index] = WriteOutcome(found=part.status != 404)
                     continue
-                part_error = _error(_Response(status, part.headers, part.body))
-                reason = f"Dataverse answered {status}{_describe(part_error)}"
-                if status == 429 or RetryPolicy.is_transient_status(status):
+                error = _failure(_Response(part.status, part.headers, part.body))
+                if isinstance(error, DataverseUnavailable):
                     retry.append(index)
-                    uncertain |= status in (502, 504)
-                    if status == 429:
-                        retry_after = _longest(retry_after, _retry_after(part.headers))
-                    failure = DataverseUnavailable(reason, status=status, **part_error)
+                    uncertain |= part.status in (502, 504)
+                    retry_after, failure = _longest(retry_after, error.retry_after), error
                 else:
-                    outcomes[index] = WriteOutcome(error=DataverseRejected(
-                        reason + _advice(status, part_error), status=status, **part_error))
+                    outcomes[index] = WriteOutcome(error=error)
         if failure is not None:
             failure.requests = sent
             failure.retry_after = retry_after
@@ -226,7 +216,7 @@ class DataverseClient:
         update or gone. None when the read-back failed."""
         held: dict[int, bool] = {}
         sent = 0
-        checkable = [i for i in pending if all("@" not in column for column in writes[i].changes)]
+        checkable = [i for i in pending if _comparable(writes[i].changes)]
         for start in range(0, len(checkable), batch.MAX_OPERATIONS):
             chunk = checkable[start:start + batch.MAX_OPERATIONS]
             operations = [batch.Operation(
@@ -251,7 +241,7 @@ class DataverseClient:
                         row = json.loads(part.body)
                     except ValueError:
                         return None, sent
-                    if all(row.get(column) == value for column, value in writes[index].changes.items()):
+                    if _holds_all(row, writes[index].changes):
                         held[index] = True
                 else:
                     return None, sent
@@ -322,25 +312,20 @@ class DataverseClient:
                 refresh_token = token_refreshed = True
                 attempt -= 1
                 continue
-            error = _error(response)
-            if status == 429 or RetryPolicy.is_transient_status(status):
-                retry_after = _retry_after(response.headers) if status == 429 else None
-                failure = DataverseUnavailable(
-                    f"Dataverse answered {status}{_describe(error)}", status=status, retry_after=retry_after,
-                    **error)
-                self._wait_or_raise(attempt, retry_after, failure, sent)
+            failure = _failure(response)
+            if isinstance(failure, DataverseUnavailable):
+                self._wait_or_raise(attempt, failure.retry_after, failure, sent)
                 continue
-            raise DataverseRejected(f"Dataverse answered {status}{_describe(error)}{_advice(status, error)}",
-                                    status=status, requests=sent, **error)
+            failure.requests = sent
+            raise failure
 
     def _holds(self, path: str, changes: Mapping[str, Any]) -> _Response | bool | None:
         """One read-back: a 204 when the row already holds ``changes``, the 404 when it is gone, False when
         it does not hold them yet (write), None when the read itself failed (cannot tell)."""
-        columns = [column for column in changes if "@" not in column]
-        if len(columns) != len(changes):
-            return False  # lookups (x@odata.bind) cannot be compared by reading the column back
+        if not _comparable(changes):
+            return False
         try:
-            response = self._request("GET", f"{path}?$select={','.join(columns)}", None, {}, fresh_token=False)
+            response = self._request("GET", f"{path}?$select={','.join(changes)}", None, {}, fresh_token=False)
         except Exception:  # noqa: BLE001 — a failed read-back only means "cannot tell yet"
             return None
         if response.status == 404:
@@ -351,7 +336,7 @@ class DataverseClient:
             row = json.loads(response.body)
         except ValueError:
             return None
-        if all(row.get(column) == value for column, value in changes.items()):
+        if _holds_all(row, changes):
             log.info("dataverse read-back: row already holds the update; not written again")
             return _Response(204, {}, b"")
         return False
@@ -419,6 +404,26 @@ class DataverseClient:
             if fresh or token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
                 token = self._token = self._credential.get_token(self._scope)
             return token.token
+
+
+def _failure(response: _Response, what: str = "") -> DataverseError:
+    """The error a non-success answer (or $batch part) stands for: transient (429, 5xx, 408, with the
+    429's Retry-After) or permanent, with the Web API's code and message and, for the latter, advice."""
+    status, error = response.status, _error(response)
+    reason = f"Dataverse answered {status}{what}{_describe(error)}"
+    if status == 429 or RetryPolicy.is_transient_status(status):
+        retry_after = _retry_after(response.headers) if status == 429 else None
+        return DataverseUnavailable(reason, status=status, retry_after=retry_after, **error)
+    return DataverseRejected(reason + _advice(status, error), status=status, **error)
+
+
+def _comparable(changes: Mapping[str, Any]) -> bool:
+    """Lookup bindings (``x@odata.bind``) cannot be checked by reading the column back."""
+    return all("@" not in column for column in changes)
+
+
+def _holds_all(row: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+    return all(row.get(column) == value for column, value in changes.items())
 
 
 def _error(response: _Response) -> dict[str, str | None]:

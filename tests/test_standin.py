@@ -5,7 +5,6 @@ from __future__ import annotations
 from http.client import HTTPConnection
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -14,6 +13,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import stop_during_a_request
 from optout_core.standin import ENTITY_SETS, DataverseStandIn, Fault
 
 CONTACT = "a91d3e55-12f0-ef11-be20-6045bd0f2c11"
@@ -479,23 +479,8 @@ def test_stop_frees_the_port_closes_connections_and_is_idempotent(http):
 def test_stop_does_not_wait_for_a_delayed_answer():
     server = DataverseStandIn().start()
     server.inject(Fault(status=503, delay=60))
-    outcome: list[object] = []
-
-    def call() -> None:
-        try:
-            outcome.append(requests.get(server.url + API + "WhoAmI", timeout=TIMEOUT).status_code)
-        except requests.RequestException as exc:
-            outcome.append(type(exc))
-
-    client = threading.Thread(target=call)
-    client.start()
-    time.sleep(0.2)
-    stopper = threading.Thread(target=server.stop)
-    stopper.start()
-    stopper.join(timeout=15)  # the delay is far longer: a stop() that waited it out would still be running
-    client.join(timeout=TIMEOUT)
-    assert not stopper.is_alive()
-    assert outcome == [requests.ConnectionError]
+    stopped, outcome = stop_during_a_request(server)
+    assert stopped and outcome == [requests.ConnectionError]
 
 
 def test_url_is_unavailable_before_start():

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 import requests
 
+from conftest import stop_during_a_request
 from optout_core.standin import MAX_BATCH_OPERATIONS, DataverseStandIn, Fault, ServiceProtection
 
 A = "a91d3e55-12f0-ef11-be20-6045bd0f2c11"
@@ -735,23 +736,8 @@ def test_latency_alone_slows_every_request(http):
 
 def test_stop_does_not_wait_out_the_service_time():
     server = DataverseStandIn(latency=60).start()
-    outcome: list[object] = []
-
-    def call() -> None:
-        try:
-            outcome.append(requests.get(server.url + API + "WhoAmI", timeout=TIMEOUT,
-                                        headers={"Authorization": "Bearer local-token"}).status_code)
-        except requests.RequestException as exc:
-            outcome.append(type(exc))
-
-    client = threading.Thread(target=call)
-    client.start()
-    time.sleep(0.2)
-    stopper = threading.Thread(target=server.stop)
-    stopper.start()
-    stopper.join(timeout=15)  # the service time is far longer: a stop() that waited it out would still run
-    client.join(timeout=TIMEOUT)
-    assert not stopper.is_alive() and outcome == [requests.ConnectionError]
+    stopped, outcome = stop_during_a_request(server, headers={"Authorization": "Bearer local-token"})
+    assert stopped and outcome == [requests.ConnectionError]
 
 
 @pytest.mark.parametrize("kwargs", [{"requests": 0}, {"requests": 1.5}, {"window": 0}, {"concurrent": 0},
