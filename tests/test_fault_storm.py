@@ -5,23 +5,28 @@ recipients, malformed and foreign messages, and re-posted duplicates) go through
 pipeline (router → opt-out/bounce, Service Bus replaced by in-memory queues with duplicate detection
 and redelivery) on 8 threads, against the loopback Dataverse stand-in injecting faults at random:
 429 with short and long Retry-After, 500/502/503/504, read timeouts, dropped connections (before and
-after the write committed), expired tokens (401). Retry delays are shortened for the test, and each
+after the write committed); and every 0.5 s the access token expires (the stand-in rotates it, so the
+client's cached token gets a 401 and it fetches a fresh one). Retry delays are shortened for the test, and each
 delivery gets only two tries, so Service Bus redelivery (up to 10 deliveries) is exercised too.
 
 Figures are printed (run with ``-s``) and recorded in docs/reliability.md.
 """
 
+import contextlib
 import json
 import logging
 import random
 import re
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from azure.core.credentials import AccessToken
 
-from messages import ORG_ID, FOREIGN_ORG_ID, campaign_log, reference, wire
+from messages import FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
+from optout_core.dataverse import DataverseClient
 from optout_core.local import LocalPipeline
 from optout_core.settings import Settings
 from optout_core.standin import DataverseStandIn, Fault
@@ -35,7 +40,6 @@ FAULTS = [
     Fault(status=429, retry_after=2),   # longer than DATAVERSE_MAX_RETRY_AFTER_SECONDS: rescheduled
     Fault(status=500), Fault(status=502), Fault(status=503), Fault(status=504),
     Fault(status=503, delay=0.4),       # answers after the client's read timeout
-    Fault(status=401),                  # an expired token
     Fault(drop=True),                   # connection dropped before the write
     Fault(drop=True, after=True),       # write committed, answer lost
 ]
@@ -105,15 +109,18 @@ def storm():
             for row_id in ids:
                 standin.add_row(table, row_id, donotbulkemail=False)
         standin.set_fault_rate(FAULT_RATE, FAULTS, seed=SEED)
+        tokens = ExpiringTokens(standin)
         settings = Settings.from_env({
             "DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN, "EXPECTED_ORGANIZATION_ID": ORG_ID,
             "BOUNCE_UPDATE": '{"description": "{activity_type}: {detail}"}',
             "DATAVERSE_TIMEOUT_SECONDS": "0.25", "DATAVERSE_MAX_ATTEMPTS": "2", "DATAVERSE_BACKOFF_SECONDS": "0.001",
             "DATAVERSE_BACKOFF_MAX_SECONDS": "0.01", "DATAVERSE_MAX_RETRY_AFTER_SECONDS": "1",
             "THROTTLE_MAX_RESCHEDULES": "50"})
-        local = LocalPipeline(settings, honour_schedule=False, max_deliveries=10)
+        client = DataverseClient(standin.url, tokens, retry=settings.retry, timeout=settings.dataverse_timeout,
+                                 max_concurrency=settings.dataverse_concurrency)
+        local = LocalPipeline(settings, dataverse=client, honour_schedule=False, max_deliveries=10)
         started = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
+        with tokens.expiring(every=0.5), ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda e: local.run(e["kind"], e["body"]), events))
         elapsed = time.perf_counter() - started
         local.services.dataverse.close()
@@ -133,6 +140,37 @@ def storm():
     print("\nfault storm:", json.dumps(summary, default=dict, sort_keys=True))
     return {"events": events, "rows": rows, "results": results, "final": final, "writes": writes,
             "bugs": bugs, "logs": handler.lines, "summary": summary}
+
+
+class ExpiringTokens:
+    """A TokenCredential whose tokens expire: while ``expiring`` runs, the stand-in moves to a new token
+    every ``every`` seconds; asked for a token, it hands out the current one (as Entra would a fresh one)."""
+
+    def __init__(self, standin):
+        self.standin, self.current, self.issued = standin, TOKEN, 0
+
+    def get_token(self, *scopes, **kwargs):
+        self.issued += 1
+        return AccessToken(self.current, int(time.time()) + 3600)
+
+    @contextlib.contextmanager
+    def expiring(self, every):
+        done = threading.Event()
+
+        def rotate():
+            n = 0
+            while not done.wait(every):
+                n += 1
+                self.current = f"{TOKEN}-{n}"
+                self.standin.rotate_token(self.current)
+
+        thread = threading.Thread(target=rotate, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 class _Capture(logging.Handler):
@@ -201,4 +239,4 @@ def test_logs_hold_no_email_address_token_or_secret(storm):
     text = "\n".join(storm["logs"])
     assert len(storm["logs"]) >= MESSAGES
     assert not EMAIL.search(text), EMAIL.search(text)
-    assert TOKEN not in text and "Bearer" not in text
+    assert TOKEN not in text and "Bearer" not in text  # TOKEN is also the prefix of every rotated token
