@@ -12,9 +12,10 @@ from typing import List
 
 import azure.functions as func
 
-from optout_core import bulk, pipeline
-from optout_core.messages import InboundMessage
-from optout_core.runtime import services
+from optout_core.app import opt_out as bulk
+from optout_core.app import pipeline
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_core.app.services import services
 
 app = func.FunctionApp()
 

@@ -15,24 +15,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `python -m bench` from the root has it already; be robust to other cwd
-    sys.path.insert(0, str(REPO))
 
-
-def _load_messages() -> Any:
-    """tests/messages.py (the exact Dataverse wire shape), loaded by path: ``tests`` is not a package, and
-    a ``tests`` package some library installed must not be picked up instead."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("optout_bench_messages", REPO / "tests" / "messages.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-messages = _load_messages()
+from optout_dev import messages  # noqa: E402  (the exact Dataverse wire shape)
 
 TOKEN = "bench-token"  # the loopback stand-in's own test token; it guards no real data
 KIB = 1024
@@ -145,13 +129,13 @@ def rss_bytes() -> int:
 # ----- settings ---------------------------------------------------------------------------------------------
 
 def router_settings() -> Any:
-    from optout_core.settings import Settings
+    from optout_core.domain.settings import Settings
 
     return Settings.from_env({"EXPECTED_ORGANIZATION_ID": messages.ORG_ID})
 
 
 def pipeline_settings(url: str, **extra: str) -> Any:
-    from optout_core.settings import Settings
+    from optout_core.domain.settings import Settings
 
     return Settings.from_env({"EXPECTED_ORGANIZATION_ID": messages.ORG_ID, "DATAVERSE_URL": url,
                               "DATAVERSE_TOKEN": TOKEN, **extra})

@@ -41,7 +41,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def measure(quick: bool, threads: int = 4) -> dict[str, Any]:
-    from optout_core.local import LocalPipeline
+    from optout_dev.local import LocalPipeline
 
     quiet_logging()
     total = 3000 if quick else 10_000
@@ -91,9 +91,9 @@ def _designed_state(messages: int) -> dict[str, float]:
     duplicate-detection history (a stand-in for the broker's; unbounded in this test double)."""
     import tracemalloc
 
-    from optout_core.dedupe import RecentWork
-    from optout_core.messages import OutboundMessage
-    from optout_core.servicebus import InMemoryQueues
+    from optout_core.app.recent import RecentWork
+    from optout_core.servicebus.envelopes import OutboundMessage
+    from optout_dev.queues import InMemoryQueues
 
     def key(i: int) -> str:  # a fresh string each time, as each structure gets its own in the pipeline
         return f"{uuid.UUID(int=(0x20C << 96) | i, version=4)}:opt_out"

@@ -20,8 +20,8 @@ from .common import evenly_spread_sizes, median, router_settings, sized_body
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from optout_core.model import Outcome
-    from optout_core.routing import Decision, decide
+    from optout_core.domain.model import Outcome
+    from optout_core.domain.routing import Decision, decide
 
     settings = router_settings()
     sizes = evenly_spread_sizes(8 if quick else 16)

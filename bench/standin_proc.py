@@ -32,7 +32,7 @@ def row_ids(prefix: int, count: int, start: int = 0) -> list[str]:
 # ----- the child ---------------------------------------------------------------------------------------------
 
 def _serve(config: dict[str, Any]) -> None:
-    from optout_core.standin import DataverseStandIn, Fault, ServiceProtection
+    from optout_dev.standin import DataverseStandIn, Fault, ServiceProtection
 
     protection = config.get("protection")
     standin = DataverseStandIn(

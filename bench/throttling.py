@@ -65,9 +65,9 @@ def under_429(quick: bool, concurrency: int = 8) -> dict[str, Any]:
 
 
 def _updates_under_protection(side: str, standin: RemoteStandIn, ids: list[str], concurrency: int) -> dict[str, Any]:
-    from optout_core.auth import StaticTokenCredential
-    from optout_core.dataverse import DataverseClient
-    from optout_core.retry import RetryPolicy
+    from optout_core.dataverse.auth import StaticTokenCredential
+    from optout_core.dataverse.client import DataverseClient
+    from optout_core.domain.retry import RetryPolicy
 
     credential = StaticTokenCredential(TOKEN)
     errors: dict[str, int] = {}
@@ -100,7 +100,7 @@ def _updates_under_protection(side: str, standin: RemoteStandIn, ids: list[str],
 
 def ceiling(quick: bool, concurrency: int = 8, protection: dict[str, Any] | None = None,
             windows: int | None = None) -> dict[str, Any]:
-    from optout_core.local import LocalPipeline
+    from optout_dev.local import LocalPipeline
 
     if protection is None:
         protection = ({"requests": 400, "window": 4.0, "concurrent": 52} if quick

@@ -26,12 +26,12 @@ STEADY_PREFIX, BURST_PREFIX = 0x5100, 0xB100
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from optout_core.bulk import opt_out_batch
-    from optout_core.local import LocalPipeline
-    from optout_core.messages import InboundMessage
-    from optout_core.pipeline import route
-    from optout_core.runtime import Services
-    from optout_core.servicebus import InMemoryQueues
+    from optout_core.app.opt_out import opt_out_batch
+    from optout_dev.local import LocalPipeline
+    from optout_core.servicebus.envelopes import InboundMessage
+    from optout_core.app.pipeline import route
+    from optout_core.app.services import Services
+    from optout_dev.queues import InMemoryQueues
 
     rng = random.Random(7)
     steady_events = 200 if quick else 1000

@@ -38,9 +38,9 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
         return {"write_wall_vs_sdk": None, "write_wall_batch_vs_sdk": None,
                 "notes": {"write_wall_vs_sdk": "PowerPlatform-Dataverse-Client is not installed: "
                                                "pip install -r requirements-bench.txt"}}
-    from optout_core.auth import StaticTokenCredential
-    from optout_core.dataverse import DataverseClient, Write
-    from optout_core.retry import RetryPolicy
+    from optout_core.dataverse.auth import StaticTokenCredential
+    from optout_core.dataverse.client import DataverseClient, Write
+    from optout_core.domain.retry import RetryPolicy
 
     n = 300 if quick else 1000
     rounds = 3 if quick else 7

@@ -6,7 +6,7 @@ Run from the repository root:
     python samples/generate.py --check  # exit 1 if a committed sample differs from what would be written
 
 Each body is written exactly as Dataverse puts it on the queue: one line, no trailing newline, UTF-8, every
-"/" escaped as "\\/" (see ../shared/domain/dataverse-messages.md §11). The builder is tests/messages.py.
+"/" escaped as "\\/" (see docs/dataverse-messages.md). The builder is optout_dev/messages.py.
 samples/README.md explains the cases; keep it in step when adding one here.
 """
 
@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+from optout_dev import messages as m
 
-import messages as m  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 BASE_MS = 1741944413000  # 2025-03-14T09:26:53Z
 

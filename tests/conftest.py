@@ -1,18 +1,10 @@
-"""Test set-up: the repository root and tests/ are importable (tests share builders such as messages.py)."""
+"""Fixtures shared by every test: a seeded Dataverse stand-in, a thread-leak check, a plain HTTP session."""
 
 import logging
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-for path in (str(ROOT), str(TESTS)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 # The library logs a warning about HTTP auth levels at indexing; it says nothing about this app.
 logging.getLogger().setLevel(logging.INFO)
@@ -21,8 +13,8 @@ logging.getLogger().setLevel(logging.INFO)
 @pytest.fixture
 def seeded_standin():
     """A running Dataverse stand-in holding the sample recipients (contacts, leads, accounts); stopped after."""
-    from messages import ACCOUNTS, CONTACTS, LEADS
-    from optout_core.standin import DataverseStandIn
+    from optout_dev.messages import ACCOUNTS, CONTACTS, LEADS
+    from optout_dev.standin import DataverseStandIn
 
     with DataverseStandIn(token="local-token") as server:
         for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
@@ -54,33 +46,3 @@ def http():
         session.headers.update({"Authorization": "Bearer local-token", "Accept": "application/json",
                                 "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
         yield session
-
-
-def standin_env(standin, **env) -> dict[str, str]:
-    """App settings pointing at a running stand-in, with retries short enough for tests."""
-    return {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0",
-            "DATAVERSE_MAX_ATTEMPTS": "2", **env}
-
-
-def stop_during_a_request(server, **request_kwargs) -> tuple[bool, list]:
-    """Start a WhoAmI that the stand-in keeps waiting, then stop the server.
-
-    Returns whether stop() came back well before the wait would have ended, and what the client saw."""
-    import requests
-
-    outcome: list = []
-
-    def call() -> None:
-        try:
-            outcome.append(requests.get(f"{server.url}/api/data/v9.2/WhoAmI", timeout=5, **request_kwargs).status_code)
-        except requests.RequestException as exc:
-            outcome.append(type(exc))
-
-    client = threading.Thread(target=call)
-    client.start()
-    time.sleep(0.2)
-    stopper = threading.Thread(target=server.stop)
-    stopper.start()
-    stopper.join(timeout=15)  # the wait is far longer: a stop() that waited it out would still be running
-    client.join(timeout=5)
-    return not stopper.is_alive(), outcome

@@ -1,11 +1,9 @@
-"""Rewrites local.settings.sample.json from optout_core.settings.SPEC (run from the repository root)."""
+"""Rewrites local.settings.sample.json from optout_core.domain.settings.SPEC (run from the repository root)."""
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from optout_core.settings import SPEC  # noqa: E402
+from optout_core.domain.settings import SPEC
 
 PLACEHOLDERS = {"DATAVERSE_URL": "https://<your-org>.crm.dynamics.com",
                 "ServiceBusConnection__fullyQualifiedNamespace": "<your-namespace>.servicebus.windows.net"}

@@ -1,0 +1,77 @@
+"""The services the functions use: built lazily on first use, then reused for the life of the process.
+
+This is the one seam between the functions and the outside world. Production code calls
+:func:`services`, which builds the real Service Bus sender and Dataverse client from the app settings;
+tests and the local runner :func:`install` their own (an in-memory queue, a client for a loopback
+stand-in) through the same seam.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from optout_core.app.recent import RecentWork
+from optout_core.servicebus.sender import QueueSender, ServiceBusSender
+from optout_core.domain.settings import Settings
+
+
+class Services:
+    """Settings plus the clients built from them. Clients are created on first use and reused."""
+
+    def __init__(self, settings: Settings, *, sender: QueueSender | None = None, dataverse: Any = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self._sender = sender
+        self._dataverse = dataverse
+        self._env = env
+        self._lock = threading.Lock()
+        self.recent = RecentWork()  # work items this process finished: a duplicate arriving together is skipped
+
+    @property
+    def sender(self) -> QueueSender:
+        with self._lock:
+            if self._sender is None:
+                self._sender = ServiceBusSender(self._env)
+            return self._sender
+
+    @property
+    def dataverse(self) -> Any:
+        with self._lock:
+            if self._dataverse is None:
+                self._dataverse = build_dataverse_client(self.settings)
+            return self._dataverse
+
+
+def build_dataverse_client(settings: Settings) -> Any:
+    from optout_core.dataverse.auth import dataverse_credential
+    from optout_core.dataverse.client import DataverseClient
+    from optout_core.domain.errors import SettingsError
+
+    if not settings.dataverse_url:
+        raise SettingsError("DATAVERSE_URL is not set: BulkEmailOptOut and BounceDetail need the "
+                            "environment URL, e.g. https://contoso.crm.dynamics.com")
+    return DataverseClient(settings.dataverse_url, dataverse_credential(settings), retry=settings.retry,
+                           timeout=settings.dataverse_timeout, max_concurrency=settings.dataverse_concurrency)
+
+
+_installed: Services | None = None
+_install_lock = threading.Lock()
+
+
+def services() -> Services:
+    """The process's services; the first call reads the app settings from the environment."""
+    global _installed
+    with _install_lock:
+        if _installed is None:
+            _installed = Services(Settings.from_env(os.environ))
+        return _installed
+
+
+def install(replacement: Services | None) -> None:
+    """Use ``replacement`` from now on; None goes back to lazily built production services."""
+    global _installed
+    with _install_lock:
+        _installed = replacement

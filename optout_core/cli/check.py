@@ -1,0 +1,99 @@
+"""``python -m optout_core check [--connect]``: prove a configuration before deploying it.
+
+Validates every setting and prints its effective value (secrets masked). With ``--connect`` it signs
+in and calls ``WhoAmI``, and says in administrator language what to fix when that fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from optout_core.dataverse.errors import DataverseError
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.retry import RetryPolicy
+from optout_core.domain.settings import Settings
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    ok: bool
+    message: str
+
+
+def check_settings(env: Mapping[str, str], out: TextIO) -> Settings | None:
+    """Print each setting with the value in force; None (after printing why) when one is invalid."""
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"INVALID  {exc}", file=out)
+        return None
+    width = max(len(setting.name) for setting, _ in settings.effective())
+    for setting, value in settings.effective():
+        source = "set" if env.get(setting.name, "").strip() else "default"
+        print(f"{setting.name.ljust(width)}  {value or '(empty)'}  [{source}]", file=out)
+    print("OK       settings are valid", file=out)
+    return settings
+
+
+def connect(settings: Settings, credential: Any = None) -> Diagnosis:
+    """Sign in to Dataverse and call WhoAmI once (no retries); translate any failure."""
+    from optout_core.dataverse.auth import dataverse_credential
+    from optout_core.dataverse.client import DataverseClient
+
+    if not settings.dataverse_url:
+        return Diagnosis(False, "DATAVERSE_URL is not set: use your environment's URL, e.g. "
+                                "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)")
+    try:
+        credential = credential or dataverse_credential(settings)
+    except SettingsError as exc:
+        return Diagnosis(False, str(exc))
+    client = DataverseClient(settings.dataverse_url, credential, retry=RetryPolicy(attempts=1),
+                             timeout=min(settings.dataverse_timeout, 15.0))
+    try:
+        who = client.whoami()
+    except DataverseError as exc:
+        return Diagnosis(False, _explain_dataverse(exc, settings))
+    except Exception as exc:  # noqa: BLE001 — sign-in failures come from azure-identity/msal, typed loosely
+        return Diagnosis(False, _explain_sign_in(exc))
+    finally:
+        client.close()
+    organization = str(who.get("OrganizationId", "")).lower()
+    expected = settings.expected_organization_id
+    if expected and organization != expected:
+        return Diagnosis(False, f"connected, but this environment's organisation id is {organization}, not "
+                                f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected")
+    return Diagnosis(True, f"connected as application user {who.get('UserId')} to organisation {organization}")
+
+
+def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:
+    if exc.code == "0x80072560":
+        return ("the sign-in worked, but this identity has no application user in the environment: add one "
+                "(Power Platform admin center > Environments > Settings > Application users) with the "
+                "identity's client id and the optout security role")
+    if exc.status == 403:
+        return ("the application user exists but its security role is missing a privilege "
+                f"({exc.code or 'no code'}: {exc.message or ''}); grant Read and Write on contact, lead and account")
+    if exc.status == 401:
+        return ("Dataverse refused the token: DATAVERSE_URL may belong to another tenant, or the token was "
+                f"issued for another resource (scope {settings.dataverse_url}/.default)")
+    if exc.status == 404:
+        return f"{settings.dataverse_url} answered 404 for WhoAmI: DATAVERSE_URL is not a Dataverse environment root"
+    if exc.status is None:
+        return (f"cannot reach {settings.dataverse_url} ({exc}): check DATAVERSE_URL (wrong URL or "
+                "environment name) and the network path from the Function App")
+    return f"Dataverse answered {exc.status} to WhoAmI: {exc}"
+
+
+def _explain_sign_in(exc: Exception) -> str:
+    text = str(exc)
+    if "AADSTS7000222" in text or "AADSTS7000215" in text:
+        return ("sign-in failed: the client secret has expired or is wrong (AADSTS7000222/7000215); create a "
+                "new secret, or better, use the Function App's managed identity")
+    if "AADSTS700016" in text:
+        return "sign-in failed: the application (client) id is not found in this tenant (AADSTS700016)"
+    if "AADSTS500011" in text:
+        return "sign-in failed: the resource principal for DATAVERSE_URL is not in this tenant (AADSTS500011)"
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return f"sign-in failed ({type(exc).__name__}): {first_line[:300]}"

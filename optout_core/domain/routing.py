@@ -1,0 +1,286 @@
+"""The router's decision: a pure function from one Service Bus message and the settings to an outcome.
+
+This is the parent workflow's logic: read the campaign log, check it came from the right place, and
+send opt-outs (Spam Report, Group Opt out, Client Opt Out) and bounces on to their functions. A
+send-account (user-level) opt-out changes nothing in CRM, because Concep's platform already stops that
+send account mailing the recipient. A switched-off function is not forwarded to, just as a deactivated
+child workflow is never started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from optout_core.domain.execution_context import CampaignLogContext, UnreadableMessage, as_option_code, as_reference, context_from_row, load_context, references_one_of, unwrap
+from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, Settings
+from optout_core.domain.workitem import WorkItem
+
+_ROUTE_FUNCTIONS = {Route.OPT_OUT: OPT_OUT_FUNCTION, Route.BOUNCE: BOUNCE_FUNCTION}
+_CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityType:
+    label: str | None
+    code: int | None
+
+    @property
+    def name(self) -> str | None:
+        """The label, or the option code as text when the message carries no label."""
+        return self.label or (None if self.code is None else str(self.code))
+
+    def __str__(self) -> str:
+        code = str(self.code) if self.code is None or len(str(self.code)) <= 20 else str(self.code)[:20] + "…"
+        if self.label and self.code is not None:
+            return f"{_shown(self.label)} ({code})"
+        return _shown(self.label) if self.label else f"option {code}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome                    # routed, ignored or rejected
+    reason: str | None = None
+    log_id: str | None = None
+    operation_id: str | None = None
+    correlation_id: str | None = None
+    route: Route | None = None
+    activity_type: ActivityType | None = None
+    recipient: Recipient | None = None
+    work_item: WorkItem | None = None   # set when routed
+
+
+@dataclass(frozen=True, slots=True)
+class RowRequest:
+    """Dataverse trimmed the context (over 192 KB): the decision needs the campaign log row itself.
+
+    The shell reads it (``GET {entity_set}({log_id})``) and calls :func:`decide_row`.
+    """
+
+    entity_set: str
+    log_id: str
+    select: tuple[str, ...]
+    context: CampaignLogContext
+
+
+class _Stop(Exception):
+    """Ends the decision early with an outcome; internal to this module."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome, self.reason = outcome, reason
+
+
+def decide(body: bytes, settings: Settings, *, content_type: str | None = "application/json",
+           properties: Mapping[str, Any] | None = None) -> Decision | RowRequest:
+    """Decide what to do with one message body posted by Dataverse (and its application properties).
+
+    Returns a :class:`RowRequest` instead when the context was trimmed and the row must be read first.
+    """
+    try:
+        context = load_context(body, content_type)
+    except UnreadableMessage as exc:
+        return Decision(Outcome.REJECTED, str(exc))
+    properties = properties or {}
+    try:
+        _check_claims(context, properties)
+        _check_source(context, settings)
+    except _Stop as stop:
+        return Decision(stop.outcome, stop.reason, log_id=context.primary_id, operation_id=context.operation_id,
+                        correlation_id=context.correlation_id)
+    if context.target is None:
+        return _row_request(context, settings)
+    return _decide_context(context, settings)
+
+
+def decide_row(request: RowRequest, row: Mapping[str, Any] | None, settings: Settings) -> Decision:
+    """Finish a decision from the campaign log row the Web API returned (None: the row is gone)."""
+    context = request.context
+    if row is None:
+        return Decision(Outcome.REJECTED, f"the context was trimmed and campaign log {request.log_id} no longer "
+                                          "exists in Dataverse", log_id=context.primary_id,
+                        operation_id=context.operation_id, correlation_id=context.correlation_id)
+    return _decide_context(context_from_row(context, row), settings)
+
+
+def explain_row_request(request: RowRequest) -> Decision:
+    """What a dry run without network can say about a trimmed message."""
+    context = request.context
+    return Decision(Outcome.IGNORED, f"the context was trimmed (over 192 KB): the router would read campaign log "
+                                     f"{request.log_id} from the Web API to decide (not done in a dry run)",
+                    log_id=context.primary_id, operation_id=context.operation_id,
+                    correlation_id=context.correlation_id)
+
+
+def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision:
+    ids = {"log_id": context.primary_id, "operation_id": context.operation_id,
+           "correlation_id": context.correlation_id}
+    activity = route = None
+    try:
+        activity = _activity_type(context, settings)
+        route = _route(activity, settings)
+        recipient = _recipient(context, settings)
+    except _Stop as stop:
+        return Decision(stop.outcome, stop.reason, route=route, activity_type=activity, **ids)
+    except UnreadableMessage as exc:
+        return Decision(Outcome.REJECTED, str(exc), route=route, activity_type=activity, **ids)
+    item = WorkItem(
+        route=route,
+        log_id=context.primary_id,
+        recipient=recipient,
+        activity_type=activity.label,
+        activity_code=activity.code,
+        operation_id=context.operation_id,
+        correlation_id=context.correlation_id,
+        occurred_on=context.created_on(),
+        detail=_detail(context, settings) if route is Route.BOUNCE else None,
+    )
+    return Decision(Outcome.ROUTED, None, route=route, activity_type=activity, recipient=recipient,
+                    work_item=item, **ids)
+
+
+def _check_source(context: CampaignLogContext, settings: Settings) -> None:
+    # Where the message came from first: a foreign or malformed message is rejected whatever its type.
+    expected = settings.expected_organization_id
+    if expected and context.organization_id is None:
+        raise _Stop(Outcome.REJECTED, f"OrganizationId is missing, so it cannot match EXPECTED_ORGANIZATION_ID {expected}")
+    if expected and context.organization_id != expected:
+        raise _Stop(Outcome.REJECTED, f"organisation {context.organization_id} is not "
+                                      f"EXPECTED_ORGANIZATION_ID {expected}")
+    if context.entity_name is None:
+        raise _Stop(Outcome.REJECTED, "PrimaryEntityName is missing: not a campaign log message (CAMPAIGN_LOG_TABLE)")
+    if context.entity_name.lower() != settings.campaign_log_table:
+        raise _Stop(Outcome.REJECTED, f"table {_shown(context.entity_name)} is not the campaign log table "
+                                      f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)")
+    if context.message_name is None:
+        raise _Stop(Outcome.REJECTED, "MessageName is missing: not a Dataverse execution context")
+    if context.message_name != "Create":
+        raise _Stop(Outcome.IGNORED, f"message {_shown(context.message_name)} is not Create: only new campaign "
+                                     "logs are processed (register the step on Create)")
+    if context.primary_id is None:
+        raise _Stop(Outcome.REJECTED, "PrimaryEntityId (the campaign log id) is missing")
+
+
+def _shown(value: str | None, limit: int = 100) -> str:
+    """A value from the message as it appears in a reason: quoted, shortened, and '(missing)' for none."""
+    if value is None:
+        return "(missing)"
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _check_claims(context: CampaignLogContext, properties: Mapping[str, Any]) -> None:
+    """Dataverse's own properties, when present, must agree with the body (they are not signed either,
+    but a contradiction means the message was not posted by this step as it stands)."""
+    for claim, body_value in (("EntityLogicalName", context.entity_name), ("RequestName", context.message_name)):
+        value = _claim(properties, claim)
+        if value is not None and str(value).casefold() != str(body_value or "").casefold():
+            raise _Stop(Outcome.REJECTED, f"application property {_CLAIMS}{claim} is {str(value)[:100]!r} but the "
+                                          f"body says {body_value!r}: the message was altered or not posted "
+                                          "by the campaign log step")
+
+
+def _claim(properties: Mapping[str, Any], name: str) -> Any:
+    if _CLAIMS + name in properties:
+        return properties[_CLAIMS + name]
+    suffix = f"/claims/{name}".lower()  # old pages print https://; match the suffix as a fallback
+    for key, value in properties.items():
+        if isinstance(key, str) and key.lower().endswith(suffix):
+            return value
+    return None
+
+
+def _row_request(context: CampaignLogContext, settings: Settings) -> RowRequest:
+    # Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
+    # the decision uses (a wrong column name then fails loudly with the Web API's 400).
+    select: tuple[str, ...] = ()
+    if settings.recipient_columns:
+        select = (settings.activity_type_column, settings.bounce_detail_column, "createdon",
+                  *(f"_{column}_value" for column in settings.recipient_columns))
+    return RowRequest(settings.campaign_log_entity_set, context.primary_id, select, context)
+
+
+def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityType:
+    column = settings.activity_type_column
+    if column not in context.target:
+        raise _Stop(Outcome.REJECTED, f"the campaign log has no column {column!r}: set ACTIVITY_TYPE_COLUMN "
+                                      "to the activity type column of your Concep solution")
+    value = unwrap(context.target[column])
+    formatted = context.formatted.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
+    if isinstance(value, str):
+        return ActivityType(value.strip(), None)
+    reference = as_reference(value)
+    if reference is not None:  # a lookup to an activity type table: its name is the label
+        label = (reference.name or formatted or "").strip()
+        if not label:
+            raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is a lookup without a name: "
+                                         "its activity type cannot be read")
+        return ActivityType(label, None)
+    code = as_option_code(value)
+    if code is None:
+        raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
+    return ActivityType((formatted or "").strip() or None, code)
+
+
+def _route(activity: ActivityType, settings: Settings) -> Route:
+    label, code = activity.label, activity.code
+    if settings.user_opt_out_types.matches(label, code):
+        raise _Stop(Outcome.IGNORED, f"activity type {activity} is a user-level (send-account) opt-out: "
+                                     "Concep already stops that send account; CRM is not changed")
+    if settings.opt_out_types.matches(label, code):
+        route = Route.OPT_OUT
+    elif settings.bounce_types.matches(label, code):
+        route = Route.BOUNCE
+    else:
+        hint = "" if label else " (the message carries no label: list its option code)"
+        raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an opt-out or bounce type{hint}")
+    function = _ROUTE_FUNCTIONS[route]
+    if not settings.is_enabled(function):
+        raise _Stop(Outcome.IGNORED, f"{function} is switched off (AzureWebJobs.{function}.Disabled)")
+    return route
+
+
+def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
+    attributes = context.target
+    if settings.recipient_columns:
+        for column in settings.recipient_columns:
+            reference = as_reference(attributes.get(column))
+            if reference is not None and reference.table in ENTITY_SETS:
+                return _valid(reference.table, reference.id, column)
+        raise _Stop(Outcome.REJECTED, "no recipient: none of RECIPIENT_COLUMNS "
+                                      f"({';'.join(settings.recipient_columns)}) references a contact, lead or account")
+    found: dict[tuple[str, str | None], str] = {}
+    for column, value in attributes.items():
+        if type(value) is not dict or not references_one_of(value, ENTITY_SETS):
+            continue
+        reference = as_reference(value)
+        if reference is not None:
+            found.setdefault((reference.table, reference.id), column)
+    if not found:
+        raise _Stop(Outcome.REJECTED, "no recipient: the campaign log references no contact, lead or account")
+    if len(found) > 1:
+        columns = ", ".join(sorted(set(found.values())))
+        raise _Stop(Outcome.REJECTED, f"ambiguous recipient: columns {columns} reference different rows; "
+                                      "set RECIPIENT_COLUMNS")
+    (table, row_id), column = next(iter(found.items()))
+    return _valid(table, row_id, column)
+
+
+def _valid(table: str, row_id: str | None, column: str) -> Recipient:
+    if row_id is None:
+        raise _Stop(Outcome.REJECTED, f"the recipient id in {column} is not a GUID")
+    return Recipient(table, row_id)
+
+
+def _detail(context: CampaignLogContext, settings: Settings) -> str | None:
+    column = settings.bounce_detail_column
+    value: Any = unwrap(context.target.get(column))
+    formatted: Mapping[str, str] = context.formatted
+    if column in formatted:  # a choice or lookup: its label reads better than its code
+        return formatted[column]
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)

@@ -1,0 +1,315 @@
+"""App settings: read and validated once into one typed, immutable object.
+
+Every customisation lives here rather than in code, so an upgrade never overwrites it. A bad value fails
+fast with a :class:`~optout_core.errors.SettingsError` that names the setting. :data:`SPEC` is the single
+list of settings: ``local.settings.sample.json`` and ``python -m optout_core check`` are derived from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.ids import normalise_guid
+from optout_core.domain.retry import RetryPolicy
+
+# Function names are user-facing: they are the portal toggles AzureWebJobs.<name>.Disabled.
+ROUTER_FUNCTION = "CampaignLogRouter"
+OPT_OUT_FUNCTION = "BulkEmailOptOut"
+BOUNCE_FUNCTION = "BounceDetail"
+FUNCTIONS = (ROUTER_FUNCTION, OPT_OUT_FUNCTION, BOUNCE_FUNCTION)
+
+BOUNCE_PLACEHOLDERS = ("activity_type", "occurred_on", "log_id", "detail")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    meaning: str
+    secret: bool = False
+
+
+SPEC: tuple[Setting, ...] = (
+    Setting("CAMPAIGN_LOG_QUEUE", "campaign-log", "Queue Dataverse posts campaign log Create events to (CampaignLogRouter's trigger)."),
+    Setting("OPT_OUT_QUEUE", "opt-out", "Queue of opt-out work items (BulkEmailOptOut's trigger)."),
+    Setting("BOUNCE_QUEUE", "bounce", "Queue of bounce work items (BounceDetail's trigger)."),
+    Setting("REJECTED_QUEUE", "rejected", "Queue that keeps every rejected message with its reason, for redrive."),
+    Setting("CAMPAIGN_LOG_TABLE", "concep_emailcampaignlog", "Logical name of Concep's Email Campaign Log table; other tables are rejected."),
+    Setting("CAMPAIGN_LOG_ENTITY_SET", "", "Web API entity set of the campaign log table, used to re-read trimmed messages; empty = the table name + s."),
+    Setting("EXPECTED_ORGANIZATION_ID", "", "Your Dataverse organisation id; when set, messages from any other organisation are rejected."),
+    Setting("ACTIVITY_TYPE_COLUMN", "concep_activitytype", "Campaign log column holding the activity type (choice, text or lookup)."),
+    Setting("OPT_OUT_ACTIVITY_TYPES", "Spam Report;Group Opt out;Client Opt Out", "Activity types (labels and/or option codes, ;-separated) that opt the recipient out."),
+    Setting("BOUNCE_ACTIVITY_TYPES", "Hard Bounce;Soft Bounce;Bounce", "Activity types (labels and/or option codes, ;-separated) handled as bounces."),
+    Setting("USER_OPT_OUT_ACTIVITY_TYPES", "User Opt Out;Account Opt Out", "Send-account (user-level) opt-outs: recorded as ignored, CRM unchanged."),
+    Setting("RECIPIENT_COLUMNS", "", "Ordered ;-list of lookup columns naming the recipient; empty = the log's only contact/lead/account lookup."),
+    Setting("BOUNCE_DETAIL_COLUMN", "concep_bouncereason", "Campaign log column whose value fills {detail} in BOUNCE_UPDATE."),
+    Setting("OPT_OUT_UPDATE", '{"donotbulkemail": true}', "JSON object PATCHed onto the recipient for an opt-out."),
+    Setting("BOUNCE_UPDATE", "", "JSON object PATCHed onto the recipient for a bounce; strings may hold {activity_type} {occurred_on} {log_id} {detail}. Empty = audit only."),
+    Setting("DATAVERSE_URL", "", "Environment URL, e.g. https://contoso.crm.dynamics.com (needed by BulkEmailOptOut and BounceDetail)."),
+    Setting("DATAVERSE_TOKEN", "", "Static bearer token, honoured only for a loopback DATAVERSE_URL (local stand-ins).", secret=True),
+    Setting("AZURE_CLIENT_ID", "", "Client id of a user-assigned managed identity for Dataverse; empty = DefaultAzureCredential."),
+    Setting("AZURE_CLIENT_SECRET", "", "Only for a service principal instead of a managed identity (read by DefaultAzureCredential with AZURE_TENANT_ID).", secret=True),
+    Setting("DATAVERSE_TIMEOUT_SECONDS", "30", "Connect/read timeout of one Web API request."),
+    Setting("DATAVERSE_MAX_CONCURRENCY", "8", "Web API requests in flight at once per worker process (Dataverse allows 52 per application user across all instances)."),
+    Setting("DATAVERSE_MAX_ATTEMPTS", "5", "Tries per Web API write (first included) before the message goes back to Service Bus."),
+    Setting("DATAVERSE_BACKOFF_SECONDS", "1", "First back-off after a 5xx/timeout; doubles per try, with jitter."),
+    Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries."),
+    Setting("DATAVERSE_MAX_RETRY_AFTER_SECONDS", "30", "Longest 429 Retry-After waited in-process; longer ones return the message to Service Bus."),
+    Setting("THROTTLE_MAX_RESCHEDULES", "10", "How often one work item may be put back on its queue for a long 429 Retry-After before it is retried by Service Bus instead."),
+    Setting("ServiceBusConnection", "", "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).", secret=True),
+    Setting("ServiceBusConnection__fullyQualifiedNamespace", "", "Namespace host (<ns>.servicebus.windows.net) for identity-based connections."),
+    Setting("ServiceBusConnection__credential", "", "managedidentity to use a user-assigned identity for Service Bus (with __clientId)."),
+    Setting("ServiceBusConnection__clientId", "", "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity)."),
+    *(Setting(f"AzureWebJobs.{name}.Disabled", "false", f"Portal toggle: true switches {name} off.") for name in FUNCTIONS),
+)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UPDATE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.@]*")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+@functools.lru_cache(maxsize=1024)  # the same few labels arrive over and over
+def normalise_label(label: str) -> str:
+    """Activity type labels match ignoring case, spaces, hyphens and underscores ("Group Opt-Out")."""
+    return re.sub(r"[\s\-_]+", "", label).casefold()
+
+
+@dataclass(frozen=True)
+class ActivityTypes:
+    """A configured list of activity types: normalised labels and integer option codes."""
+
+    labels: frozenset[str] = frozenset()
+    codes: frozenset[int] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> ActivityTypes:
+        labels, codes = set(), set()
+        for entry in (part.strip() for part in text.split(";")):
+            if not entry:
+                continue
+            if re.fullmatch(r"-?\d+", entry):
+                codes.add(int(entry))
+            else:
+                labels.add(normalise_label(entry))
+        return cls(frozenset(labels), frozenset(codes))
+
+    def matches(self, label: str | None, code: int | None) -> bool:
+        return (code is not None and code in self.codes) or (
+            label is not None and normalise_label(label) in self.labels)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the app reads, validated. Build with :meth:`from_env`."""
+
+    campaign_log_queue: str = "campaign-log"
+    opt_out_queue: str = "opt-out"
+    bounce_queue: str = "bounce"
+    rejected_queue: str = "rejected"
+    campaign_log_table: str = "concep_emailcampaignlog"
+    campaign_log_entity_set: str = "concep_emailcampaignlogs"
+    expected_organization_id: str | None = None
+    activity_type_column: str = "concep_activitytype"
+    opt_out_types: ActivityTypes = ActivityTypes()
+    bounce_types: ActivityTypes = ActivityTypes()
+    user_opt_out_types: ActivityTypes = ActivityTypes()
+    recipient_columns: tuple[str, ...] = ()
+    bounce_detail_column: str = "concep_bouncereason"
+    opt_out_update: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"donotbulkemail": True}))
+    bounce_update: Mapping[str, Any] | None = None
+    dataverse_url: str | None = None
+    dataverse_token: str | None = field(default=None, repr=False)
+    azure_client_id: str | None = None
+    dataverse_timeout: float = 30.0
+    dataverse_concurrency: int = 8
+    retry: RetryPolicy = RetryPolicy()
+    max_reschedules: int = 10
+    disabled: frozenset[str] = frozenset()
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read every setting from ``env`` (os.environ, or a dict in tests), applying defaults."""
+        raw = {s.name: _value(env, s.name, s.default) for s in SPEC}
+        opt_out = ActivityTypes.parse(raw["OPT_OUT_ACTIVITY_TYPES"])
+        bounce = ActivityTypes.parse(raw["BOUNCE_ACTIVITY_TYPES"])
+        user = ActivityTypes.parse(raw["USER_OPT_OUT_ACTIVITY_TYPES"])
+        _no_overlap(("OPT_OUT_ACTIVITY_TYPES", opt_out), ("BOUNCE_ACTIVITY_TYPES", bounce),
+                    ("USER_OPT_OUT_ACTIVITY_TYPES", user))
+        queues = [raw[name] for name in ("CAMPAIGN_LOG_QUEUE", "OPT_OUT_QUEUE", "BOUNCE_QUEUE", "REJECTED_QUEUE")]
+        if len(set(queues)) != len(queues):
+            raise SettingsError("CAMPAIGN_LOG_QUEUE, OPT_OUT_QUEUE, BOUNCE_QUEUE and REJECTED_QUEUE must be four "
+                                f"different queues, not {', '.join(queues)}")
+        url = _dataverse_url(raw["DATAVERSE_URL"])
+        token = raw["DATAVERSE_TOKEN"] or None
+        if token and not (url and is_loopback_url(url)):
+            raise SettingsError("DATAVERSE_TOKEN is honoured only with a loopback DATAVERSE_URL (a local "
+                                "stand-in); remove it and let the managed identity sign in")
+        return cls(
+            campaign_log_queue=_queue(raw, "CAMPAIGN_LOG_QUEUE"),
+            opt_out_queue=_queue(raw, "OPT_OUT_QUEUE"),
+            bounce_queue=_queue(raw, "BOUNCE_QUEUE"),
+            rejected_queue=_queue(raw, "REJECTED_QUEUE"),
+            campaign_log_table=_identifier(raw, "CAMPAIGN_LOG_TABLE").lower(),
+            campaign_log_entity_set=(_identifier(raw, "CAMPAIGN_LOG_ENTITY_SET") if raw["CAMPAIGN_LOG_ENTITY_SET"]
+                                     else raw["CAMPAIGN_LOG_TABLE"].lower() + "s"),
+            expected_organization_id=_optional_guid(raw, "EXPECTED_ORGANIZATION_ID"),
+            activity_type_column=_identifier(raw, "ACTIVITY_TYPE_COLUMN").lower(),
+            opt_out_types=opt_out,
+            bounce_types=bounce,
+            user_opt_out_types=user,
+            recipient_columns=tuple(_identifier({"RECIPIENT_COLUMNS": c.strip()}, "RECIPIENT_COLUMNS").lower()
+                                    for c in raw["RECIPIENT_COLUMNS"].split(";") if c.strip()),
+            bounce_detail_column=_identifier(raw, "BOUNCE_DETAIL_COLUMN").lower(),
+            opt_out_update=_update(raw, "OPT_OUT_UPDATE", required=True),
+            bounce_update=_update(raw, "BOUNCE_UPDATE", required=False),
+            dataverse_url=url,
+            dataverse_token=token,
+            azure_client_id=raw["AZURE_CLIENT_ID"] or None,
+            dataverse_timeout=_number(raw, "DATAVERSE_TIMEOUT_SECONDS", minimum=0.1),
+            dataverse_concurrency=int(_number(raw, "DATAVERSE_MAX_CONCURRENCY", minimum=1, integer=True)),
+            retry=RetryPolicy(
+                attempts=int(_number(raw, "DATAVERSE_MAX_ATTEMPTS", minimum=1, integer=True)),
+                backoff=_number(raw, "DATAVERSE_BACKOFF_SECONDS", minimum=0),
+                backoff_max=_number(raw, "DATAVERSE_BACKOFF_MAX_SECONDS", minimum=0),
+                max_retry_after=_number(raw, "DATAVERSE_MAX_RETRY_AFTER_SECONDS", minimum=0),
+            ),
+            max_reschedules=int(_number(raw, "THROTTLE_MAX_RESCHEDULES", minimum=0, integer=True)),
+            disabled=frozenset(name for name in FUNCTIONS if _toggle(env, name)),
+            raw=MappingProxyType(raw),
+        )
+
+    def is_enabled(self, function_name: str) -> bool:
+        return function_name not in self.disabled
+
+    def effective(self) -> list[tuple[Setting, str]]:
+        """Each setting with the value in force, secrets masked (for ``check``)."""
+        shown = []
+        for s in SPEC:
+            value = self.raw.get(s.name, s.default)
+            if s.name.startswith("AzureWebJobs."):
+                value = "true" if s.name.split(".")[1] in self.disabled else "false"
+            elif s.secret and value:
+                value = "***"
+            shown.append((s, value))
+        return shown
+
+
+def is_loopback_url(url: str) -> bool:
+    import ipaddress
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _value(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or not str(value).strip() else str(value).strip()
+
+
+def _toggle(env: Mapping[str, str], function_name: str) -> bool:
+    # The portal writes AzureWebJobs.<name>.Disabled; Linux plans expose periods as underscores.
+    for name in (f"AzureWebJobs.{function_name}.Disabled", f"AzureWebJobs_{function_name}_Disabled"):
+        value = env.get(name)
+        if value is None:
+            continue
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text not in _FALSE:
+            raise SettingsError(f"{name} must be true or false, not {value!r}")
+    return False
+
+
+def _queue(raw: Mapping[str, str], name: str) -> str:
+    value = raw[name]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}", value):
+        raise SettingsError(f"{name} must be a Service Bus queue name, not {value!r}")
+    return value
+
+
+def _identifier(raw: Mapping[str, str], name: str) -> str:
+    value = raw[name]
+    if not _IDENTIFIER.fullmatch(value):
+        raise SettingsError(f"{name} must be a Dataverse logical name (letters, digits, _), not {value!r}")
+    return value
+
+
+def _optional_guid(raw: Mapping[str, str], name: str) -> str | None:
+    if not raw[name]:
+        return None
+    guid = normalise_guid(raw[name])
+    if guid is None:
+        raise SettingsError(f"{name} must be a GUID, not {raw[name]!r}")
+    return guid
+
+
+def _number(raw: Mapping[str, str], name: str, *, minimum: float, integer: bool = False) -> float:
+    try:
+        value = int(raw[name]) if integer else float(raw[name])
+    except ValueError:
+        raise SettingsError(f"{name} must be a {'whole ' if integer else ''}number, not {raw[name]!r}") from None
+    if value < minimum or value != value:
+        raise SettingsError(f"{name} must be at least {minimum}, not {raw[name]!r}")
+    return value
+
+
+def _update(raw: Mapping[str, str], name: str, *, required: bool) -> Mapping[str, Any] | None:
+    text = raw[name]
+    if not text:
+        if required:
+            raise SettingsError(f"{name} must be a JSON object of columns to set")
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict) or not value:
+        raise SettingsError(f"{name} must be a non-empty JSON object of columns to set")
+    for key, column_value in value.items():
+        if not _UPDATE_KEY.fullmatch(key):
+            raise SettingsError(f"{name}: {key!r} is not a column name")
+        if isinstance(column_value, str):
+            unknown = set(_PLACEHOLDER.findall(column_value)) - set(BOUNCE_PLACEHOLDERS)
+            if unknown and name == "BOUNCE_UPDATE":
+                raise SettingsError(f"{name}: unknown placeholder(s) {sorted(unknown)}; "
+                                    f"use {', '.join('{' + p + '}' for p in BOUNCE_PLACEHOLDERS)}")
+    return MappingProxyType(value)
+
+
+def _dataverse_url(text: str) -> str | None:
+    if not text:
+        return None
+    url = text.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(f"DATAVERSE_URL must look like https://<org>.crm.dynamics.com, not {text!r}")
+    if parts.path not in ("", "/"):
+        raise SettingsError("DATAVERSE_URL is the environment root (https://<org>.crm.dynamics.com), "
+                            f"without a path such as /api/data: {text!r}")
+    if parts.scheme == "http" and not is_loopback_url(url):
+        raise SettingsError("DATAVERSE_URL must use https (plain http is allowed only for loopback stand-ins)")
+    return url
+
+
+def _no_overlap(*named: tuple[str, ActivityTypes]) -> None:
+    for i, (name_a, a) in enumerate(named):
+        for name_b, b in named[i + 1:]:
+            shared = sorted(map(str, (a.labels & b.labels) | (a.codes & b.codes)))
+            if shared:
+                raise SettingsError(f"{name_a} and {name_b} both list {', '.join(shared)}; "
+                                    "an activity type can have only one route")

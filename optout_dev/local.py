@@ -1,0 +1,125 @@
+"""The whole pipeline in one process: what the deployed functions would do with a message body.
+
+The router, then the opt-out or bounce function, run through the same code as the Functions, with an
+in-memory queue (with duplicate detection) in place of Service Bus and the real Web API client against
+``DATAVERSE_URL``. Every setting and portal toggle is honoured as the deployed app would honour it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from optout_core.app.outcome import Handled
+from optout_core.domain.errors import TransientError
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_core.domain.model import Outcome
+from optout_core.app import opt_out as bulk
+from optout_core.app import pipeline
+from optout_core.app.services import Services
+from optout_dev.queues import InMemoryQueues
+from optout_core.domain.settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
+from optout_core.domain.workitem import WorkItem
+
+FAILED = "failed"  # a transient failure that outlived its retries (deployed: Service Bus redelivers)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The final outcome of one message body (the ``run --json`` contract)."""
+
+    source: str
+    log_id: str | None
+    route: str | None
+    outcome: str            # applied, recipient_missing, ignored, rejected or failed
+    reason: str | None
+    recipient: dict[str, str] | None
+    dataverse_requests: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "log_id": self.log_id, "route": self.route, "outcome": self.outcome,
+                "reason": self.reason, "recipient": self.recipient, "dataverse_requests": self.dataverse_requests}
+
+
+class LocalPipeline:
+    """Runs message bodies through router → opt-out/bounce, in process. Safe to call from several threads.
+
+    A rescheduled work item (long 429) is delivered again once it is due; ``honour_schedule=False``
+    delivers it at once (tests that inject long Retry-After values). A work item whose function raised
+    is delivered again, as Service Bus would, up to ``max_deliveries`` times in all; then it is ``failed``
+    (deployed: it would wait in the dead-letter queue).
+    """
+
+    def __init__(self, settings: Settings, *, dataverse: Any = None, honour_schedule: bool = True,
+                 max_deliveries: int = 1, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.queues = InMemoryQueues()
+        self.services = Services(settings, sender=self.queues, dataverse=dataverse)
+        self._honour_schedule = honour_schedule
+        self._max_deliveries = max_deliveries
+        self._sleep = sleep
+
+    def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
+        settings = self.services.settings
+        if not settings.is_enabled(ROUTER_FUNCTION):
+            return RunResult(source, None, None, str(Outcome.IGNORED),
+                             f"{ROUTER_FUNCTION} is switched off: the message stays on {settings.campaign_log_queue}",
+                             None)
+        message = InboundMessage(body=body, content_type=content_type, message_id=f"local:{source}", delivery_count=1)
+        routed = pipeline.route(message, self.services)
+        if routed.outcome is not Outcome.ROUTED:
+            return _result(source, routed)
+        queue = settings.opt_out_queue if routed.route == "opt_out" else settings.bounce_queue
+        message_id = f"{routed.log_id}:{routed.route}"
+        handler = _opt_out if routed.route == "opt_out" else pipeline.bounce
+        function = OPT_OUT_FUNCTION if routed.route == "opt_out" else BOUNCE_FUNCTION
+        requests = 0
+        while True:
+            work = self.queues.take(queue, message_id)
+            if work is None:  # Service Bus duplicate detection dropped the re-sent work item
+                return _result(source, routed, outcome=Outcome.IGNORED,
+                               reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
+                                      "(Service Bus duplicate detection)")
+            self._wait_until(work.scheduled_enqueue_time)
+            for delivery in range(1, self._max_deliveries + 1):
+                try:
+                    written = handler(InboundMessage(body=work.body, message_id=work.message_id,
+                                                     delivery_count=delivery, correlation_id=work.correlation_id,
+                                                     application_properties=work.application_properties),
+                                      self.services)
+                    break
+                except TransientError as exc:
+                    requests += getattr(exc, "requests", 0)
+                    if delivery == self._max_deliveries:
+                        return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
+                                       requests=requests)
+            requests += written.dataverse_requests
+            if written.outcome is not Outcome.RESCHEDULED:
+                return _result(source, written, route=routed.route, requests=requests)
+            item = WorkItem.from_json(work.body)
+            message_id = replace(item, reschedules=item.reschedules + 1).message_id
+
+    def _wait_until(self, due: datetime | None) -> None:
+        if due is not None and self._honour_schedule:
+            self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+
+
+def _opt_out(msg: InboundMessage, services: Services) -> Handled:
+    [handled] = bulk.opt_out_batch([msg], services)  # as BulkEmailOptOut, with a batch of one
+    return handled
+
+
+def _result(source: str, handled: Handled, *, outcome: Any = None, reason: str | None = None,
+            route: str | None = None, requests: int | None = None) -> RunResult:
+    table, _, row_id = (handled.recipient or "").partition("/")
+    return RunResult(
+        source=source,
+        log_id=handled.log_id,
+        route=route or handled.route,
+        outcome=str(outcome or handled.outcome),
+        reason=reason if reason is not None else handled.reason,
+        recipient={"table": table, "id": row_id} if row_id else None,
+        dataverse_requests=handled.dataverse_requests if requests is None else requests,
+    )

@@ -1,0 +1,210 @@
+"""``run``, ``demo`` and ``check``: the local pipeline and the administrator's commands."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
+from tests.support.dataverse import standin_env
+from optout_core.cli.check import connect
+from optout_dev.demo import DELETED, SEED, run_demo, sample_files
+from optout_dev.local import LocalPipeline
+from optout_core.domain.settings import Settings
+from optout_dev.standin import DataverseStandIn, Fault
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = json.loads((ROOT / "samples" / "expected.json").read_text())
+
+
+@pytest.fixture
+def standin(seeded_standin):
+    return seeded_standin
+
+
+def local_for(standin, **env):
+    return LocalPipeline(Settings.from_env(standin_env(standin, **env)))
+
+
+def cli(*args, env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "DATAVERSE", "OPT_OUT"))}
+    return subprocess.run([sys.executable, "-m", "optout_core", *args], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+# -- run ---------------------------------------------------------------------------------------------
+
+def test_run_takes_an_opt_out_from_message_to_dataverse(standin):
+    result = local_for(standin).run("m.json", wire(campaign_log(activity="Spam Report", recipient=("lead", LEADS[0]))))
+    assert (result.outcome, result.route, result.dataverse_requests) == ("applied", "opt_out", 1)
+    assert result.recipient == {"table": "lead", "id": LEADS[0]}
+    assert standin.row("lead", LEADS[0])["donotbulkemail"] is True
+
+
+def test_run_reports_a_deleted_recipient(standin):
+    result = local_for(standin).run("m.json", wire(campaign_log(recipient=("contact", DELETED_CONTACT))))
+    assert result.outcome == "recipient_missing" and result.dataverse_requests == 1
+
+
+def test_run_switching_off_the_router_processes_nothing(standin):
+    local = local_for(standin, **{"AzureWebJobs.CampaignLogRouter.Disabled": "true"})
+    result = local.run("m.json", wire(campaign_log()))
+    assert result.outcome == "ignored" and "CampaignLogRouter is switched off" in result.reason
+    assert standin.requests == []
+
+
+def test_run_switching_off_opt_out_leaves_bounces_running(standin):
+    local = local_for(standin, **{"AzureWebJobs.BulkEmailOptOut.Disabled": "true",
+                                  "BOUNCE_UPDATE": '{"description": "{detail}"}'})
+    opt_out = local.run("a.json", wire(campaign_log(activity="Spam Report")))
+    bounce = local.run("b.json", wire(campaign_log(activity="Hard Bounce", log_id=LEADS[1], bounce_reason="550",
+                                                   recipient=("contact", CONTACTS[1]))))
+    assert opt_out.outcome == "ignored" and "BulkEmailOptOut is switched off" in opt_out.reason
+    assert bounce.outcome == "applied"
+    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
+    assert standin.row("contact", CONTACTS[1])["description"] == "550"
+
+
+def test_run_a_repeated_log_writes_once(standin):
+    local = local_for(standin)
+    body = wire(campaign_log(activity="Spam Report"))
+    first, again = local.run("a.json", body), local.run("b.json", body)
+    assert first.outcome == "applied"
+    assert again.outcome == "ignored" and again.reason.startswith("duplicate")
+    assert len(standin.writes) == 1
+
+
+def test_run_a_bounce_whose_transient_failure_outlives_its_retries_is_failed(standin):
+    standin.inject(Fault(status=503), times=5)
+    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}')
+    result = local.run("m.json", wire(campaign_log(activity="Hard Bounce")))
+    assert result.outcome == "failed" and result.dataverse_requests == 2 and "503" in result.reason
+
+
+def test_run_an_opt_out_dataverse_keeps_refusing_is_put_back_then_kept_on_the_rejected_queue(standin):
+    standin.set_fault_rate(1.0, [Fault(status=503)])
+    local = local_for(standin, THROTTLE_MAX_RESCHEDULES="3")
+    result = local.run("m.json", wire(campaign_log()))
+    assert result.outcome == "rejected" and "still failing after 3 reschedules" in result.reason
+    assert result.dataverse_requests == 8  # 4 deliveries of 2 tries
+    assert len(local.queues.messages("rejected")) == 1
+
+
+def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
+    good = tmp_path / "good.json"
+    good.write_bytes(wire(campaign_log(activity="Client Opt Out", recipient=("account", ACCOUNTS[0]))))
+    env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0"}
+    result = cli("run", "--json", str(good), "samples/08-open-contact.json", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [{"source", "log_id", "route", "outcome", "reason", "recipient",
+                                              "dataverse_requests"}] * 2
+    assert [line["outcome"] for line in lines] == ["applied", "ignored"]
+    standin.inject(Fault(status=503), times=20)
+    second = tmp_path / "second.json"
+    second.write_bytes(wire(campaign_log(activity="Hard Bounce", log_id=LEADS[0], recipient=("lead", LEADS[0]))))
+    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2",
+                                                     "BOUNCE_UPDATE": '{"description": "bounced"}'})
+    assert failed.returncode == 1 and json.loads(failed.stdout)["outcome"] == "failed"
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+def test_demo_runs_every_sample_and_its_numbers_add_up():
+    out = io.StringIO()
+    results, state = run_demo(out=out)
+    report = out.getvalue()
+    assert [r.source.split("/")[-1] for r in results] == [p.name for p in sample_files()]
+    assert len(results) == len(EXPECTED)
+    for r in results:
+        name = r.source.split("/")[-1]
+        expected = EXPECTED[name]["outcome"]
+        if expected == "routed":
+            assert r.outcome in ("applied", "recipient_missing"), name
+        else:
+            assert r.outcome == expected, name
+        assert name in report
+    applied_opt_outs = {(r.recipient["table"], r.recipient["id"]) for r in results
+                        if r.outcome == "applied" and r.route == "opt_out"}
+    do_not_allow = {(table, row_id) for table, rows in state["rows"].items()
+                    for row_id, row in rows.items() if row["donotbulkemail"]}
+    assert do_not_allow == applied_opt_outs and len(do_not_allow) == 4
+    assert DELETED[1] not in state["rows"]["contact"]
+    assert len(state["rows"]["contact"]) + len(state["rows"]["lead"]) + len(state["rows"]["account"]) == len(SEED)
+    assert state["requests"] == sum(r.dataverse_requests for r in results)
+    assert f"Web API requests: {state['requests']}" in report
+    assert f"{len(results)} messages" in report
+
+
+def test_demo_command_exits_0_and_prints_the_table_and_final_state():
+    result = cli("demo", env={})
+    assert result.returncode == 0, result.stderr
+    assert "Do Not Allow" in result.stdout and "recipient_missing" in result.stdout
+    assert result.stderr == ""
+
+
+# -- check -------------------------------------------------------------------------------------------
+
+def test_check_prints_every_setting_with_secrets_masked():
+    result = cli("check", env={"DATAVERSE_URL": "http://127.0.0.1:1", "DATAVERSE_TOKEN": "sekrit-value"})
+    assert result.returncode == 0
+    assert "sekrit-value" not in result.stdout
+    assert "DATAVERSE_TOKEN" in result.stdout and "***" in result.stdout
+    assert "OPT_OUT_ACTIVITY_TYPES" in result.stdout and "Spam Report;Group Opt out;Client Opt Out" in result.stdout
+
+
+def test_check_names_an_invalid_setting_and_exits_1():
+    result = cli("check", env={"OPT_OUT_UPDATE": "nope"})
+    assert result.returncode == 1 and "OPT_OUT_UPDATE" in result.stdout
+
+
+def test_check_connect_succeeds_against_the_stand_in(standin):
+    result = cli("check", "--connect", env={"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token"})
+    assert result.returncode == 0, result.stdout
+    assert f"application user {standin.user_id}" in result.stdout
+
+
+def settings_for(url, **env):
+    return Settings.from_env({"DATAVERSE_URL": url, "DATAVERSE_TOKEN": "local-token", **env})
+
+
+def test_check_connect_explains_a_missing_application_user():
+    with DataverseStandIn(token="local-token", app_user=False) as standin:
+        diagnosis = connect(settings_for(standin.url))
+    assert not diagnosis.ok and "no application user" in diagnosis.message
+
+
+def test_check_connect_explains_a_missing_privilege(standin):
+    standin.inject(Fault(status=403, code="0x80040220", method="GET"))
+    diagnosis = connect(settings_for(standin.url))
+    assert not diagnosis.ok and "missing a privilege" in diagnosis.message
+
+
+def test_check_connect_explains_a_refused_token(standin):
+    diagnosis = connect(Settings.from_env({"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "wrong"}))
+    assert not diagnosis.ok and "refused the token" in diagnosis.message
+
+
+def test_check_connect_explains_a_wrong_url(standin):
+    url = standin.url
+    standin.stop()
+    diagnosis = connect(settings_for(url))
+    assert not diagnosis.ok and "cannot reach" in diagnosis.message and "DATAVERSE_URL" in diagnosis.message
+
+
+def test_check_connect_explains_an_expired_secret(standin):
+    class ExpiredSecret:
+        def get_token(self, *scopes, **kwargs):
+            raise RuntimeError("AADSTS7000222: The provided client secret keys for app '…' are expired.")
+
+    diagnosis = connect(settings_for(standin.url), credential=ExpiredSecret())
+    assert not diagnosis.ok and "expired" in diagnosis.message
+
+
+def test_check_connect_warns_about_another_organisation(standin):
+    diagnosis = connect(settings_for(standin.url, EXPECTED_ORGANIZATION_ID="99d8114f-583c-44d5-9a40-2634f42fc1fa"))
+    assert not diagnosis.ok and "EXPECTED_ORGANIZATION_ID" in diagnosis.message

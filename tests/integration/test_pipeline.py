@@ -1,0 +1,279 @@
+"""What each function does with one message (optout_core.pipeline), with an in-memory queue and the stand-in."""
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, LOG_ID, OPERATION_ID, campaign_log, wire
+from optout_core.app import opt_out as bulk
+from optout_core.app import pipeline
+from optout_core.dataverse.errors import DataverseUnavailable
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_core.domain.model import Outcome
+from optout_core.app.services import Services
+from optout_dev.queues import InMemoryQueues
+from optout_core.domain.settings import Settings
+from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn, Fault
+
+
+@pytest.fixture
+def standin():
+    # The seeded recipients, plus the campaign log table so trimmed contexts can be read back.
+    tables = {**DEFAULT_TABLES, "concep_emailcampaignlog": {
+        "concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"}}
+    with DataverseStandIn(token="local-token", tables=tables,
+                          entity_sets={"concep_emailcampaignlog": "concep_emailcampaignlogs"}) as server:
+        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
+            for row_id in ids:
+                server.add_row(table, row_id, donotbulkemail=False)
+        yield server
+
+
+def services_for(standin=None, **env):
+    base = {"DATAVERSE_BACKOFF_SECONDS": "0", "DATAVERSE_MAX_ATTEMPTS": "3"}
+    if standin is not None:
+        base.update(DATAVERSE_URL=standin.url, DATAVERSE_TOKEN="local-token")
+    return Services(Settings.from_env({**base, **env}), sender=InMemoryQueues())
+
+
+MARK_BOUNCED = '{"donotbulkemail": true}'  # a BOUNCE_UPDATE, for the single-message writer (BounceDetail)
+
+
+def opt_out(msg, services):
+    """BulkEmailOptOut with a batch of one message."""
+    [handled] = bulk.opt_out_batch([msg], services)
+    return handled
+
+
+def inbound(body, **kwargs):
+    return InboundMessage(body=body, message_id=kwargs.pop("message_id", "sb-1"), delivery_count=1, **kwargs)
+
+
+def routed(services, **log):
+    """Route one campaign log; return the work item message it produced."""
+    handled = pipeline.route(inbound(wire(campaign_log(**log))), services)
+    assert handled.outcome is Outcome.ROUTED, handled.reason
+    queue = services.settings.opt_out_queue if handled.route == "opt_out" else services.settings.bounce_queue
+    return services.sender.messages(queue)[-1]
+
+
+def test_router_forwards_a_versioned_work_item_with_a_deterministic_message_id():
+    services = services_for()
+    message = routed(services, activity="Group Opt out", recipient=("lead", LEADS[0]))
+    assert message.queue == "opt-out"
+    assert message.message_id == f"{LOG_ID}:opt_out"
+    assert message.json()["version"] == 1
+    assert message.json()["recipient"] == {"table": "lead", "id": LEADS[0]}
+    assert message.application_properties["operation_id"] == OPERATION_ID
+    assert message.application_properties["source_message_id"] == "sb-1"
+    assert message.correlation_id
+
+
+def test_a_redelivered_router_message_is_dropped_by_duplicate_detection():
+    services = services_for()
+    body = wire(campaign_log(activity="Spam Report"))
+    pipeline.route(inbound(body), services)
+    pipeline.route(inbound(body, message_id="sb-2"), services)
+    assert len(services.sender.messages("opt-out")) == 1
+    assert services.sender.duplicates_dropped == 1
+
+
+def test_a_rejected_message_is_kept_with_its_body_properties_and_reason():
+    services = services_for()
+    handled = pipeline.route(inbound(b"not json", application_properties={"custom": "kept"}), services)
+    assert handled.outcome is Outcome.REJECTED
+    [copy] = services.sender.messages("rejected")
+    assert copy.body == b"not json"
+    assert copy.application_properties["custom"] == "kept"
+    assert copy.application_properties["rejected_by"] == "CampaignLogRouter"
+    assert "not valid JSON" in copy.application_properties["rejected_reason"]
+    assert copy.application_properties["original_message_id"] == "sb-1"
+
+
+def test_an_ignored_message_sends_nothing():
+    services = services_for()
+    handled = pipeline.route(inbound(wire(campaign_log(activity="Open"))), services)
+    assert handled.outcome is Outcome.IGNORED
+    assert services.sender.messages("opt-out") == services.sender.messages("rejected") == []
+
+
+def test_a_send_failure_raises_so_service_bus_redelivers(caplog):
+    class Down:
+        def send(self, message):
+            raise ConnectionError("namespace unreachable")
+
+    services = Services(Settings.from_env({}), sender=Down())
+    with caplog.at_level(logging.INFO, logger="optout"), pytest.raises(ConnectionError):
+        pipeline.route(inbound(wire(campaign_log())), services)
+    assert '"outcome": "retry"' in caplog.text
+
+
+def test_opt_out_sets_donotbulkemail_on_the_recipient(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Client Opt Out", recipient=("account", ACCOUNTS[1]))
+    handled = opt_out(inbound(work.body), services)
+    assert handled.outcome is Outcome.APPLIED and handled.dataverse_requests == 1
+    assert standin.row("account", ACCOUNTS[1])["donotbulkemail"] is True
+    assert standin.writes == [("account", ACCOUNTS[1], {"donotbulkemail": True})]
+
+
+def test_opt_out_update_is_a_setting(standin):
+    services = services_for(standin, OPT_OUT_UPDATE='{"donotbulkemail": true, "donotemail": true}')
+    work = routed(services, activity="Spam Report", recipient=("contact", CONTACTS[0]))
+    opt_out(inbound(work.body), services)
+    assert standin.row("contact", CONTACTS[0])["donotemail"] is True
+
+
+def test_a_deleted_recipient_completes_as_recipient_missing_and_is_not_recreated(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Spam Report", recipient=("contact", DELETED_CONTACT))
+    handled = opt_out(inbound(work.body), services)
+    assert handled.outcome is Outcome.RECIPIENT_MISSING
+    assert standin.row("contact", DELETED_CONTACT) is None
+    assert services.sender.messages("rejected") == []
+
+
+def test_a_web_api_rejection_is_kept_on_the_rejected_queue(standin):
+    services = services_for(standin, OPT_OUT_UPDATE='{"x_notacolumn": true}')
+    work = routed(services, activity="Spam Report")
+    handled = opt_out(inbound(work.body, message_id=work.message_id), services)
+    assert handled.outcome is Outcome.REJECTED and "0x0" in handled.reason
+    [copy] = services.sender.messages("rejected")
+    assert copy.body == work.body and copy.application_properties["rejected_by"] == "BulkEmailOptOut"
+
+
+def test_a_transient_failure_raises_for_redelivery(standin):
+    services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
+    standin.inject(Fault(status=503), times=3)
+    with pytest.raises(DataverseUnavailable):
+        pipeline.bounce(inbound(work.body), services)
+    assert services.sender.messages("rejected") == []
+
+
+def test_a_malformed_work_item_is_rejected_not_retried():
+    services = services_for()
+    handled = opt_out(inbound(b'{"version": 1, "route": "opt_out"}'), services)
+    assert handled.outcome is Outcome.REJECTED
+    assert len(services.sender.messages("rejected")) == 1
+
+
+def test_a_bounce_work_item_on_the_opt_out_queue_is_rejected(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Hard Bounce")
+    assert opt_out(inbound(work.body), services).outcome is Outcome.REJECTED
+    assert standin.writes == []
+
+
+def test_bounce_with_no_update_configured_is_audit_only(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Hard Bounce", recipient=("contact", CONTACTS[1]))
+    handled = pipeline.bounce(inbound(work.body), services)
+    assert handled.outcome is Outcome.APPLIED and "audit only" in handled.reason
+    assert handled.dataverse_requests == 0 and standin.requests == []
+
+
+def test_bounce_writes_the_configured_columns(standin):
+    services = services_for(standin, BOUNCE_UPDATE='{"donotbulkemail": true, "description": "{activity_type} {occurred_on}: {detail}"}')
+    work = routed(services, activity="Soft Bounce", recipient=("lead", LEADS[1]), bounce_reason="452 4.2.2 mailbox full")
+    handled = pipeline.bounce(inbound(work.body), services)
+    assert handled.outcome is Outcome.APPLIED
+    assert standin.row("lead", LEADS[1])["description"] == "Soft Bounce 2025-03-14T09:26:53Z: 452 4.2.2 mailbox full"
+
+
+def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog):
+    services = services_for(standin)
+    context = campaign_log(activity="Spam Report", name="Jane Doe <jane.doe@example.com>",
+                           extra_attributes={"emailaddress1": "jane.doe@example.com"})
+    with caplog.at_level(logging.INFO, logger="optout"):
+        pipeline.route(inbound(wire(context)), services)
+        opt_out(inbound(services.sender.messages("opt-out")[0].body), services)
+    lines = [r.getMessage() for r in caplog.records if r.name == "optout"]
+    assert len(lines) == 2
+    records = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert [r["outcome"] for r in records] == ["routed", "applied"]
+    for r in records:
+        assert {"function", "log_id", "operation_id", "correlation_id", "message_id", "delivery_count",
+                "duration_ms"} <= set(r)
+    assert "example.com" not in caplog.text and "Jane" not in caplog.text and "local-token" not in caplog.text
+
+
+# -- reliability: throttling, trimmed contexts, duplicates, redeliveries ----------------------------------
+
+def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standin):
+    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5")
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=429, retry_after=120))
+    handled = opt_out(inbound(work.body, message_id=work.message_id), services)
+    assert handled.outcome is Outcome.RESCHEDULED and "waiting 120 s" in handled.reason
+    [later] = services.sender.messages("opt-out")[1:]
+    assert later.message_id == f"{LOG_ID}:opt_out:r1"
+    assert later.json()["reschedules"] == 1
+    delay = (later.scheduled_enqueue_time - datetime.now(UTC)).total_seconds()
+    assert 110 < delay <= 120
+    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
+    applied = opt_out(inbound(later.body, message_id=later.message_id), services)
+    assert applied.outcome is Outcome.APPLIED
+
+
+def test_reschedules_are_bounded_then_service_bus_redelivery_takes_over(standin):
+    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1",
+                            BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
+    standin.inject(Fault(status=429, retry_after=60), times=2)
+    assert pipeline.bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
+    later = services.sender.messages("bounce")[-1]
+    with pytest.raises(DataverseUnavailable):
+        pipeline.bounce(inbound(later.body), services)
+
+
+def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
+    services = services_for(standin)
+    standin.add_row("contact", CONTACTS[1], donotbulkemail=False)
+    row = {"concep_activitytype": 100000005,
+           "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Client Opt Out",
+           "_concep_recipientid_value": CONTACTS[1],
+           "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
+           "createdon": "2025-03-14T09:26:53Z"}
+    standin.add_row("concep_emailcampaignlog", LOG_ID, **row)
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True)),
+                                     application_properties={"MessageMaxSizeExceeded": True}), services)
+    assert handled.outcome is Outcome.ROUTED and handled.recipient == f"contact/{CONTACTS[1]}"
+    get = [r for r in standin.requests if r.method == "GET"][-1]
+    assert get.path == f"/api/data/v9.2/concep_emailcampaignlogs({LOG_ID})"
+
+
+def test_a_trimmed_context_whose_row_is_gone_is_rejected(standin):
+    services = services_for(standin)
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services)
+    assert handled.outcome is Outcome.REJECTED and "no longer exists" in handled.reason
+
+
+def test_a_trimmed_context_without_dataverse_settings_is_rejected_with_the_setting_named():
+    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services_for())
+    assert handled.outcome is Outcome.REJECTED and "DATAVERSE_URL" in handled.reason
+
+
+def test_duplicates_arriving_together_write_once(standin):
+    services = services_for(standin)
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=503, delay=0.3))  # keeps the first copy in flight while the others arrive
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: opt_out(inbound(work.body, message_id=f"copy-{n}"), services),
+                                range(4)))
+    outcomes = sorted(str(r.outcome) for r in results)
+    assert outcomes == ["applied", "ignored", "ignored", "ignored"]
+    assert len(standin.writes) == 1
+
+
+def test_a_redelivered_work_item_reads_back_before_writing(standin):
+    services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
+    standin.add_row("contact", CONTACTS[0], donotbulkemail=True)  # an earlier delivery already wrote it
+    redelivered = InboundMessage(body=work.body, message_id=work.message_id, delivery_count=2)
+    handled = pipeline.bounce(redelivered, services)
+    assert handled.outcome is Outcome.APPLIED
+    assert standin.writes == [] and [r.method for r in standin.requests] == ["GET"]

@@ -1,0 +1,242 @@
+"""Fault storm: no event lost, none applied wrongly, under faults, bad input and duplicates.
+
+10,000 campaign log messages (opt-outs, bounces, user-level opt-outs, ordinary activity, deleted
+recipients, malformed and foreign messages, and re-posted duplicates) go through the in-process
+pipeline (router → opt-out/bounce, Service Bus replaced by in-memory queues with duplicate detection
+and redelivery) on 8 threads, against the loopback Dataverse stand-in injecting faults at random:
+429 with short and long Retry-After, 500/502/503/504, read timeouts, dropped connections (before and
+after the write committed); and every 0.5 s the access token expires (the stand-in rotates it, so the
+client's cached token gets a 401 and it fetches a fresh one). Retry delays are shortened for the test, and each
+delivery gets only two tries, so Service Bus redelivery (up to 10 deliveries) is exercised too.
+
+Figures are printed (run with ``-s``) and recorded in docs/reliability.md.
+"""
+
+import contextlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.core.credentials import AccessToken
+
+from optout_dev.messages import FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
+from optout_core.dataverse.client import DataverseClient
+from optout_dev.local import LocalPipeline
+from optout_core.domain.settings import Settings
+from optout_dev.standin import DataverseStandIn, Fault
+
+MESSAGES = 10_000
+SEED = 20261128
+TOKEN = "storm-token-0123456789abcdefghijklmnopqrstuvwxyz"
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+FAULTS = [
+    Fault(status=429, retry_after=0),   # Retry-After 0: waited in process
+    Fault(status=429, retry_after=2),   # longer than DATAVERSE_MAX_RETRY_AFTER_SECONDS: rescheduled
+    Fault(status=500), Fault(status=502), Fault(status=503), Fault(status=504),
+    Fault(status=503, delay=0.4),       # answers after the client's read timeout
+    Fault(drop=True),                   # connection dropped before the write
+    Fault(drop=True, after=True),       # write committed, answer lost
+]
+FAULT_RATE = 0.08
+
+
+def _guid(rng):
+    return "%08x-%04x-4%03x-8%03x-%012x" % (rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12),
+                                           rng.getrandbits(12), rng.getrandbits(48))
+
+
+def plan(rng):
+    """The events, their bodies and what must become of them."""
+    kinds = (["opt_out"] * 48 + ["bounce"] * 14 + ["user"] * 8 + ["open"] * 14 + ["deleted"] * 6
+             + ["ambiguous"] * 3 + ["foreign"] * 2 + ["garbage"] * 2 + ["update"] * 3)
+    events, rows = [], defaultdict(set)
+    tables = ["contact", "lead", "account"]
+    while len(events) < MESSAGES:
+        kind = rng.choice(kinds)
+        table, recipient, log_id = rng.choice(tables), _guid(rng), _guid(rng)
+        common = dict(log_id=log_id, operation_id=_guid(rng), recipient=(table, recipient),
+                      name="Jane Doe <jane.doe@example.com>", extra_attributes={"concep_email": "jane.doe@example.com"})
+        if kind == "opt_out":
+            body = wire(campaign_log(activity=rng.choice(["Spam Report", "Group Opt out", "Client Opt Out"]), **common))
+            rows[table].add(recipient)
+            expected = "applied"
+        elif kind == "bounce":
+            body = wire(campaign_log(activity=rng.choice(["Hard Bounce", "Soft Bounce"]),
+                                     bounce_reason="550 5.1.1 <jane.doe@example.com> unknown", **common))
+            rows[table].add(recipient)
+            expected = "applied"
+        elif kind == "deleted":
+            body = wire(campaign_log(activity="Spam Report", **common))
+            expected = "recipient_missing"
+        elif kind in ("user", "open"):
+            body = wire(campaign_log(activity="User Opt Out" if kind == "user" else "Open", **common))
+            expected = "ignored"
+        elif kind == "update":
+            body = wire(campaign_log(activity="Spam Report", message_name="Update", **common))
+            expected = "ignored"
+        elif kind == "ambiguous":
+            body = wire(campaign_log(activity="Spam Report", lookups={"concep_leadid": reference("lead", _guid(rng))},
+                                     **common))
+            expected = "rejected"
+        elif kind == "foreign":
+            body = wire(campaign_log(activity="Spam Report", organization_id=FOREIGN_ORG_ID, **common))
+            expected = "rejected"
+        else:
+            body = wire(campaign_log(**common))[: rng.randrange(10, 400)]
+            expected = "rejected"
+        events.append({"event": log_id, "kind": kind, "body": body, "expected": expected, "table": table,
+                       "recipient": recipient})
+        if rng.random() < 0.05 and len(events) < MESSAGES:  # Dataverse re-posts: the same body again
+            events.append({**events[-1], "duplicate": True})
+    return events, rows
+
+
+@pytest.fixture(scope="module")
+def storm():
+    rng = random.Random(SEED)
+    events, rows = plan(rng)
+    handler = _Capture()
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("optout").setLevel(logging.INFO)
+    with DataverseStandIn(token=TOKEN) as standin:
+        for table, ids in rows.items():
+            for row_id in ids:
+                standin.add_row(table, row_id, donotbulkemail=False)
+        standin.set_fault_rate(FAULT_RATE, FAULTS, seed=SEED)
+        tokens = ExpiringTokens(standin)
+        settings = Settings.from_env({
+            "DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN, "EXPECTED_ORGANIZATION_ID": ORG_ID,
+            "BOUNCE_UPDATE": '{"description": "{activity_type}: {detail}"}',
+            "DATAVERSE_TIMEOUT_SECONDS": "0.25", "DATAVERSE_MAX_ATTEMPTS": "2", "DATAVERSE_BACKOFF_SECONDS": "0.001",
+            "DATAVERSE_BACKOFF_MAX_SECONDS": "0.01", "DATAVERSE_MAX_RETRY_AFTER_SECONDS": "1",
+            "THROTTLE_MAX_RESCHEDULES": "50"})
+        client = DataverseClient(standin.url, tokens, retry=settings.retry, timeout=settings.dataverse_timeout,
+                                 max_concurrency=settings.dataverse_concurrency)
+        local = LocalPipeline(settings, dataverse=client, honour_schedule=False, max_deliveries=10)
+        started = time.perf_counter()
+        with tokens.expiring(every=0.5), ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda e: local.run(e["kind"], e["body"]), events))
+        elapsed = time.perf_counter() - started
+        local.services.dataverse.close()
+        final = {table: standin.rows(table) for table in ("contact", "lead", "account")}
+        requests = standin.requests
+        writes = standin.writes
+        bugs = standin.client_bugs
+    logging.getLogger().removeHandler(handler)
+    summary = {
+        "messages": len(events), "duplicates": sum(1 for e in events if e.get("duplicate")),
+        "seconds": round(elapsed, 1), "web_api_requests": len(requests), "writes": len(writes),
+        "faults_injected": Counter(_fault_name(r) for r in requests if r.status not in (200, 204, 404)),
+        "outcomes": Counter(r.outcome for r in results),
+        "rescheduled": sum(1 for line in handler.lines if '"outcome": "rescheduled"' in line),
+        "redelivered": sum(1 for line in handler.lines if '"outcome": "retry"' in line),
+    }
+    print("\nfault storm:", json.dumps(summary, default=dict, sort_keys=True))
+    return {"events": events, "rows": rows, "results": results, "final": final, "writes": writes,
+            "bugs": bugs, "logs": handler.lines, "summary": summary}
+
+
+class ExpiringTokens:
+    """A TokenCredential whose tokens expire: while ``expiring`` runs, the stand-in moves to a new token
+    every ``every`` seconds; asked for a token, it hands out the current one (as Entra would a fresh one)."""
+
+    def __init__(self, standin):
+        self.standin, self.current, self.issued = standin, TOKEN, 0
+
+    def get_token(self, *scopes, **kwargs):
+        self.issued += 1
+        return AccessToken(self.current, int(time.time()) + 3600)
+
+    @contextlib.contextmanager
+    def expiring(self, every):
+        done = threading.Event()
+
+        def rotate():
+            n = 0
+            while not done.wait(every):
+                n += 1
+                self.current = f"{TOKEN}-{n}"
+                self.standin.rotate_token(self.current)
+
+        thread = threading.Thread(target=rotate, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def _fault_name(request):
+    return "dropped" if request.status == 0 else str(request.status)
+
+
+def test_every_message_has_exactly_one_final_outcome_and_the_counts_add_up(storm):
+    results, events = storm["results"], storm["events"]
+    assert len(results) == len(events) == MESSAGES
+    outcomes = Counter(r.outcome for r in results)
+    assert set(outcomes) <= {"applied", "recipient_missing", "ignored", "rejected"}, outcomes
+    assert sum(outcomes.values()) == MESSAGES
+
+
+def test_each_event_ends_as_planned_and_a_duplicate_is_dropped(storm):
+    by_event = defaultdict(list)
+    for event, result in zip(storm["events"], storm["results"]):
+        by_event[event["event"]].append((event, result))
+    for copies in by_event.values():
+        expected = copies[0][0]["expected"]
+        outcomes = sorted(result.outcome for _, result in copies)
+        if len(copies) == 1:
+            assert outcomes == [expected], (copies[0][0]["kind"], copies[0][1])
+        else:  # a re-posted event: one copy does the work, the other is a recognised duplicate
+            duplicate_ok = expected in ("applied", "recipient_missing")
+            assert outcomes == sorted([expected, "ignored" if duplicate_ok else expected]), copies
+        for _, result in copies:
+            assert result.reason or result.outcome in ("applied",), result
+
+
+def test_dataverse_ends_exactly_as_expected(storm):
+    expected_opt_outs = {(e["table"], e["recipient"]) for e in storm["events"] if e["kind"] == "opt_out"}
+    expected_bounces = {(e["table"], e["recipient"]) for e in storm["events"] if e["kind"] == "bounce"}
+    for table, rows in storm["final"].items():
+        assert set(rows) == storm["rows"][table], "a row was created or lost"
+        for row_id, row in rows.items():
+            assert row["donotbulkemail"] is ((table, row_id) in expected_opt_outs), (table, row_id)
+            assert bool(row.get("description")) is ((table, row_id) in expected_bounces), (table, row_id)
+    assert storm["bugs"] == []
+
+
+def test_no_recipient_is_written_twice_for_one_event(storm):
+    written = Counter((table, row_id) for table, row_id, _ in storm["writes"])
+    assert written and max(written.values()) == 1, written.most_common(3)
+
+
+def test_the_faults_really_happened(storm):
+    faults = storm["summary"]["faults_injected"]
+    for status in ("429", "500", "502", "503", "504", "401", "dropped"):
+        assert faults[status] > 0, faults
+    assert storm["summary"]["rescheduled"] > 0
+    assert storm["summary"]["redelivered"] > 0  # two tries per delivery: some work items need Service Bus again
+    assert storm["summary"]["outcomes"]["recipient_missing"] > 0
+
+
+def test_logs_hold_no_email_address_token_or_secret(storm):
+    text = "\n".join(storm["logs"])
+    assert len(storm["logs"]) >= MESSAGES
+    assert not EMAIL.search(text), EMAIL.search(text)
+    assert TOKEN not in text and "Bearer" not in text  # TOKEN is also the prefix of every rotated token

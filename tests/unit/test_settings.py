@@ -1,0 +1,104 @@
+"""App settings (optout_core.settings): defaults, validation that names the setting, toggles."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.settings import SPEC, ActivityTypes, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_concep_semantics():
+    s = Settings.from_env({})
+    assert s.campaign_log_table == "concep_emailcampaignlog"
+    assert s.activity_type_column == "concep_activitytype"
+    assert s.opt_out_types.matches("Spam Report", None)
+    assert s.opt_out_types.matches("group opt out", None)
+    assert s.opt_out_types.matches("CLIENT-OPT-OUT", None)
+    assert s.bounce_types.matches("Hard Bounce", None)
+    assert s.user_opt_out_types.matches("User Opt Out", None)
+    assert dict(s.opt_out_update) == {"donotbulkemail": True}
+    assert s.bounce_update is None
+    assert s.disabled == frozenset()
+
+
+def test_activity_types_mix_labels_and_option_codes():
+    types = ActivityTypes.parse(" Spam Report ; 100000004;;Group_Opt-Out ")
+    assert types.codes == {100000004}
+    assert types.matches(None, 100000004)
+    assert types.matches("group opt out", None)
+    assert not types.matches("Open", 100000001)
+
+
+@pytest.mark.parametrize("env, setting", [
+    ({"EXPECTED_ORGANIZATION_ID": "contoso"}, "EXPECTED_ORGANIZATION_ID"),
+    ({"OPT_OUT_UPDATE": "{donotbulkemail: true}"}, "OPT_OUT_UPDATE"),
+    ({"OPT_OUT_UPDATE": "[]"}, "OPT_OUT_UPDATE"),
+    ({"BOUNCE_UPDATE": '{"x_status": "{reason}"}'}, "BOUNCE_UPDATE"),
+    ({"DATAVERSE_URL": "http://contoso.crm.dynamics.com"}, "DATAVERSE_URL"),
+    ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com/api/data/v9.2"}, "DATAVERSE_URL"),
+    ({"DATAVERSE_URL": "contoso"}, "DATAVERSE_URL"),
+    ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com", "DATAVERSE_TOKEN": "t"}, "DATAVERSE_TOKEN"),
+    ({"DATAVERSE_MAX_ATTEMPTS": "0"}, "DATAVERSE_MAX_ATTEMPTS"),
+    ({"DATAVERSE_TIMEOUT_SECONDS": "soon"}, "DATAVERSE_TIMEOUT_SECONDS"),
+    ({"ACTIVITY_TYPE_COLUMN": "concep activity"}, "ACTIVITY_TYPE_COLUMN"),
+    ({"RECIPIENT_COLUMNS": "concep_contactid;x-y"}, "RECIPIENT_COLUMNS"),
+    ({"OPT_OUT_QUEUE": "opt out"}, "OPT_OUT_QUEUE"),
+    ({"AzureWebJobs.BulkEmailOptOut.Disabled": "maybe"}, "AzureWebJobs.BulkEmailOptOut.Disabled"),
+    ({"BOUNCE_ACTIVITY_TYPES": "Spam Report"}, "OPT_OUT_ACTIVITY_TYPES"),
+    ({"BOUNCE_QUEUE": "opt-out"}, "BOUNCE_QUEUE"),
+])
+def test_a_bad_value_fails_fast_naming_the_setting(env, setting):
+    with pytest.raises(SettingsError, match=setting.replace(".", r"\.")):
+        Settings.from_env(env)
+
+
+def test_a_static_token_is_honoured_only_for_loopback_urls():
+    s = Settings.from_env({"DATAVERSE_URL": "http://127.0.0.1:8080/", "DATAVERSE_TOKEN": "local"})
+    assert s.dataverse_url == "http://127.0.0.1:8080" and s.dataverse_token == "local"
+    assert "local" not in repr(s)
+    Settings.from_env({"DATAVERSE_URL": "http://localhost:1", "DATAVERSE_TOKEN": "t"})
+
+
+@pytest.mark.parametrize("name", ["AzureWebJobs.BounceDetail.Disabled", "AzureWebJobs_BounceDetail_Disabled"])
+@pytest.mark.parametrize("value, disabled", [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)])
+def test_portal_toggles_in_both_spellings(name, value, disabled):
+    # Linux plans expose the portal's AzureWebJobs.<name>.Disabled with periods turned into underscores.
+    assert Settings.from_env({name: value}).is_enabled("BounceDetail") is not disabled
+
+
+def test_bounce_update_placeholders_are_checked():
+    s = Settings.from_env({"BOUNCE_UPDATE": '{"x_bounced": true, "x_reason": "{activity_type}: {detail}"}'})
+    assert s.bounce_update["x_reason"] == "{activity_type}: {detail}"
+
+
+def test_secrets_are_masked_in_the_effective_listing():
+    s = Settings.from_env({"DATAVERSE_URL": "http://127.0.0.1:1", "DATAVERSE_TOKEN": "very-secret",
+                           "ServiceBusConnection": "Endpoint=sb://x/;SharedAccessKey=abc"})
+    shown = dict((setting.name, value) for setting, value in s.effective())
+    assert shown["DATAVERSE_TOKEN"] == "***" and shown["ServiceBusConnection"] == "***"
+    assert "very-secret" not in json.dumps(shown)
+
+
+def test_the_sample_local_settings_list_every_setting_with_its_default():
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())
+    values = sample["Values"]
+    placeholders = {"DATAVERSE_URL", "ServiceBusConnection__fullyQualifiedNamespace"}
+    for setting in SPEC:
+        if setting.name == "ServiceBusConnection":  # a secret: shown in Meanings, never in Values
+            continue
+        assert setting.name in values, setting.name
+        if setting.name not in placeholders:
+            assert values[setting.name] == setting.default, setting.name
+    meanings = sample.get("Meanings", {})
+    assert set(meanings) >= {s.name for s in SPEC}
+    assert all(isinstance(v, str) for v in values.values())
+
+
+def test_the_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.name for s in SPEC if f"`{s.name}`" not in readme]
+    assert missing == []
