@@ -8,35 +8,39 @@ Returning completes the message; raising sends it back to Service Bus for anothe
 function is switched off alone with its portal toggle, AzureWebJobs.<name>.Disabled.
 """
 
-from typing import List
+from typing import List  # noqa: UP035 - the worker refuses list[...] as a binding annotation
 
 import azure.functions as func
 
-from optout_core.app import opt_out as bulk
-from optout_core.app import pipeline
-from optout_core.servicebus.envelopes import InboundMessage
+from optout_core.app.bounce import record_bounce
+from optout_core.app.opt_out import opt_out_batch
+from optout_core.app.router import route
 from optout_core.app.services import services
+from optout_core.domain.model import BOUNCE, OPT_OUT, ROUTER
+from optout_core.servicebus.envelopes import InboundMessage
 
+CONNECTION = "ServiceBusConnection"  # app settings prefix: a connection string, or __fullyQualifiedNamespace
 app = func.FunctionApp()
 
 
-@app.function_name(name="CampaignLogRouter")
-@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%CAMPAIGN_LOG_QUEUE%")
+@app.function_name(name=ROUTER.name)  # CampaignLogRouter
+@app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=f"%{ROUTER.queue_setting}%")
 def campaign_log_router(msg: func.ServiceBusMessage) -> None:
     """Parent workflow: route a new campaign log to opt-out or bounce, or ignore/reject it with a reason."""
-    pipeline.route(InboundMessage.from_functions(msg), services())
+    route(InboundMessage.from_functions(msg), services())
 
 
-@app.function_name(name="BulkEmailOptOut")
-@app.service_bus_queue_trigger(arg_name="msgs", connection="ServiceBusConnection", queue_name="%OPT_OUT_QUEUE%",
-                               cardinality="many")
-def bulk_email_opt_out(msgs: List[func.ServiceBusMessage]) -> None:  # noqa: UP006 — the worker requires typing.List
+@app.function_name(name=OPT_OUT.name)  # BulkEmailOptOut
+@app.service_bus_queue_trigger(
+    arg_name="msgs", connection=CONNECTION, queue_name=f"%{OPT_OUT.queue_setting}%", cardinality="many"
+)
+def bulk_email_opt_out(msgs: List[func.ServiceBusMessage]) -> None:  # noqa: UP006 - the worker requires List
     """Child workflow: set each recipient's Bulk Email to Do Not Allow, a whole backlog per $batch."""
-    bulk.opt_out_batch([InboundMessage.from_functions(msg) for msg in msgs], services())
+    opt_out_batch([InboundMessage.from_functions(msg) for msg in msgs], services())
 
 
-@app.function_name(name="BounceDetail")
-@app.service_bus_queue_trigger(arg_name="msg", connection="ServiceBusConnection", queue_name="%BOUNCE_QUEUE%")
+@app.function_name(name=BOUNCE.name)  # BounceDetail
+@app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=f"%{BOUNCE.queue_setting}%")
 def bounce_detail(msg: func.ServiceBusMessage) -> None:
     """Bounce-detail workflow: record the bounce on the recipient (or only log it)."""
-    pipeline.bounce(InboundMessage.from_functions(msg), services())
+    record_bounce(InboundMessage.from_functions(msg), services())

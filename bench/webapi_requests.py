@@ -6,7 +6,7 @@ process. Bodies are Group Opt out Creates in the Dataverse wire shape, each with
 * steady: one event at a time through :class:`optout_core.local.LocalPipeline` (router, then
   BulkEmailOptOut with that one message), as when events trickle in.
 * burst: 1,000 queued opt-outs, some recipients repeated, handed to
-  :func:`optout_core.bulk.opt_out_batch` at once, as the Functions host does with a backlog
+  :func:`optout_core.opt_out.opt_out_batch` at once, as the Functions host does with a backlog
   (host.json ``maxMessageBatchSize`` is 1,000). The work items are made by the real router
   (:func:`optout_core.pipeline.route` onto an in-memory queue).
 
@@ -29,7 +29,7 @@ def run(quick: bool) -> dict[str, Any]:
     from optout_core.app.opt_out import opt_out_batch
     from optout_dev.local import LocalPipeline
     from optout_core.servicebus.envelopes import InboundMessage
-    from optout_core.app.pipeline import route
+    from optout_core.app.router import route
     from optout_core.app.services import Services
     from optout_dev.queues import InMemoryQueues
 

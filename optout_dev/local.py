@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from optout_core.app.outcome import Handled
+from optout_core.app.outcome import OutcomeRecord
+from optout_core.app.router import route
+from optout_core.app.services import Dataverse, Services
+from optout_core.app.table import Handler, entry_for
 from optout_core.domain.errors import TransientError
-from optout_core.servicebus.envelopes import InboundMessage
-from optout_core.domain.model import Outcome
-from optout_core.app import opt_out as bulk
-from optout_core.app import pipeline
-from optout_core.app.services import Services
-from optout_dev.queues import InMemoryQueues
-from optout_core.domain.settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
+from optout_core.domain.model import ROUTER, Function, Outcome, Route
+from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_dev.queues import InMemoryQueues
 
 FAILED = "failed"  # a transient failure that outlived its retries (deployed: Service Bus redelivers)
 
@@ -53,7 +53,7 @@ class LocalPipeline:
     (deployed: it would wait in the dead-letter queue).
     """
 
-    def __init__(self, settings: Settings, *, dataverse: Any = None, honour_schedule: bool = True,
+    def __init__(self, settings: Settings, *, dataverse: Dataverse | None = None, honour_schedule: bool = True,
                  max_deliveries: int = 1, sleep: Callable[[float], None] = time.sleep) -> None:
         self.queues = InMemoryQueues()
         self.services = Services(settings, sender=self.queues, dataverse=dataverse)
@@ -63,55 +63,59 @@ class LocalPipeline:
 
     def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
         settings = self.services.settings
-        if not settings.is_enabled(ROUTER_FUNCTION):
+        if not settings.is_enabled(ROUTER):
             return RunResult(source, None, None, str(Outcome.IGNORED),
-                             f"{ROUTER_FUNCTION} is switched off: the message stays on {settings.campaign_log_queue}",
-                             None)
-        message = InboundMessage(body=body, content_type=content_type, message_id=f"local:{source}", delivery_count=1)
-        routed = pipeline.route(message, self.services)
-        if routed.outcome is not Outcome.ROUTED:
-            return _result(source, routed)
-        queue = settings.opt_out_queue if routed.route == "opt_out" else settings.bounce_queue
-        message_id = f"{routed.log_id}:{routed.route}"
-        handler = _opt_out if routed.route == "opt_out" else pipeline.bounce
-        function = OPT_OUT_FUNCTION if routed.route == "opt_out" else BOUNCE_FUNCTION
-        requests = 0
+                             f"{ROUTER.name} is switched off: the message stays on {settings.queue(ROUTER)}", None)
+        message = InboundMessage(body=body, content_type=content_type, message_id=f"local:{source}")
+        routed, requests = self._deliver(route, ROUTER, message)
+        if isinstance(routed, TransientError):
+            return RunResult(source, None, None, FAILED, f"{ROUTER.name}: {routed}", None, requests)
+        if routed.outcome is not Outcome.ROUTED or routed.route is None or routed.log_id is None:
+            return _result(source, routed, requests=requests)
+        entry = entry_for(Route(routed.route))
+        queue = settings.queue(entry.function)
+        message_id = WorkItem.key_for(routed.log_id, Route(routed.route))
         while True:
             work = self.queues.take(queue, message_id)
             if work is None:  # Service Bus duplicate detection dropped the re-sent work item
                 return _result(source, routed, outcome=Outcome.IGNORED,
-                               reason=f"duplicate: work item {routed.log_id}:{routed.route} was already queued "
+                               reason=f"duplicate: work item {message_id} was already queued "
                                       "(Service Bus duplicate detection)")
             self._wait_until(work.scheduled_enqueue_time)
-            for delivery in range(1, self._max_deliveries + 1):
-                try:
-                    written = handler(InboundMessage(body=work.body, message_id=work.message_id,
-                                                     delivery_count=delivery, correlation_id=work.correlation_id,
-                                                     application_properties=work.application_properties),
-                                      self.services)
-                    break
-                except TransientError as exc:
-                    requests += getattr(exc, "requests", 0)
-                    if delivery == self._max_deliveries:
-                        return _result(source, routed, outcome=FAILED, reason=f"{function}: {exc}",
-                                       requests=requests)
-            requests += written.dataverse_requests
+            written, sent = self._deliver(entry.handle, entry.function, InboundMessage(
+                body=work.body, message_id=work.message_id, correlation_id=work.correlation_id,
+                application_properties=work.application_properties))
+            requests += sent
+            if isinstance(written, TransientError):
+                return _result(source, routed, outcome=FAILED, reason=f"{entry.function.name}: {written}",
+                               requests=requests)
             if written.outcome is not Outcome.RESCHEDULED:
                 return _result(source, written, route=routed.route, requests=requests)
             item = WorkItem.from_json(work.body)
             message_id = replace(item, reschedules=item.reschedules + 1).message_id
+
+    def _deliver(self, handle: Handler, function: Function, message: InboundMessage
+                 ) -> tuple[OutcomeRecord | TransientError, int]:
+        """Deliver ``message`` as Service Bus would: again while the function raises, up to ``max_deliveries``
+        times in all. The outcome (or the last transient error) and the Web API requests it took."""
+        requests = 0
+        for delivery in range(1, self._max_deliveries + 1):
+            try:
+                record = handle(replace(message, delivery_count=delivery), self.services)
+            except TransientError as exc:
+                requests += exc.requests
+                if delivery == self._max_deliveries:
+                    return exc, requests
+                continue
+            return record, requests + record.dataverse_requests
+        raise AssertionError("max_deliveries is at least 1")
 
     def _wait_until(self, due: datetime | None) -> None:
         if due is not None and self._honour_schedule:
             self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
 
-def _opt_out(msg: InboundMessage, services: Services) -> Handled:
-    [handled] = bulk.opt_out_batch([msg], services)  # as BulkEmailOptOut, with a batch of one
-    return handled
-
-
-def _result(source: str, handled: Handled, *, outcome: Any = None, reason: str | None = None,
+def _result(source: str, handled: OutcomeRecord, *, outcome: Any = None, reason: str | None = None,
             route: str | None = None, requests: int | None = None) -> RunResult:
     table, _, row_id = (handled.recipient or "").partition("/")
     return RunResult(

@@ -1,25 +1,30 @@
-"""One structured log line per message: the evidence of what happened to each campaign log event.
+"""The outcome record: how one Service Bus message ended, and its one structured log line.
 
-Record ids only — never names, email addresses or tokens.
+The log line is the evidence of what happened to each campaign log event. Record ids only — never names,
+email addresses or tokens.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from optout_core.domain.model import Outcome
 
 log = logging.getLogger("optout")
+RETRY = "retry"  # not an outcome: the message goes back to Service Bus for another delivery
+_MAX_REASON = 1000  # Service Bus application properties share a 64 KB header budget
 
 
 @dataclass(frozen=True)
-class Handled:
+class OutcomeRecord:
     """How one Service Bus message ended, as logged and returned to callers (the CLI, tests)."""
 
     function: str
-    outcome: Outcome | str            # an Outcome, or "retry" when the message goes back to Service Bus
+    outcome: Outcome | str  # an Outcome, or RETRY when the message goes back to Service Bus
     reason: str | None = None
     log_id: str | None = None
     operation_id: str | None = None
@@ -28,9 +33,13 @@ class Handled:
     delivery_count: int | None = None
     route: str | None = None
     activity_type: str | None = None
-    recipient: str | None = None      # "contact/<guid>"
+    recipient: str | None = None  # "contact/<guid>"
     dataverse_requests: int = 0
     duration_ms: float = 0.0
+
+    def but(self, **changes: Any) -> OutcomeRecord:
+        """A copy with ``changes`` (dataclasses.replace, typed for this record)."""
+        return replace(self, **changes)
 
     def line(self) -> str:
         fields = {k: (str(v) if isinstance(v, Outcome) else v) for k, v in asdict(self).items()}
@@ -38,7 +47,24 @@ class Handled:
         return json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False, sort_keys=True)
 
 
-def record(handled: Handled) -> Handled:
-    level = logging.WARNING if handled.outcome in (Outcome.REJECTED, "retry") else logging.INFO
-    log.log(level, "outcome %s", handled.line())
-    return handled
+def log_outcome(record: OutcomeRecord, started: float) -> OutcomeRecord:
+    """Stamp the time since ``started`` (a ``time.perf_counter()``) on ``record``, log its line, return it."""
+    record = record.but(duration_ms=(time.perf_counter() - started) * 1000)
+    level = logging.WARNING if record.outcome in (Outcome.REJECTED, RETRY) else logging.INFO
+    log.log(level, "outcome %s", record.line())
+    return record
+
+
+class outcome_or_retry:  # noqa: N801 - used as a statement: ``with outcome_or_retry(record, started):``
+    """Logs a ``retry`` line when the block raises, then lets the exception reach the host (→ redelivery)."""
+
+    def __init__(self, record: OutcomeRecord, started: float) -> None:
+        self.record, self.started = record, started
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, Exception):
+            log_outcome(self.record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]), self.started)
+        return False

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optout_core.app.recent import RecentWork
-from optout_core.servicebus.sender import QueueSender, ServiceBusSender
+from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
+from optout_core.servicebus.sender import QueueSender, ServiceBusSender
+
+if TYPE_CHECKING:  # the client module loads with the first write, not at indexing
+    from optout_core.dataverse.client import BatchResult, DataverseClient, Write, WriteResult
+
+
+class Dataverse(Protocol):
+    """What the functions ask of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`)."""
+
+    def update(
+        self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False
+    ) -> WriteResult: ...
+
+    def update_many(self, writes: Sequence[Write], *, verify_first: bool = False) -> BatchResult: ...
+
+    def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
 
 
 class Services:
     """Settings plus the clients built from them. Clients are created on first use and reused."""
 
-    def __init__(self, settings: Settings, *, sender: QueueSender | None = None, dataverse: Any = None,
+    def __init__(self, settings: Settings, *, sender: QueueSender | None = None, dataverse: Dataverse | None = None,
                  env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self._sender = sender
@@ -38,17 +56,16 @@ class Services:
             return self._sender
 
     @property
-    def dataverse(self) -> Any:
+    def dataverse(self) -> Dataverse:
         with self._lock:
             if self._dataverse is None:
                 self._dataverse = build_dataverse_client(self.settings)
             return self._dataverse
 
 
-def build_dataverse_client(settings: Settings) -> Any:
+def build_dataverse_client(settings: Settings) -> DataverseClient:
     from optout_core.dataverse.auth import dataverse_credential
     from optout_core.dataverse.client import DataverseClient
-    from optout_core.domain.errors import SettingsError
 
     if not settings.dataverse_url:
         raise SettingsError("DATAVERSE_URL is not set: BulkEmailOptOut and BounceDetail need the "

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.errors import DataverseError, advice
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.retry import RetryPolicy
 from optout_core.domain.settings import Settings
@@ -68,21 +68,14 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
 
 
 def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:
-    if exc.code == "0x80072560":
-        return ("the sign-in worked, but this identity has no application user in the environment: add one "
-                "(Power Platform admin center > Environments > Settings > Application users) with the "
-                "identity's client id and the optout security role")
-    if exc.status == 403:
-        return ("the application user exists but its security role is missing a privilege "
-                f"({exc.code or 'no code'}: {exc.message or ''}); grant Read and Write on contact, lead and account")
-    if exc.status == 401:
-        return ("Dataverse refused the token: DATAVERSE_URL may belong to another tenant, or the token was "
-                f"issued for another resource (scope {settings.dataverse_url}/.default)")
-    if exc.status == 404:
-        return f"{settings.dataverse_url} answered 404 for WhoAmI: DATAVERSE_URL is not a Dataverse environment root"
     if exc.status is None:
         return (f"cannot reach {settings.dataverse_url} ({exc}): check DATAVERSE_URL (wrong URL or "
                 "environment name) and the network path from the Function App")
+    if exc.status == 404:
+        return f"{settings.dataverse_url} answered 404 for WhoAmI: DATAVERSE_URL is not a Dataverse environment root"
+    hint = advice(exc.status, exc.code)
+    if hint:
+        return f"Dataverse answered {exc.status} to WhoAmI ({exc.code or 'no code'}): {hint}"
     return f"Dataverse answered {exc.status} to WhoAmI: {exc}"
 
 

@@ -20,32 +20,31 @@ Exit status: 0 done (also when the source was empty), 1 a receive or send failed
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from optout_core.app.redrive import (
+    NO_TARGET,
+    Held,
+    Source,
+    Tally,
+    UsageError,
+    is_queue_name,
+    parse_source,
+    reason_of,
+    shown,
+    redrive_copy,
+    summary,
+    target_for,
+)
 from optout_core.domain.errors import SettingsError
-from optout_core.servicebus.envelopes import OutboundMessage
+from optout_core.domain.settings import Settings
 from optout_core.servicebus.sender import ServiceBusSender, service_bus_client
-from optout_core.domain.settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, ROUTER_FUNCTION, Settings
-
-REJECTED = "rejected"
-DEAD_LETTER_PREFIX = "deadletter:"
-REDRIVE_COUNT = "redrive_count"
-NO_TARGET = "no target"
-SAME_QUEUE = "target is the source queue"
-NOT_DATA = "body is not binary data"
 
 RECEIVE_BATCH = 50            # messages locked per receive call
 RECEIVE_WAIT_SECONDS = 5.0    # a receive waits this long for a first message; an empty one ends the run
 PEEK_PAGE = 100               # messages per peek request (--dry-run)
 PROGRESS_EVERY = 100          # when stderr is not a terminal: one progress line per this many messages
-_SHOWN_REASON = 120           # longest reason printed (a Dataverse error can be long)
-
-
-class UsageError(ValueError):
-    """A bad command line: exit status 2."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,134 +70,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# -- the pure part: where a message goes and what its copy looks like -------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    queue: str
-    dead_letter: bool
-
-    def __str__(self) -> str:
-        return f"{DEAD_LETTER_PREFIX}{self.queue}" if self.dead_letter else REJECTED
-
-    @property
-    def reason_property(self) -> str:
-        return "DeadLetterReason" if self.dead_letter else "rejected_reason"
-
-
-def parse_source(text: str, settings: Settings) -> Source:
-    if text == REJECTED:
-        return Source(settings.rejected_queue, dead_letter=False)
-    if text.startswith(DEAD_LETTER_PREFIX) and _is_queue_name(text[len(DEAD_LETTER_PREFIX):]):
-        return Source(text[len(DEAD_LETTER_PREFIX):], dead_letter=True)
-    raise UsageError(f"--from must be {REJECTED!r} or 'deadletter:<queue>', not {text!r}")
-
-
-def _is_queue_name(name: str) -> bool:
-    return bool(name) and not any(c.isspace() for c in name) and "$" not in name
-
-
-@dataclass(frozen=True)
-class Held:
-    """What redrive reads from one received or peeked message (application properties decoded to str)."""
-
-    message_id: str
-    body: bytes | None                    # None: not a data body (never from this app), left in place
-    content_type: str | None = None
-    correlation_id: str | None = None
-    subject: str | None = None
-    application_properties: Mapping[str, Any] = field(default_factory=dict)
-    sequence_number: int | None = None
-
-    @classmethod
-    def from_sdk(cls, message: Any) -> Held:
-        """Adapt an ``azure.servicebus.ServiceBusReceivedMessage`` (its property keys and strings are bytes)."""
-        properties = {_text(k): _text(v) for k, v in (message.application_properties or {}).items()}
-        return cls(message_id=message.message_id or "", body=_body(message), content_type=message.content_type,
-                   correlation_id=message.correlation_id, subject=message.subject,
-                   application_properties=properties, sequence_number=message.sequence_number)
-
-
-def target_for(held: Held, source: Source, settings: Settings, to: str | None) -> tuple[str | None, str | None]:
-    """``(target queue, None)``, or ``(None, why it is skipped)``."""
-    if held.body is None:
-        return None, NOT_DATA
-    if to:
-        target = to
-    elif source.dead_letter:
-        target = source.queue  # the queue it died on
-    else:
-        triggers = {ROUTER_FUNCTION: settings.campaign_log_queue, OPT_OUT_FUNCTION: settings.opt_out_queue,
-                    BOUNCE_FUNCTION: settings.bounce_queue}
-        target = triggers.get(str(held.application_properties.get("rejected_by") or ""))
-        if target is None:
-            return None, NO_TARGET
-    if target == source.queue and not source.dead_letter:
-        return None, SAME_QUEUE
-    return target, None
-
-
-def redrive_copy(held: Held, target: str) -> OutboundMessage:
-    """The message to send back: same body, content type, correlation id, subject and properties.
-
-    Every property is kept, the ``rejected_*`` / ``original_*`` / ``DeadLetter*`` ones too: they are the evidence
-    of what happened, and a message rejected again simply gets them overwritten. ``redrive_count`` counts the
-    trips through redrive.
-
-    The MessageId is the one the message had before it was rejected (its ``original_message_id`` property, set
-    by :func:`optout_core.pipeline.rejected_copy`, else its own) plus ``:redrive<n>``. It must differ from the
-    original: the work queues' duplicate detection would otherwise drop a copy sent within a day of the
-    original send without a word. It is still the same when a run sent a copy but could not complete the
-    original, so the copy a later run sends again is the one duplicate detection drops.
-    """
-    properties = dict(held.application_properties)
-    properties[REDRIVE_COUNT] = _count(properties.get(REDRIVE_COUNT)) + 1
-    message_id = f"{properties.get('original_message_id') or held.message_id}:redrive{properties[REDRIVE_COUNT]}"
-    return OutboundMessage(queue=target, body=held.body or b"", message_id=message_id,
-                           content_type=held.content_type, correlation_id=held.correlation_id,
-                           subject=held.subject, application_properties=properties)
-
-
-def reason_of(held: Held, source: Source) -> str:
-    reason = held.application_properties.get(source.reason_property)
-    return str(reason) if reason not in (None, "") else "(no reason)"
-
-
-@dataclass
-class Tally:
-    moved: int = 0
-    skipped: int = 0
-    by_target: Counter[str] = field(default_factory=Counter)
-    by_skip: Counter[str] = field(default_factory=Counter)
-    by_reason: Counter[str] = field(default_factory=Counter)
-
-    def move(self, held: Held, source: Source, target: str) -> None:
-        self.moved += 1
-        self.by_target[target] += 1
-        self.by_reason[reason_of(held, source)] += 1
-
-    def skip(self, held: Held, source: Source, why: str) -> None:
-        self.skipped += 1
-        self.by_skip[why] += 1
-        self.by_reason[reason_of(held, source)] += 1
-
-
-def summary(tally: Tally, source: Source, *, dry_run: bool) -> list[str]:
-    """The report printed at the end."""
-    moved, skipped = ("would move", "would skip") if dry_run else ("moved", "skipped")
-    lines = [f"redrive from {source}{' (dry run: nothing locked, settled or sent)' if dry_run else ''}: "
-             f"{tally.moved} {moved}, {tally.skipped} {skipped}"]
-    if tally.by_target:
-        lines.append(f"  {moved} to: " + ", ".join(f"{q} {n}" for q, n in sorted(tally.by_target.items())))
-    if tally.by_skip:
-        lines.append(f"  {skipped}: " + ", ".join(f"{why} {n}" for why, n in sorted(tally.by_skip.items())))
-    if tally.by_reason:
-        lines.append(f"  by {source.reason_property}:")
-        lines += [f"  {n:>6}  {_shown(reason)}" for reason, n in tally.by_reason.most_common()]
-    return lines
-
-
 # -- the command ------------------------------------------------------------------------------------------
 
 
@@ -208,7 +79,7 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
     try:
         source = parse_source(args.source, settings)
         to = args.to or None
-        if to is not None and not _is_queue_name(to):
+        if to is not None and not is_queue_name(to):
             raise UsageError(f"--to must be a queue name, not {to!r}")
         if to is not None and to == source.queue and not source.dead_letter:
             raise UsageError(f"--to {to} is the queue being redriven")
@@ -325,7 +196,7 @@ def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit
                     break
                 held = Held.from_sdk(message)
                 target, why = target_for(held, source, settings, to)
-                reason = _shown(reason_of(held, source))
+                reason = shown(reason_of(held, source))
                 if target is None:
                     tally.skip(held, source, why or NO_TARGET)
                     print(f"would skip {held.message_id or '(no id)'} (#{held.sequence_number}): {why} "
@@ -388,40 +259,6 @@ class _Progress:
             self.err.write("\n")
             self.err.flush()
             self.drawn = False
-
-
-def _body(message: Any) -> bytes | None:
-    from azure.servicebus.amqp import AmqpMessageBodyType
-
-    if message.body_type == AmqpMessageBodyType.DATA:
-        return b"".join(bytes(part) for part in message.body)
-    value = message.body if message.body_type == AmqpMessageBodyType.VALUE else None
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    return None
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return bytes(value)
-    return value
-
-
-def _count(value: Any) -> int:
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _shown(reason: str) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= _SHOWN_REASON else reason[: _SHOWN_REASON - 1] + "…"
 
 
 def _error(exc: BaseException) -> str:

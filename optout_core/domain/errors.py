@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from optout_core.domain.policy import Failure
+
 
 class OptOutError(Exception):
     """Base of every error this package raises on purpose."""
 
     retryable = False
+    attempts = 0  # tries already made in this process (set by the Dataverse transport)
+    requests = 0  # HTTP requests made before giving up, retries included (set by the Dataverse transport)
+    retry_after: float | None = None  # seconds the server asked us to wait (a 429's Retry-After)
+
+    @property
+    def failure(self) -> Failure:
+        """This error as the failure policy reads it."""
+        return Failure(str(self), transient=self.retryable, retry_after=self.retry_after)
 
 
 class PermanentError(OptOutError):

@@ -1,4 +1,4 @@
-"""Domain values shared by the router and the writers: routes, recipients, outcomes."""
+"""Domain values shared by the router and the writers: routes, the functions, recipients, outcomes."""
 
 from __future__ import annotations
 
@@ -38,3 +38,25 @@ class Recipient:
 
     def as_dict(self) -> dict[str, str]:
         return {"table": self.table, "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    """One Azure Function of the app, as settings and routing know it."""
+
+    name: str  # user-facing: the portal toggle is the app setting AzureWebJobs.<name>.Disabled
+    queue_setting: str  # the app setting that names its trigger queue
+    route: Route | None  # the work it does; None for the router
+
+
+# The functions, their trigger queues and routes: everything else (settings, routing, the app's handlers,
+# the local runner, redrive) reads this table rather than naming a function or queue itself.
+ROUTER = Function("CampaignLogRouter", "CAMPAIGN_LOG_QUEUE", None)
+OPT_OUT = Function("BulkEmailOptOut", "OPT_OUT_QUEUE", Route.OPT_OUT)
+BOUNCE = Function("BounceDetail", "BOUNCE_QUEUE", Route.BOUNCE)
+FUNCTIONS = (ROUTER, OPT_OUT, BOUNCE)
+
+
+def function_for(route: Route) -> Function:
+    """The function that does the work of ``route``."""
+    return next(f for f in FUNCTIONS if f.route is route)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from optout_core.domain.execution_context import CampaignLogContext, UnreadableMessage, as_option_code, as_reference, context_from_row, load_context, references_one_of, unwrap
-from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
-from optout_core.domain.settings import BOUNCE_FUNCTION, OPT_OUT_FUNCTION, Settings
+from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route, function_for
+from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 
-_ROUTE_FUNCTIONS = {Route.OPT_OUT: OPT_OUT_FUNCTION, Route.BOUNCE: BOUNCE_FUNCTION}
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 
 
@@ -237,9 +236,9 @@ def _route(activity: ActivityType, settings: Settings) -> Route:
     else:
         hint = "" if label else " (the message carries no label: list its option code)"
         raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an opt-out or bounce type{hint}")
-    function = _ROUTE_FUNCTIONS[route]
+    function = function_for(route)
     if not settings.is_enabled(function):
-        raise _Stop(Outcome.IGNORED, f"{function} is switched off (AzureWebJobs.{function}.Disabled)")
+        raise _Stop(Outcome.IGNORED, f"{function.name} is switched off (AzureWebJobs.{function.name}.Disabled)")
     return route
 
 

@@ -18,13 +18,9 @@ from urllib.parse import urlsplit
 
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.ids import normalise_guid
+from optout_core.domain.model import FUNCTIONS, Function
+from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
-
-# Function names are user-facing: they are the portal toggles AzureWebJobs.<name>.Disabled.
-ROUTER_FUNCTION = "CampaignLogRouter"
-OPT_OUT_FUNCTION = "BulkEmailOptOut"
-BOUNCE_FUNCTION = "BounceDetail"
-FUNCTIONS = (ROUTER_FUNCTION, OPT_OUT_FUNCTION, BOUNCE_FUNCTION)
 
 BOUNCE_PLACEHOLDERS = ("activity_type", "occurred_on", "log_id", "detail")
 
@@ -68,7 +64,7 @@ SPEC: tuple[Setting, ...] = (
     Setting("ServiceBusConnection__fullyQualifiedNamespace", "", "Namespace host (<ns>.servicebus.windows.net) for identity-based connections."),
     Setting("ServiceBusConnection__credential", "", "managedidentity to use a user-assigned identity for Service Bus (with __clientId)."),
     Setting("ServiceBusConnection__clientId", "", "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity)."),
-    *(Setting(f"AzureWebJobs.{name}.Disabled", "false", f"Portal toggle: true switches {name} off.") for name in FUNCTIONS),
+    *(Setting(f"AzureWebJobs.{f.name}.Disabled", "false", f"Portal toggle: true switches {f.name} off.") for f in FUNCTIONS),
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -184,12 +180,24 @@ class Settings:
                 max_retry_after=_number(raw, "DATAVERSE_MAX_RETRY_AFTER_SECONDS", minimum=0),
             ),
             max_reschedules=int(_number(raw, "THROTTLE_MAX_RESCHEDULES", minimum=0, integer=True)),
-            disabled=frozenset(name for name in FUNCTIONS if _toggle(env, name)),
+            disabled=frozenset(f.name for f in FUNCTIONS if _toggle(env, f.name)),
             raw=MappingProxyType(raw),
         )
 
-    def is_enabled(self, function_name: str) -> bool:
-        return function_name not in self.disabled
+    def is_enabled(self, function: Function) -> bool:
+        return function.name not in self.disabled
+
+    def queue(self, function: Function) -> str:
+        """The trigger queue of ``function``."""
+        return {
+            "CAMPAIGN_LOG_QUEUE": self.campaign_log_queue,
+            "OPT_OUT_QUEUE": self.opt_out_queue,
+            "BOUNCE_QUEUE": self.bounce_queue,
+        }[function.queue_setting]
+
+    @property
+    def failure_policy(self) -> FailurePolicy:
+        return FailurePolicy(retry=self.retry, max_put_backs=self.max_reschedules)
 
     def effective(self) -> list[tuple[Setting, str]]:
         """Each setting with the value in force, secrets masked (for ``check``)."""

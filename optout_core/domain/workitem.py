@@ -35,7 +35,11 @@ class WorkItem:
     @property
     def key(self) -> str:
         """One event's identity on one route: the same for every copy of this work item."""
-        return f"{self.log_id}:{self.route}"
+        return self.key_for(self.log_id, self.route)
+
+    @staticmethod
+    def key_for(log_id: str, route: Route) -> str:
+        return f"{log_id}:{route}"
 
     @property
     def message_id(self) -> str:

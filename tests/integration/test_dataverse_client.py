@@ -202,6 +202,48 @@ def test_an_expired_token_is_replaced_once_without_using_up_a_try(standin, sleep
     assert tokens.calls == 2 and sleeps == []
 
 
+def expire_token_during_pause(standin, sleeps, new_token="fresh-token"):
+    """A sleep that records the pause and meanwhile expires the client's token, as Dataverse would."""
+
+    def pause(seconds):
+        sleeps.append(seconds)
+        standin.rotate_token(new_token)
+
+    return pause
+
+
+def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
+    tokens = Tokens("local-token", "fresh-token")
+    client = DataverseClient(standin.url, tokens, retry=RetryPolicy(attempts=4, backoff=0.5), timeout=2,
+                             sleep=expire_token_during_pause(standin, sleeps))
+    standin.inject(Fault(drop=True, after=True))  # the PATCH commits, the answer is lost, then the token expires
+    result = client.update("contact", CONTACT, {"donotbulkemail": True})
+    assert result.found and tokens.calls == 2 and len(sleeps) == 1
+    assert len(standin.writes) == 1  # the read-back (401, then 200 with a fresh token) found the write: not resent
+
+
+def test_a_batch_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
+    ids = seeded(standin, 3)
+    tokens = Tokens("local-token", "fresh-token")
+    client = DataverseClient(standin.url, tokens, retry=RetryPolicy(attempts=4, backoff=0.5), timeout=2,
+                             sleep=expire_token_during_pause(standin, sleeps))
+    standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
+    result = client.update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert all(o.found and o.error is None for o in result.outcomes) and tokens.calls == 2
+    assert len(standin.writes) == 3
+
+
+def test_row_reads_and_whoami_get_one_fresh_token_too(standin, sleeps):
+    tokens = Tokens("local-token", "fresh-token")
+    client = client_for(standin, sleeps, tokens, attempts=1)
+    assert client.whoami()["UserId"]
+    standin.rotate_token("fresh-token")
+    assert client.read_row("contacts", CONTACT, ["donotbulkemail"])["donotbulkemail"] is False
+    standin.rotate_token("local-token")
+    tokens.tokens.append("local-token")
+    assert client.whoami()["UserId"] and tokens.calls == 3 and sleeps == []
+
+
 def test_a_second_401_is_a_configuration_error(standin, sleeps):
     with pytest.raises(DataverseRejected) as caught:
         client_for(standin, sleeps, Tokens("wrong", "still-wrong")).update("contact", CONTACT, {"donotbulkemail": True})

@@ -78,10 +78,19 @@ def test_run_a_repeated_log_writes_once(standin):
     assert len(standin.writes) == 1
 
 
-def test_run_a_bounce_whose_transient_failure_outlives_its_retries_is_failed(standin):
-    standin.inject(Fault(status=503), times=5)
-    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}')
+def test_run_a_bounce_follows_the_same_failure_policy_as_an_opt_out(standin):
+    standin.set_fault_rate(1.0, [Fault(status=503)])
+    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}', THROTTLE_MAX_RESCHEDULES="3")
     result = local.run("m.json", wire(campaign_log(activity="Hard Bounce")))
+    assert result.outcome == "rejected" and "still failing after 3 reschedules" in result.reason
+    assert result.dataverse_requests == 8  # 4 deliveries of 2 tries
+    assert len(local.queues.messages("rejected")) == 1
+
+
+def test_run_a_trimmed_log_whose_row_cannot_be_read_is_failed_after_its_deliveries(standin):
+    standin.inject(Fault(status=503), times=5)
+    local = local_for(standin)
+    result = local.run("m.json", wire(campaign_log(trimmed=True)))
     assert result.outcome == "failed" and result.dataverse_requests == 2 and "503" in result.reason
 
 
@@ -106,9 +115,8 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     assert [line["outcome"] for line in lines] == ["applied", "ignored"]
     standin.inject(Fault(status=503), times=20)
     second = tmp_path / "second.json"
-    second.write_bytes(wire(campaign_log(activity="Hard Bounce", log_id=LEADS[0], recipient=("lead", LEADS[0]))))
-    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2",
-                                                     "BOUNCE_UPDATE": '{"description": "bounced"}'})
+    second.write_bytes(wire(campaign_log(trimmed=True, log_id=LEADS[0])))  # the router must read the row
+    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2"})
     assert failed.returncode == 1 and json.loads(failed.stdout)["outcome"] == "failed"
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from tests.support.dataverse import standin_env
 from optout_dev.messages import CONTACTS, DELETED_CONTACT, LEADS
-from optout_core.app import opt_out as bulk
+from optout_core.app import opt_out
 from optout_core.servicebus.envelopes import InboundMessage
 from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.app.services import Services
@@ -33,7 +33,7 @@ def test_a_batch_writes_each_recipient_once_in_one_request(standin):
     services = services_for(standin)
     msgs = [work(1, "contact", CONTACTS[0]), work(2, "lead", LEADS[0]), work(3, "contact", CONTACTS[0]),
             work(4, "contact", DELETED_CONTACT)]
-    handled = bulk.opt_out_batch(msgs, services)
+    handled = opt_out.opt_out_batch(msgs, services)
     assert [str(h.outcome) for h in handled] == ["applied", "applied", "applied", "recipient_missing"]
     assert "one write for 2 opt-outs" in handled[0].reason
     assert [r.path for r in standin.requests] == ["/api/data/v9.2/$batch"]
@@ -45,14 +45,14 @@ def test_a_batch_writes_each_recipient_once_in_one_request(standin):
 def test_copies_of_one_work_item_in_a_batch_are_duplicates(standin):
     services = services_for(standin)
     msgs = [work(1, "contact", CONTACTS[0]), work(1, "contact", CONTACTS[0])]
-    handled = bulk.opt_out_batch(msgs, services)
+    handled = opt_out.opt_out_batch(msgs, services)
     assert [str(h.outcome) for h in handled] == ["applied", "ignored"]
     assert handled[1].reason.startswith("duplicate")
 
 
 def test_a_malformed_message_is_rejected_and_the_rest_still_written(standin):
     services = services_for(standin)
-    handled = bulk.opt_out_batch([InboundMessage(body=b"{}", message_id="bad"), work(1, "lead", LEADS[1])], services)
+    handled = opt_out.opt_out_batch([InboundMessage(body=b"{}", message_id="bad"), work(1, "lead", LEADS[1])], services)
     assert [str(h.outcome) for h in handled] == ["rejected", "applied"]
     assert services.sender.messages("rejected")[0].body == b"{}"
 
@@ -60,7 +60,7 @@ def test_a_malformed_message_is_rejected_and_the_rest_still_written(standin):
 def test_a_part_refused_for_good_is_rejected_alone(standin):
     services = services_for(standin)
     standin.inject(Fault(status=403, code="0x80040220", inner=True, path_contains=LEADS[0]))
-    handled = bulk.opt_out_batch([work(1, "lead", LEADS[0]), work(2, "contact", CONTACTS[1])], services)
+    handled = opt_out.opt_out_batch([work(1, "lead", LEADS[0]), work(2, "contact", CONTACTS[1])], services)
     assert [str(h.outcome) for h in handled] == ["rejected", "applied"]
     assert "403" in handled[0].reason
     [kept] = services.sender.messages("rejected")
@@ -70,13 +70,13 @@ def test_a_part_refused_for_good_is_rejected_alone(standin):
 def test_a_part_failing_transiently_is_put_back_alone_and_the_others_are_never_resent(standin):
     services = services_for(standin)
     standin.inject(Fault(status=503, inner=True, path_contains=CONTACTS[2]), times=2)  # both tries of this delivery
-    handled = bulk.opt_out_batch([work(1, "contact", CONTACTS[2]), work(2, "contact", CONTACTS[1])], services)
+    handled = opt_out.opt_out_batch([work(1, "contact", CONTACTS[2]), work(2, "contact", CONTACTS[1])], services)
     assert [str(h.outcome) for h in handled] == ["rescheduled", "applied"]
     [later] = services.sender.messages("opt-out")
     assert later.message_id.endswith(":opt_out:r1") and later.scheduled_enqueue_time is not None
     assert [op.path.endswith(CONTACTS[1] + ")") for op in standin.operations].count(True) == 1
     # The put-back copy, delivered later, applies.
-    again = bulk.opt_out_batch([InboundMessage(body=later.body, message_id=later.message_id)], services)
+    again = opt_out.opt_out_batch([InboundMessage(body=later.body, message_id=later.message_id)], services)
     assert str(again[0].outcome) == "applied"
     assert standin.row("contact", CONTACTS[2])["donotbulkemail"] is True
 
@@ -84,7 +84,7 @@ def test_a_part_failing_transiently_is_put_back_alone_and_the_others_are_never_r
 def test_after_too_many_put_backs_a_work_item_is_kept_on_the_rejected_queue(standin):
     services = services_for(standin, THROTTLE_MAX_RESCHEDULES="1")
     standin.set_fault_rate(1.0, [Fault(status=503)])
-    [handled] = bulk.opt_out_batch([work(1, "contact", CONTACTS[0], reschedules=1)], services)
+    [handled] = opt_out.opt_out_batch([work(1, "contact", CONTACTS[0], reschedules=1)], services)
     assert handled.outcome is Outcome.REJECTED and "still failing after 1 reschedules" in handled.reason
 
 
@@ -93,13 +93,13 @@ def test_a_redelivered_batch_reads_back_instead_of_writing_again(standin):
     standin.add_row("contact", CONTACTS[0], donotbulkemail=True)  # written by the delivery that lost its lock
     msg = work(1, "contact", CONTACTS[0])
     redelivered = InboundMessage(body=msg.body, message_id=msg.message_id, delivery_count=2)
-    [handled] = bulk.opt_out_batch([redelivered], services)
+    [handled] = opt_out.opt_out_batch([redelivered], services)
     assert handled.outcome is Outcome.APPLIED and standin.writes == []
 
 
 def test_a_burst_of_1000_needs_one_request(standin):
     services = services_for(standin)
     recipients = [("contact", CONTACTS[i % 3]) for i in range(300)] + [("lead", LEADS[i % 2]) for i in range(700)]
-    handled = bulk.opt_out_batch([work(n, t, r) for n, (t, r) in enumerate(recipients)], services)
+    handled = opt_out.opt_out_batch([work(n, t, r) for n, (t, r) in enumerate(recipients)], services)
     assert all(h.outcome is Outcome.APPLIED for h in handled) and len(handled) == 1000
     assert len(standin.requests) == 1 and len(standin.writes) == 5

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, LOG_ID, OPERATION_ID, campaign_log, wire
-from optout_core.app import opt_out as bulk
-from optout_core.app import pipeline
+from optout_core.app.opt_out import opt_out_batch
+from optout_core.app import bounce, router, settle
 from optout_core.dataverse.errors import DataverseUnavailable
 from optout_core.servicebus.envelopes import InboundMessage
 from optout_core.domain.model import Outcome
@@ -44,7 +44,7 @@ MARK_BOUNCED = '{"donotbulkemail": true}'  # a BOUNCE_UPDATE, for the single-mes
 
 def opt_out(msg, services):
     """BulkEmailOptOut with a batch of one message."""
-    [handled] = bulk.opt_out_batch([msg], services)
+    [handled] = opt_out_batch([msg], services)
     return handled
 
 
@@ -54,7 +54,7 @@ def inbound(body, **kwargs):
 
 def routed(services, **log):
     """Route one campaign log; return the work item message it produced."""
-    handled = pipeline.route(inbound(wire(campaign_log(**log))), services)
+    handled = router.route(inbound(wire(campaign_log(**log))), services)
     assert handled.outcome is Outcome.ROUTED, handled.reason
     queue = services.settings.opt_out_queue if handled.route == "opt_out" else services.settings.bounce_queue
     return services.sender.messages(queue)[-1]
@@ -75,15 +75,15 @@ def test_router_forwards_a_versioned_work_item_with_a_deterministic_message_id()
 def test_a_redelivered_router_message_is_dropped_by_duplicate_detection():
     services = services_for()
     body = wire(campaign_log(activity="Spam Report"))
-    pipeline.route(inbound(body), services)
-    pipeline.route(inbound(body, message_id="sb-2"), services)
+    router.route(inbound(body), services)
+    router.route(inbound(body, message_id="sb-2"), services)
     assert len(services.sender.messages("opt-out")) == 1
     assert services.sender.duplicates_dropped == 1
 
 
 def test_a_rejected_message_is_kept_with_its_body_properties_and_reason():
     services = services_for()
-    handled = pipeline.route(inbound(b"not json", application_properties={"custom": "kept"}), services)
+    handled = router.route(inbound(b"not json", application_properties={"custom": "kept"}), services)
     assert handled.outcome is Outcome.REJECTED
     [copy] = services.sender.messages("rejected")
     assert copy.body == b"not json"
@@ -95,7 +95,7 @@ def test_a_rejected_message_is_kept_with_its_body_properties_and_reason():
 
 def test_an_ignored_message_sends_nothing():
     services = services_for()
-    handled = pipeline.route(inbound(wire(campaign_log(activity="Open"))), services)
+    handled = router.route(inbound(wire(campaign_log(activity="Open"))), services)
     assert handled.outcome is Outcome.IGNORED
     assert services.sender.messages("opt-out") == services.sender.messages("rejected") == []
 
@@ -107,7 +107,7 @@ def test_a_send_failure_raises_so_service_bus_redelivers(caplog):
 
     services = Services(Settings.from_env({}), sender=Down())
     with caplog.at_level(logging.INFO, logger="optout"), pytest.raises(ConnectionError):
-        pipeline.route(inbound(wire(campaign_log())), services)
+        router.route(inbound(wire(campaign_log())), services)
     assert '"outcome": "retry"' in caplog.text
 
 
@@ -145,13 +145,23 @@ def test_a_web_api_rejection_is_kept_on_the_rejected_queue(standin):
     assert copy.body == work.body and copy.application_properties["rejected_by"] == "BulkEmailOptOut"
 
 
-def test_a_transient_failure_raises_for_redelivery(standin):
+def test_a_transient_failure_puts_the_bounce_back_on_its_queue(standin):
     services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
     work = routed(services, activity="Hard Bounce")
     standin.inject(Fault(status=503), times=3)
+    handled = bounce.record_bounce(inbound(work.body), services)
+    assert handled.outcome is Outcome.RESCHEDULED and "503" in handled.reason
+    [later] = services.sender.messages("bounce")[1:]
+    assert later.message_id == f"{LOG_ID}:bounce:r1" and services.sender.messages("rejected") == []
+    assert bounce.record_bounce(inbound(later.body, message_id=later.message_id), services).outcome is Outcome.APPLIED
+
+
+def test_a_transient_failure_reading_a_trimmed_log_raises_for_redelivery(standin):
+    services = services_for(standin)
+    standin.inject(Fault(status=503), times=3)
     with pytest.raises(DataverseUnavailable):
-        pipeline.bounce(inbound(work.body), services)
-    assert services.sender.messages("rejected") == []
+        router.route(inbound(wire(campaign_log(trimmed=True))), services)
+    assert services.sender.messages("rejected") == [] and services.sender.messages("opt-out") == []
 
 
 def test_a_malformed_work_item_is_rejected_not_retried():
@@ -171,7 +181,7 @@ def test_a_bounce_work_item_on_the_opt_out_queue_is_rejected(standin):
 def test_bounce_with_no_update_configured_is_audit_only(standin):
     services = services_for(standin)
     work = routed(services, activity="Hard Bounce", recipient=("contact", CONTACTS[1]))
-    handled = pipeline.bounce(inbound(work.body), services)
+    handled = bounce.record_bounce(inbound(work.body), services)
     assert handled.outcome is Outcome.APPLIED and "audit only" in handled.reason
     assert handled.dataverse_requests == 0 and standin.requests == []
 
@@ -179,7 +189,7 @@ def test_bounce_with_no_update_configured_is_audit_only(standin):
 def test_bounce_writes_the_configured_columns(standin):
     services = services_for(standin, BOUNCE_UPDATE='{"donotbulkemail": true, "description": "{activity_type} {occurred_on}: {detail}"}')
     work = routed(services, activity="Soft Bounce", recipient=("lead", LEADS[1]), bounce_reason="452 4.2.2 mailbox full")
-    handled = pipeline.bounce(inbound(work.body), services)
+    handled = bounce.record_bounce(inbound(work.body), services)
     assert handled.outcome is Outcome.APPLIED
     assert standin.row("lead", LEADS[1])["description"] == "Soft Bounce 2025-03-14T09:26:53Z: 452 4.2.2 mailbox full"
 
@@ -189,7 +199,7 @@ def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog)
     context = campaign_log(activity="Spam Report", name="Jane Doe <jane.doe@example.com>",
                            extra_attributes={"emailaddress1": "jane.doe@example.com"})
     with caplog.at_level(logging.INFO, logger="optout"):
-        pipeline.route(inbound(wire(context)), services)
+        router.route(inbound(wire(context)), services)
         opt_out(inbound(services.sender.messages("opt-out")[0].body), services)
     lines = [r.getMessage() for r in caplog.records if r.name == "optout"]
     assert len(lines) == 2
@@ -219,15 +229,16 @@ def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standi
     assert applied.outcome is Outcome.APPLIED
 
 
-def test_reschedules_are_bounded_then_service_bus_redelivery_takes_over(standin):
+def test_reschedules_are_bounded_then_the_work_item_is_kept_on_the_rejected_queue(standin):
     services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1",
                             BOUNCE_UPDATE=MARK_BOUNCED)
     work = routed(services, activity="Hard Bounce")
-    standin.inject(Fault(status=429, retry_after=60), times=2)
-    assert pipeline.bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
-    later = services.sender.messages("bounce")[-1]
-    with pytest.raises(DataverseUnavailable):
-        pipeline.bounce(inbound(later.body), services)
+    standin.inject(Fault(status=429, retry_after=60, method="PATCH"), times=2)
+    assert bounce.record_bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
+    later = services.sender.messages("bounce")[-1]  # put back: read back first, then written (429 again)
+    handled = bounce.record_bounce(inbound(later.body), services)
+    assert handled.outcome is Outcome.REJECTED and "still failing after 1 reschedules" in handled.reason
+    assert len(services.sender.messages("rejected")) == 1
 
 
 def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
@@ -239,7 +250,7 @@ def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin
            "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
            "createdon": "2025-03-14T09:26:53Z"}
     standin.add_row("concep_emailcampaignlog", LOG_ID, **row)
-    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True)),
+    handled = router.route(inbound(wire(campaign_log(trimmed=True)),
                                      application_properties={"MessageMaxSizeExceeded": True}), services)
     assert handled.outcome is Outcome.ROUTED and handled.recipient == f"contact/{CONTACTS[1]}"
     get = [r for r in standin.requests if r.method == "GET"][-1]
@@ -248,12 +259,12 @@ def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin
 
 def test_a_trimmed_context_whose_row_is_gone_is_rejected(standin):
     services = services_for(standin)
-    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services)
+    handled = router.route(inbound(wire(campaign_log(trimmed=True))), services)
     assert handled.outcome is Outcome.REJECTED and "no longer exists" in handled.reason
 
 
 def test_a_trimmed_context_without_dataverse_settings_is_rejected_with_the_setting_named():
-    handled = pipeline.route(inbound(wire(campaign_log(trimmed=True))), services_for())
+    handled = router.route(inbound(wire(campaign_log(trimmed=True))), services_for())
     assert handled.outcome is Outcome.REJECTED and "DATAVERSE_URL" in handled.reason
 
 
@@ -274,6 +285,6 @@ def test_a_redelivered_work_item_reads_back_before_writing(standin):
     work = routed(services, activity="Hard Bounce")
     standin.add_row("contact", CONTACTS[0], donotbulkemail=True)  # an earlier delivery already wrote it
     redelivered = InboundMessage(body=work.body, message_id=work.message_id, delivery_count=2)
-    handled = pipeline.bounce(redelivered, services)
+    handled = bounce.record_bounce(redelivered, services)
     assert handled.outcome is Outcome.APPLIED
     assert standin.writes == [] and [r.method for r in standin.requests] == ["GET"]

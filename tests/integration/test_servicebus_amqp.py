@@ -14,7 +14,7 @@ from proton import Message, symbol
 
 from tests.support.amqp_peer import AmqpPeer
 from optout_dev.messages import CONTACTS, CORRELATION_ID, LOG_ID, OPERATION_ID, campaign_log, wire
-from optout_core.app import pipeline
+from optout_core.app import bounce, router, settle
 from optout_core.cli import redrive
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
 from optout_core.domain.model import Recipient, Route
@@ -82,7 +82,7 @@ def test_the_routers_work_item_keeps_its_deterministic_message_id_on_the_wire(pe
     item = WorkItem(route=Route.OPT_OUT, log_id=LOG_ID, recipient=Recipient("contact", CONTACTS[0]),
                     activity_type="Spam Report", activity_code=100000003, operation_id=OPERATION_ID,
                     correlation_id=CORRELATION_ID)
-    sender.send(pipeline.forward(item, SETTINGS, source_message_id="sb-1"))
+    sender.send(settle.forward(item, SETTINGS, source_message_id="sb-1"))
 
     [message] = peer.received_on(OPT_OUT)
     assert message.id == f"{LOG_ID}:opt_out"
@@ -96,7 +96,7 @@ def test_the_routers_work_item_keeps_its_deterministic_message_id_on_the_wire(pe
 
 
 def rejected_by_router(reason="no recipient", message_id="dv-1"):
-    return pipeline.rejected_copy(
+    return settle.rejected_copy(
         InboundMessage(wire(campaign_log()), message_id=message_id, delivery_count=1, correlation_id=CORRELATION_ID,
                        application_properties={"EntityLogicalName": "concep_emailcampaignlog"}),
         reason, "CampaignLogRouter", SETTINGS)
@@ -104,8 +104,8 @@ def rejected_by_router(reason="no recipient", message_id="dv-1"):
 
 def rejected_by_opt_out(reason="403 missing privilege"):
     item = WorkItem(route=Route.OPT_OUT, log_id=LOG_ID, recipient=Recipient("contact", CONTACTS[1]))
-    work = pipeline.forward(item, SETTINGS)
-    return pipeline.rejected_copy(
+    work = settle.forward(item, SETTINGS)
+    return settle.rejected_copy(
         InboundMessage(work.body, message_id=work.message_id, delivery_count=2,
                        application_properties=work.application_properties),
         reason, "BulkEmailOptOut", SETTINGS)

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 
 from optout_dev.messages import (ACTIVITY, CONTACTS, CONTRACTS, CORRELATION_ID, FOREIGN_ORG_ID, LEADS, LOG_ID, MSBIN1_BODY,
                       OMIT, OPERATION_ID, ORG_ID, XML_BODY, campaign_log, option, reference, wire)
-from optout_core.app import pipeline
+from optout_core.app import bounce, router, settle
 from optout_core.domain.execution_context import MAX_BODY_BYTES
 from optout_core.servicebus.envelopes import InboundMessage
 from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
@@ -569,7 +569,7 @@ def test_the_router_function_keeps_rejects_drops_ignores_and_never_raises(case: 
     message = InboundMessage(body=case.body, content_type=case.content_type, message_id=f"sb-{case.id}",
                              delivery_count=1, correlation_id="bad-input", application_properties=properties)
 
-    handled = pipeline.route(message, Services(settings, sender=queues, dataverse=dataverse))
+    handled = router.route(message, Services(settings, sender=queues, dataverse=dataverse))
 
     assert handled.outcome is case.outcome, handled.reason
     assert dataverse.reads == ([(settings.campaign_log_entity_set, LOG_ID)] if case.row_request else [])

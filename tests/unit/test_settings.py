@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import BOUNCE
 from optout_core.domain.settings import SPEC, ActivityTypes, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def test_a_static_token_is_honoured_only_for_loopback_urls():
 @pytest.mark.parametrize("value, disabled", [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)])
 def test_portal_toggles_in_both_spellings(name, value, disabled):
     # Linux plans expose the portal's AzureWebJobs.<name>.Disabled with periods turned into underscores.
-    assert Settings.from_env({name: value}).is_enabled("BounceDetail") is not disabled
+    assert Settings.from_env({name: value}).is_enabled(BOUNCE) is not disabled
 
 
 def test_bounce_update_placeholders_are_checked():

@@ -1,0 +1,51 @@
+"""BounceDetail, the bounce-detail workflow: record the bounce or email status on the recipient.
+
+``BOUNCE_UPDATE`` (with its placeholders filled by :func:`optout_core.domain.bounce.bounce_changes`) is
+PATCHed onto the recipient; when it is empty the bounce is only logged. A failed write goes where the one
+failure policy says (:func:`optout_core.app.settle.after_failure`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from optout_core.app.outcome import OutcomeRecord, log_outcome
+from optout_core.app.services import Services
+from optout_core.app.settle import after_failure, duplicate, recipient_missing, take_in
+from optout_core.dataverse.errors import DataverseError
+from optout_core.domain.bounce import bounce_changes
+from optout_core.domain.model import BOUNCE, Outcome
+from optout_core.servicebus.envelopes import InboundMessage
+
+
+def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
+    """Record one bounce on its recipient: one outcome, or raise so Service Bus delivers it again."""
+    started = time.perf_counter()
+    taken = take_in(BOUNCE, msg, services, started)
+    if isinstance(taken, OutcomeRecord):
+        return taken
+    record, item = taken
+    if not services.recent.claim(item.key):
+        return duplicate(record, item, started)
+    done = False
+    try:
+        changes = bounce_changes(services.settings.bounce_update, item)
+        if changes is None:
+            done = True
+            return log_outcome(record.but(outcome=Outcome.APPLIED,
+                                          reason="audit only: BOUNCE_UPDATE is empty, nothing written"), started)
+        try:
+            # A redelivered or put-back work item may have been applied by an attempt whose answer was lost
+            # (or whose lock expired): the row is read back first and written only if it does not hold it.
+            again = (msg.delivery_count or 1) > 1 or item.reschedules > 0
+            result = services.dataverse.update(item.recipient.table, item.recipient.id, changes, verify_first=again)
+        except DataverseError as exc:
+            return after_failure(record.but(dataverse_requests=exc.requests), item, msg, exc, services, started)
+        done = True
+        record = record.but(dataverse_requests=result.requests)
+        if not result.found:
+            return log_outcome(record.but(outcome=Outcome.RECIPIENT_MISSING, reason=recipient_missing(item)), started)
+        return log_outcome(record.but(outcome=Outcome.APPLIED), started)
+    finally:
+        # A rescheduled or rejected work item is not finished: its later copy, or a redriven one, must run.
+        services.recent.release(item.key, done=done)

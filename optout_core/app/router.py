@@ -1,0 +1,64 @@
+"""CampaignLogRouter, the parent workflow: decide what a new campaign log means, then forward, ignore or reject.
+
+The decision is :func:`optout_core.domain.routing.decide`, a pure function; this module only does its I/O:
+reading the campaign log row when Dataverse trimmed the context, and sending the work item on (or keeping a
+rejected message with its reason).
+"""
+
+from __future__ import annotations
+
+import time
+
+from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
+from optout_core.app.services import Services
+from optout_core.app.settle import forward, rejected_copy
+from optout_core.domain.errors import OptOutError
+from optout_core.domain.model import ROUTER, Outcome
+from optout_core.domain.policy import Reject, next_step
+from optout_core.domain.routing import Decision, RowRequest, decide, decide_row
+from optout_core.servicebus.envelopes import InboundMessage
+
+
+def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
+    """Decide, then forward the work item, or keep the rejected message."""
+    started = time.perf_counter()
+    settings = services.settings
+    decision = decide(msg.body, settings, content_type=msg.content_type, properties=msg.application_properties)
+    if isinstance(decision, RowRequest):
+        context = decision.context
+        reading = OutcomeRecord(function=ROUTER.name, outcome=Outcome.ROUTED, log_id=context.primary_id,
+                                operation_id=context.operation_id, correlation_id=context.correlation_id,
+                                message_id=msg.message_id, delivery_count=msg.delivery_count)
+        with outcome_or_retry(reading, started):  # a failed read is handed back to Service Bus, and logged
+            decision = _decide_from_row(decision, services)
+    record = OutcomeRecord(
+        function=ROUTER.name, outcome=decision.outcome, reason=decision.reason,
+        log_id=decision.log_id, operation_id=decision.operation_id, correlation_id=decision.correlation_id,
+        message_id=msg.message_id, delivery_count=msg.delivery_count,
+        route=str(decision.route) if decision.route else None,
+        activity_type=decision.activity_type.name if decision.activity_type else None,
+        recipient=str(decision.recipient) if decision.recipient else None,
+    )
+    with outcome_or_retry(record, started):
+        if decision.work_item is not None:
+            services.sender.send(forward(decision.work_item, settings, source_message_id=msg.message_id))
+        elif decision.outcome is Outcome.REJECTED:
+            services.sender.send(rejected_copy(msg, decision.reason, ROUTER.name, settings))
+    return log_outcome(record, started)
+
+
+def _decide_from_row(request: RowRequest, services: Services) -> Decision:
+    """A trimmed context: read the campaign log row and decide from it. There is no work item yet to put back,
+    so a transient failure is handed back to Service Bus (raised) for another delivery."""
+    try:
+        row = services.dataverse.read_row(request.entity_set, request.log_id, request.select)
+    except OptOutError as exc:
+        step = next_step(exc.failure, attempt=exc.attempts, put_backs=0, policy=services.settings.failure_policy,
+                         can_put_back=False)
+        if not isinstance(step, Reject):
+            raise
+        context = request.context
+        return Decision(Outcome.REJECTED, f"the context was trimmed and reading campaign log {request.log_id} "
+                                          f"failed: {exc}", log_id=context.primary_id,
+                        operation_id=context.operation_id, correlation_id=context.correlation_id)
+    return decide_row(request, row, services.settings)

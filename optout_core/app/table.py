@@ -1,0 +1,44 @@
+"""The one table of the app: each function (its name, trigger queue setting and route, from
+:data:`optout_core.domain.model.FUNCTIONS`) with the handler that does its work for one message.
+
+The local runner and the tests read it to go from a route to the function, its queue and its handler;
+``function_app.py`` binds the same handlers to the Functions host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from optout_core.app.bounce import record_bounce
+from optout_core.app.opt_out import opt_out_batch
+from optout_core.app.outcome import OutcomeRecord
+from optout_core.app.router import route
+from optout_core.app.services import Services
+from optout_core.domain.model import BOUNCE, OPT_OUT, ROUTER, Function, Route
+from optout_core.servicebus.envelopes import InboundMessage
+
+Handler = Callable[[InboundMessage, Services], OutcomeRecord]
+
+
+def _opt_out_one(msg: InboundMessage, services: Services) -> OutcomeRecord:
+    [record] = opt_out_batch([msg], services)  # as BulkEmailOptOut, with a batch of one
+    return record
+
+
+@dataclass(frozen=True)
+class Entry:
+    function: Function
+    handle: Handler
+
+
+TABLE: tuple[Entry, ...] = (
+    Entry(ROUTER, route),
+    Entry(OPT_OUT, _opt_out_one),
+    Entry(BOUNCE, record_bounce),
+)
+
+
+def entry_for(route_: Route) -> Entry:
+    """The function that does the work of ``route_``, with its handler."""
+    return next(e for e in TABLE if e.function.route is route_)
