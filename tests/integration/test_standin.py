@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from http.client import HTTPConnection
 import socket
 import threading
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,8 +13,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.dataverse import stop_during_a_request
 from optout_dev.standin import ENTITY_SETS, DataverseStandIn, Fault
+from tests.support.dataverse import stop_during_a_request
 
 CONTACT = "a91d3e55-12f0-ef11-be20-6045bd0f2c11"
 MISSING = "00000000-1111-2222-3333-444444444444"
@@ -33,13 +33,25 @@ def standin() -> Iterator[DataverseStandIn]:
         yield server
 
 
-def patch(session: requests.Session, server: DataverseStandIn, resource: str, body: object = None,
-          *, if_match: str | None = "*", **kwargs: object) -> requests.Response:
+def patch(
+    session: requests.Session,
+    server: DataverseStandIn,
+    resource: str,
+    body: object = None,
+    *,
+    if_match: str | None = "*",
+    **kwargs: object,
+) -> requests.Response:
     headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
     if if_match is not None:
         headers["If-Match"] = if_match
-    return session.patch(server.url + API + resource, json={"donotbulkemail": True} if body is None else body,
-                         headers=headers, timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
+    return session.patch(
+        server.url + API + resource,
+        json={"donotbulkemail": True} if body is None else body,
+        headers=headers,
+        timeout=TIMEOUT,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def get(session: requests.Session, server: DataverseStandIn, resource: str, **kwargs: object) -> requests.Response:
@@ -61,8 +73,8 @@ def test_a_missing_or_wrong_bearer_token_gets_401_with_a_challenge(standin, auth
     response = requests.get(standin.url + API + "WhoAmI", headers=headers, timeout=TIMEOUT)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
-        "Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, "
-        f"resource_id={standin.url}")
+        f"Bearer authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize, resource_id={standin.url}"
+    )
     code, message = error_of(response)
     assert code == "" and message
     assert standin.writes == []
@@ -108,8 +120,12 @@ def test_patch_with_if_match_star_updates_an_existing_row_and_answers_204(standi
     response = patch(http, standin, f"contacts({CONTACT})")
     assert response.status_code == 204 and response.content == b""
     assert response.headers["OData-EntityId"] == f"{standin.url}{API}contacts({CONTACT})"
-    assert standin.row("contact", CONTACT) == {"contactid": CONTACT, "emailaddress1": "ada@example.com",
-                                              "fullname": "Ada", "donotbulkemail": True}
+    assert standin.row("contact", CONTACT) == {
+        "contactid": CONTACT,
+        "emailaddress1": "ada@example.com",
+        "fullname": "Ada",
+        "donotbulkemail": True,
+    }
     assert standin.writes == [("contact", CONTACT, {"donotbulkemail": True})]
     assert standin.requests[-1].body == b'{"donotbulkemail": true}'
     assert standin.client_bugs == []
@@ -121,8 +137,9 @@ def test_the_guid_in_the_url_is_case_insensitive(standin, http):
 
 
 def test_prefer_return_representation_answers_200_with_the_row(standin, http):
-    response = patch(http, standin, f"contacts({CONTACT})?$select=donotbulkemail",
-                     headers={"Prefer": "return=representation"})
+    response = patch(
+        http, standin, f"contacts({CONTACT})?$select=donotbulkemail", headers={"Prefer": "return=representation"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["donotbulkemail"] is True and body["contactid"] == CONTACT
@@ -163,7 +180,9 @@ def test_an_unknown_column_answers_400_0x0_and_changes_nothing(standin, http):
     response = patch(http, standin, f"contacts({CONTACT})", {"donotbulkemail": True, "DoNotBulkEmail": True})
     assert response.status_code == 400
     assert error_of(response) == (
-        "0x0", "Invalid property 'DoNotBulkEmail' was found in entity 'Microsoft.Dynamics.CRM.contact'.")
+        "0x0",
+        "Invalid property 'DoNotBulkEmail' was found in entity 'Microsoft.Dynamics.CRM.contact'.",
+    )
     assert standin.row("contact", CONTACT)["donotbulkemail"] is False and standin.writes == []
 
 
@@ -176,14 +195,22 @@ def test_a_boolean_column_needs_a_json_boolean(standin, http, value):
 
 @pytest.mark.parametrize("body", [b"[1]", b"not json", b'"x"', b""])
 def test_a_body_that_is_not_a_json_object_answers_400_0x80048d19(standin, http, body):
-    response = http.patch(standin.url + API + f"contacts({CONTACT})", data=body, timeout=TIMEOUT,
-                          headers={"If-Match": "*", "Content-Type": "application/json"})
+    response = http.patch(
+        standin.url + API + f"contacts({CONTACT})",
+        data=body,
+        timeout=TIMEOUT,
+        headers={"If-Match": "*", "Content-Type": "application/json"},
+    )
     assert response.status_code == 400 and error_of(response)[0] == "0x80048d19"
 
 
 def test_a_json_body_needs_content_type_application_json(standin, http):
-    response = http.patch(standin.url + API + f"contacts({CONTACT})", data=b'{"donotbulkemail": true}',
-                          headers={"If-Match": "*", "Content-Type": "text/plain"}, timeout=TIMEOUT)
+    response = http.patch(
+        standin.url + API + f"contacts({CONTACT})",
+        data=b'{"donotbulkemail": true}',
+        headers={"If-Match": "*", "Content-Type": "text/plain"},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 400 and standin.writes == []
 
 
@@ -237,8 +264,10 @@ def test_get_without_select_returns_every_column_null_when_unset(standin, http):
 def test_get_with_an_unknown_select_column_answers_400_0x0(standin, http):
     response = get(http, standin, f"contacts({CONTACT})", params={"$select": "donotbulkemail,nosuchcolumn"})
     assert response.status_code == 400
-    assert error_of(response) == ("0x0", "Could not find a property named 'nosuchcolumn' on type "
-                                         "'Microsoft.Dynamics.CRM.contact'.")
+    assert error_of(response) == (
+        "0x0",
+        "Could not find a property named 'nosuchcolumn' on type 'Microsoft.Dynamics.CRM.contact'.",
+    )
 
 
 def test_get_of_a_missing_row_answers_404(standin, http):
@@ -256,16 +285,19 @@ def test_whoami_returns_the_fixed_identity(standin, http):
     assert body["BusinessUnitId"] == standin.business_unit_id
 
 
-@pytest.mark.parametrize(("method", "resource", "status"), [
-    ("POST", "WhoAmI", 405),
-    ("POST", f"contacts({CONTACT})", 405),
-    ("DELETE", f"contacts({CONTACT})", 501),   # real, but not modelled: never pretend
-    ("GET", "contacts", 501),
-    ("POST", "$batch", 400),                  # modelled now: a JSON body is not a multipart batch
-    ("GET", "$batch", 405),
-    ("POST", "EntityDefinitions", 501),
-    ("POST", "contacts/Microsoft.Dynamics.CRM.UpdateMultiple", 501),
-])
+@pytest.mark.parametrize(
+    ("method", "resource", "status"),
+    [
+        ("POST", "WhoAmI", 405),
+        ("POST", f"contacts({CONTACT})", 405),
+        ("DELETE", f"contacts({CONTACT})", 501),  # real, but not modelled: never pretend
+        ("GET", "contacts", 501),
+        ("POST", "$batch", 400),  # modelled now: a JSON body is not a multipart batch
+        ("GET", "$batch", 405),
+        ("POST", "EntityDefinitions", 501),
+        ("POST", "contacts/Microsoft.Dynamics.CRM.UpdateMultiple", 501),
+    ],
+)
 def test_other_methods_and_paths_answer_405_or_501(standin, http, method, resource, status):
     response = http.request(method, standin.url + API + resource, json={}, timeout=TIMEOUT)
     assert response.status_code == status
@@ -285,16 +317,25 @@ def test_an_injected_429_carries_retry_after_and_the_next_request_succeeds(stand
     throttled = patch(http, standin, f"contacts({CONTACT})")
     assert throttled.status_code == 429
     assert throttled.headers["Retry-After"] == "2"  # whole seconds, rounded up
-    assert error_of(throttled) == ("0x80072322", "Number of requests exceeded the limit of 6000 over time "
-                                                 "window of 300 seconds.")
+    assert error_of(throttled) == (
+        "0x80072322",
+        "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+    )
     assert standin.writes == []
     assert patch(http, standin, f"contacts({CONTACT})").status_code == 204
     assert [r.status for r in standin.requests] == [429, 204]
 
 
 def test_a_429_always_has_retry_after_and_codes_can_be_overridden(standin, http):
-    standin.inject(Fault(status=429), Fault(status=429, retry_after=0, code="0x80072326",
-                                            message="Number of concurrent requests exceeded the limit of 52."))
+    standin.inject(
+        Fault(status=429),
+        Fault(
+            status=429,
+            retry_after=0,
+            code="0x80072326",
+            message="Number of concurrent requests exceeded the limit of 52.",
+        ),
+    )
     assert get(http, standin, "WhoAmI").headers["Retry-After"] == "1"
     second = get(http, standin, "WhoAmI")
     assert second.headers["Retry-After"] == "0" and error_of(second)[0] == "0x80072326"
@@ -336,10 +377,11 @@ def test_an_injected_delay_provokes_a_client_read_timeout(standin, http):
 
 def test_faults_filter_on_method_and_path_and_queue_fifo(standin, http):
     standin.add_row("lead", LEAD)
-    standin.inject(Fault(status=503, method="PATCH", path_contains="leads("),
-                   Fault(status=502, method="PATCH"), times=2)
+    standin.inject(
+        Fault(status=503, method="PATCH", path_contains="leads("), Fault(status=502, method="PATCH"), times=2
+    )
     assert standin.pending_faults == 4
-    assert get(http, standin, f"leads({LEAD})").status_code == 200          # GET: no match
+    assert get(http, standin, f"leads({LEAD})").status_code == 200  # GET: no match
     assert patch(http, standin, f"contacts({CONTACT})").status_code == 502  # first matching fault
     assert patch(http, standin, f"leads({LEAD})").status_code == 503
     assert patch(http, standin, f"leads({LEAD})").status_code == 503
@@ -399,8 +441,9 @@ def test_seeding_validates_tables_columns_and_ids():
 def test_extra_tables_need_their_entity_set(http):
     with pytest.raises(ValueError):
         DataverseStandIn(tables={"opportunity": ["name"]})
-    with DataverseStandIn(tables={"contact": ["donotbulkemail"], "opportunity": ["name"]},
-                          entity_sets={"opportunity": "opportunities"}) as server:
+    with DataverseStandIn(
+        tables={"contact": ["donotbulkemail"], "opportunity": ["name"]}, entity_sets={"opportunity": "opportunities"}
+    ) as server:
         server.add_row("opportunity", LEAD, name="Deal")
         assert patch(http, server, f"opportunities({LEAD})", {"name": "Big deal"}).status_code == 204
         assert server.row("opportunity", LEAD) == {"opportunityid": LEAD, "name": "Big deal"}
@@ -414,9 +457,17 @@ def test_patched_values_read_back_unchanged():
         server.add_row("account", CONTACT)
 
         @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-        @given(st.fixed_dictionaries({}, optional={
-            "donotbulkemail": st.booleans(), "donotemail": st.none() | st.booleans(),
-            "name": st.text(max_size=20), "emailaddress1": st.none() | st.text(max_size=20)}))
+        @given(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "donotbulkemail": st.booleans(),
+                    "donotemail": st.none() | st.booleans(),
+                    "name": st.text(max_size=20),
+                    "emailaddress1": st.none() | st.text(max_size=20),
+                },
+            )
+        )
         def roundtrip(changes: dict[str, object]) -> None:
             assert patch(session, server, f"accounts({CONTACT})", changes).status_code == 204
             body = get(session, server, f"accounts({CONTACT})").json()
@@ -435,9 +486,12 @@ def test_keep_alive_serves_several_requests_on_one_connection(standin):
     connection = HTTPConnection(host, port, timeout=TIMEOUT)
     try:
         for _ in range(3):
-            connection.request("PATCH", API + f"contacts({CONTACT})", body=b'{"donotbulkemail":true}',
-                               headers={"Authorization": "Bearer local-token", "If-Match": "*",
-                                        "Content-Type": "application/json"})
+            connection.request(
+                "PATCH",
+                API + f"contacts({CONTACT})",
+                body=b'{"donotbulkemail":true}',
+                headers={"Authorization": "Bearer local-token", "If-Match": "*", "Content-Type": "application/json"},
+            )
             response = connection.getresponse()
             assert response.status == 204 and response.read() == b""
             assert not response.will_close

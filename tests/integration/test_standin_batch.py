@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 import requests
 
-from tests.support.dataverse import stop_during_a_request
 from optout_dev.standin import MAX_BATCH_OPERATIONS, DataverseStandIn, Fault, ServiceProtection
+from tests.support.dataverse import stop_during_a_request
 
 A = "a91d3e55-12f0-ef11-be20-6045bd0f2c11"
 B = "5b7c9d1e-2f3a-4b5c-8d9e-0f1a2b3c4d5e"
@@ -42,8 +42,14 @@ def standin() -> Iterator[DataverseStandIn]:
 # ----- building a batch by hand ---------------------------------------------------------------------------
 
 
-def operation(method: str, url: str, body: object = None, *, headers: Sequence[tuple[str, str]] = (),
-              content_id: str | None = None) -> bytes:
+def operation(
+    method: str,
+    url: str,
+    body: object = None,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    content_id: str | None = None,
+) -> bytes:
     """One application/http part's content: MIME headers, blank line, the inner request."""
     out = b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
     if content_id is not None:
@@ -60,17 +66,28 @@ def operation(method: str, url: str, body: object = None, *, headers: Sequence[t
     return out
 
 
-def opt_out(row_id: str, url: str | None = None, *, if_match: str = "*", content_id: str | None = None,
-            changes: object = None) -> bytes:
-    return operation("PATCH", url or f"{API}contacts({row_id})", {"donotbulkemail": True} if changes is None
-                     else changes, headers=[("If-Match", if_match)], content_id=content_id)
+def opt_out(
+    row_id: str, url: str | None = None, *, if_match: str = "*", content_id: str | None = None, changes: object = None
+) -> bytes:
+    return operation(
+        "PATCH",
+        url or f"{API}contacts({row_id})",
+        {"donotbulkemail": True} if changes is None else changes,
+        headers=[("If-Match", if_match)],
+        content_id=content_id,
+    )
 
 
 def changeset(parts: Sequence[bytes], boundary: str = "changeset_7f1c") -> bytes:
     """A changeset part's content: its own Content-Type, blank line, the nested multipart."""
     body = b"".join(b"--" + boundary.encode() + CRLF + part + CRLF for part in parts)
-    return f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n".encode() + body + \
-        b"--" + boundary.encode() + b"--"
+    return (
+        f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n".encode()
+        + body
+        + b"--"
+        + boundary.encode()
+        + b"--"
+    )
 
 
 def multipart(parts: Sequence[bytes], boundary: str = "batch_3a9c") -> bytes:
@@ -78,15 +95,21 @@ def multipart(parts: Sequence[bytes], boundary: str = "batch_3a9c") -> bytes:
     return body + b"--" + boundary.encode() + b"--" + CRLF
 
 
-def post_batch(session: requests.Session, server: DataverseStandIn, body: bytes, *,
-               boundary: str = "batch_3a9c", continue_on_error: bool = False, quoted: bool = False,
-               **kwargs: object) -> requests.Response:
+def post_batch(
+    session: requests.Session,
+    server: DataverseStandIn,
+    body: bytes,
+    *,
+    boundary: str = "batch_3a9c",
+    continue_on_error: bool = False,
+    quoted: bool = False,
+    **kwargs: object,
+) -> requests.Response:
     content_type = f'multipart/mixed; boundary="{boundary}"' if quoted else f"multipart/mixed; boundary={boundary}"
     headers = {"Content-Type": content_type, **dict(kwargs.pop("headers", {}) or {})}  # type: ignore[call-overload]
     if continue_on_error:
         headers["Prefer"] = "odata.continue-on-error"
-    return session.post(server.url + API + "$batch", data=body, headers=headers, timeout=TIMEOUT,
-                        **kwargs)  # type: ignore[arg-type]
+    return session.post(server.url + API + "$batch", data=body, headers=headers, timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
 
 
 # ----- reading a batch answer by hand -----------------------------------------------------------------------
@@ -120,7 +143,7 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
         return []
     assert body.startswith(delimiter + CRLF), body[:80]
     chunks = body.split(CRLF + delimiter)
-    chunks[0] = chunks[0][len(delimiter):]
+    chunks[0] = chunks[0][len(delimiter) :]
     assert chunks[-1] in (b"--", b"--\r\n"), f"not closed: {chunks[-1][-40:]!r}"
     parts = []
     for chunk in chunks[:-1]:
@@ -172,18 +195,24 @@ def error_of(response: requests.Response) -> tuple[str, str]:
 
 @pytest.mark.parametrize("quoted", [False, True])
 def test_a_batch_answers_200_with_one_part_per_operation_in_order(standin, http, quoted):
-    body = multipart([opt_out(A),                                       # absolute path
-                      opt_out(B, f"contacts({B})"),                     # relative to the service root
-                      opt_out(C, f"{standin.url}{API}contacts({C})")])  # absolute URL
+    body = multipart(
+        [
+            opt_out(A),  # absolute path
+            opt_out(B, f"contacts({B})"),  # relative to the service root
+            opt_out(C, f"{standin.url}{API}contacts({C})"),
+        ]
+    )  # absolute URL
     response = post_batch(http, standin, body, quoted=quoted)
     assert response.status_code == 200
-    boundary = re.fullmatch(r"multipart/mixed; boundary=(batchresponse_" + GUID + ")",
-                            response.headers["Content-Type"]).group(1)
+    boundary = re.fullmatch(
+        r"multipart/mixed; boundary=(batchresponse_" + GUID + ")", response.headers["Content-Type"]
+    ).group(1)
     assert boundary != "batch_3a9c"
     parts = parts_of(response)
     assert [part.status for part in parts] == [204, 204, 204]  # type: ignore[union-attr]
     assert [part.headers["odata-entityid"] for part in parts] == [  # type: ignore[union-attr]
-        f"{standin.url}{API}contacts({row_id})" for row_id in (A, B, C)]
+        f"{standin.url}{API}contacts({row_id})" for row_id in (A, B, C)
+    ]
     assert all(part.body == b"" and part.headers["odata-version"] == "4.0" for part in parts)  # type: ignore[union-attr]
     assert standin.writes == [("contact", row_id, {"donotbulkemail": True}) for row_id in (A, B, C)]
     assert standin.client_bugs == []
@@ -205,17 +234,30 @@ def test_a_batch_is_one_request_and_its_operations_are_recorded_separately(stand
         ("PATCH", f"{API}contacts({A})", 204, 1),
         ("PATCH", f"{API}contacts({MISSING})", 404, 1),
         ("GET", f"{API}contacts({B})?$select=donotbulkemail", 200, 1),
-        ("PATCH", f"{API}contacts({C})", 204, 2)]
+        ("PATCH", f"{API}contacts({C})", 204, 2),
+    ]
     assert standin.operations[0].headers["If-Match"] == "*"
     assert standin.operations[0].body == b'{"donotbulkemail": true}'
 
 
 def test_a_get_outside_a_changeset_returns_the_row(standin, http):
     standin.add_row("contact", B, donotbulkemail=True, emailaddress1="b@example.com")
-    response = post_batch(http, standin, multipart([
-        operation("GET", f"{API}contacts({B})?$select=donotbulkemail,emailaddress1",
-                  headers=[("Accept", "application/json")]),
-        operation("GET", f"{API}contacts({MISSING})"), operation("GET", f"{API}WhoAmI")]), continue_on_error=True)
+    response = post_batch(
+        http,
+        standin,
+        multipart(
+            [
+                operation(
+                    "GET",
+                    f"{API}contacts({B})?$select=donotbulkemail,emailaddress1",
+                    headers=[("Accept", "application/json")],
+                ),
+                operation("GET", f"{API}contacts({MISSING})"),
+                operation("GET", f"{API}WhoAmI"),
+            ]
+        ),
+        continue_on_error=True,
+    )
     found, missing, whoami = parts_of(response)
     assert found.status == 200 and found.headers["content-type"].startswith("application/json")  # type: ignore[union-attr]
     row = json.loads(found.body)  # type: ignore[union-attr]
@@ -226,16 +268,22 @@ def test_a_get_outside_a_changeset_returns_the_row(standin, http):
 
 def test_inner_patches_keep_every_rule_of_a_direct_patch(standin, http):
     etag = http.get(f"{standin.url}{API}contacts({A})", timeout=TIMEOUT).json()["@odata.etag"]
-    response = post_batch(http, standin, multipart([
-        opt_out(A, if_match='W/"1"'),                                            # stale etag
-        opt_out(A, changes={"DoNotBulkEmail": True}),                            # unknown column
-        opt_out(A, changes={"donotbulkemail": "true"}),                          # not a boolean
-        operation("PATCH", f"{API}contacts({B})", {"donotbulkemail": True}),     # no If-Match: would upsert
-        opt_out(A, f"{API}Contacts({A})"),                                       # unknown entity set
-        opt_out(A, if_match=etag),                                               # current etag
-        opt_out(A, f"{API}contacts({A})?$select=donotbulkemail", content_id=None,
-                changes={"donotemail": True}),
-    ]), continue_on_error=True)
+    response = post_batch(
+        http,
+        standin,
+        multipart(
+            [
+                opt_out(A, if_match='W/"1"'),  # stale etag
+                opt_out(A, changes={"DoNotBulkEmail": True}),  # unknown column
+                opt_out(A, changes={"donotbulkemail": "true"}),  # not a boolean
+                operation("PATCH", f"{API}contacts({B})", {"donotbulkemail": True}),  # no If-Match: would upsert
+                opt_out(A, f"{API}Contacts({A})"),  # unknown entity set
+                opt_out(A, if_match=etag),  # current etag
+                opt_out(A, f"{API}contacts({A})?$select=donotbulkemail", content_id=None, changes={"donotemail": True}),
+            ]
+        ),
+        continue_on_error=True,
+    )
     statuses = [part.status for part in parts_of(response)]  # type: ignore[union-attr]
     assert statuses == [412, 400, 400, 400, 404, 204, 204]
     codes = [part.error()[0] for part in parts_of(response)[:5]]  # type: ignore[union-attr]
@@ -245,9 +293,20 @@ def test_inner_patches_keep_every_rule_of_a_direct_patch(standin, http):
 
 
 def test_prefer_return_representation_inside_a_batch(standin, http):
-    response = post_batch(http, standin, multipart([operation(
-        "PATCH", f"{API}contacts({A})?$select=donotbulkemail", {"donotbulkemail": True},
-        headers=[("If-Match", "*"), ("Prefer", "return=representation")])]))
+    response = post_batch(
+        http,
+        standin,
+        multipart(
+            [
+                operation(
+                    "PATCH",
+                    f"{API}contacts({A})?$select=donotbulkemail",
+                    {"donotbulkemail": True},
+                    headers=[("If-Match", "*"), ("Prefer", "return=representation")],
+                )
+            ]
+        ),
+    )
     (part,) = parts_of(response)
     assert part.status == 200 and json.loads(part.body)["donotbulkemail"] is True  # type: ignore[union-attr]
 
@@ -284,8 +343,9 @@ def test_a_missing_final_crlf_is_unreadable_too(standin, http):
 
 
 def test_lf_inside_a_json_body_is_fine_when_the_framing_is_crlf(standin, http):
-    body = multipart([operation("PATCH", f"{API}contacts({A})", b'{\n  "donotbulkemail": true\n}',
-                                headers=[("If-Match", "*")])])
+    body = multipart(
+        [operation("PATCH", f"{API}contacts({A})", b'{\n  "donotbulkemail": true\n}', headers=[("If-Match", "*")])]
+    )
     assert post_batch(http, standin, body).status_code == 200
     assert standin.row("contact", A)["donotbulkemail"] is True
 
@@ -304,8 +364,10 @@ def test_changeset_contents_count_toward_the_1000(standin, http):
     response = post_batch(http, standin, body)
     assert response.status_code == 400 and "maximum number of '1000'" in error_of(response)[1]
     oversized = post_batch(http, standin, multipart([changeset([opt_out(A)] * 1001)]))
-    assert error_of(oversized)[1] == ("The current change set contains too many operations. A maximum number "
-                                      "of '1000' operations are allowed in a change set.")
+    assert error_of(oversized)[1] == (
+        "The current change set contains too many operations. A maximum number "
+        "of '1000' operations are allowed in a change set."
+    )
     assert standin.writes == []
 
 
@@ -315,27 +377,37 @@ def test_exactly_1000_operations_run(standin, http):
     assert len(standin.writes) == 1000 and len(standin.requests) == 1
 
 
-@pytest.mark.parametrize(("content_type", "body"), [
-    ("application/json", b"{}"),
-    ("multipart/mixed", multipart([opt_out(A)])),  # no boundary
-])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{}"),
+        ("multipart/mixed", multipart([opt_out(A)])),  # no boundary
+    ],
+)
 def test_a_batch_must_be_multipart_with_a_boundary(standin, http, content_type, body):
-    response = http.post(standin.url + API + "$batch", data=body, headers={"Content-Type": content_type},
-                         timeout=TIMEOUT)
+    response = http.post(
+        standin.url + API + "$batch", data=body, headers={"Content-Type": content_type}, timeout=TIMEOUT
+    )
     assert response.status_code == 400 and error_of(response)[0] == "0x80048d19"
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (multipart([b"Content-Transfer-Encoding: binary\r\n\r\nPATCH contacts HTTP/1.1\r\n\r\n"]), "'Content-Type'"),
-    (multipart([b"Content-Type: application/http\r\n\r\nGET WhoAmI HTTP/1.1\r\n\r\n"]), "Content-Transfer-Encoding"),
-    (multipart([operation("GET", "WhoAmI").replace(b" HTTP/1.1", b"")]), "request line"),
-    (multipart([operation("GET", "WhoAmI").replace(b"HTTP/1.1", b"HTTP/1.0")]), "HTTP version"),
-    (multipart([changeset([operation("GET", f"contacts({A})")])]), "invalid HTTP method 'GET'"),
-    (multipart([changeset([changeset([opt_out(A)], "changeset_inner")])]), "Nested change sets"),
-    (b"--batch_3a9c\r\n" + opt_out(A) + CRLF, "unexpected end of input"),  # never closed
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (multipart([b"Content-Transfer-Encoding: binary\r\n\r\nPATCH contacts HTTP/1.1\r\n\r\n"]), "'Content-Type'"),
+        (
+            multipart([b"Content-Type: application/http\r\n\r\nGET WhoAmI HTTP/1.1\r\n\r\n"]),
+            "Content-Transfer-Encoding",
+        ),
+        (multipart([operation("GET", "WhoAmI").replace(b" HTTP/1.1", b"")]), "request line"),
+        (multipart([operation("GET", "WhoAmI").replace(b"HTTP/1.1", b"HTTP/1.0")]), "HTTP version"),
+        (multipart([changeset([operation("GET", f"contacts({A})")])]), "invalid HTTP method 'GET'"),
+        (multipart([changeset([changeset([opt_out(A)], "changeset_inner")])]), "Nested change sets"),
+        (b"--batch_3a9c\r\n" + opt_out(A) + CRLF, "unexpected end of input"),  # never closed
+    ],
+)
 def test_a_malformed_batch_answers_400_before_anything_runs(standin, http, body, message):
-    response = post_batch(http, standin, multipart([opt_out(B)])[:-len(b"--batch_3a9c--\r\n")] + body)
+    response = post_batch(http, standin, multipart([opt_out(B)])[: -len(b"--batch_3a9c--\r\n")] + body)
     assert response.status_code == 400
     assert response.headers["Content-Type"].startswith("application/json")
     assert message in error_of(response)[1]
@@ -344,9 +416,17 @@ def test_a_malformed_batch_answers_400_before_anything_runs(standin, http, body,
 
 def test_batches_cannot_nest(standin, http):
     inner = multipart([opt_out(A)], "batch_inner")
-    response = post_batch(http, standin, multipart([
-        operation("POST", f"{API}$batch", inner, headers=[("Content-Type", "multipart/mixed; boundary=batch_inner")]),
-    ]))
+    response = post_batch(
+        http,
+        standin,
+        multipart(
+            [
+                operation(
+                    "POST", f"{API}$batch", inner, headers=[("Content-Type", "multipart/mixed; boundary=batch_inner")]
+                ),
+            ]
+        ),
+    )
     assert response.status_code == 400
     (part,) = parts_of(response)
     assert part.status == 400 and standin.writes == []  # type: ignore[union-attr]
@@ -379,11 +459,13 @@ def test_a_failing_first_part_is_the_only_part(standin, http):
     assert standin.writes == []
 
 
-@pytest.mark.parametrize("prefer", ["odata.continue-on-error", "odata.continue-on-error=true",
-                                    'return=minimal, odata.continue-on-error'])
+@pytest.mark.parametrize(
+    "prefer", ["odata.continue-on-error", "odata.continue-on-error=true", "return=minimal, odata.continue-on-error"]
+)
 def test_with_continue_on_error_the_batch_answers_200_and_every_part_its_own_status(standin, http, prefer):
-    response = post_batch(http, standin, multipart([opt_out(MISSING), opt_out(A), opt_out(B)]),
-                          headers={"Prefer": prefer})
+    response = post_batch(
+        http, standin, multipart([opt_out(MISSING), opt_out(A), opt_out(B)]), headers={"Prefer": prefer}
+    )
     assert response.status_code == 200
     parts = parts_of(response)
     assert [part.status for part in parts] == [404, 204, 204]  # type: ignore[union-attr]
@@ -392,8 +474,9 @@ def test_with_continue_on_error_the_batch_answers_200_and_every_part_its_own_sta
 
 
 def test_continue_on_error_false_stops_at_the_first_failure(standin, http):
-    response = post_batch(http, standin, multipart([opt_out(MISSING), opt_out(A)]),
-                          headers={"Prefer": "odata.continue-on-error=false"})
+    response = post_batch(
+        http, standin, multipart([opt_out(MISSING), opt_out(A)]), headers={"Prefer": "odata.continue-on-error=false"}
+    )
     assert response.status_code == 404 and standin.writes == []
 
 
@@ -415,8 +498,13 @@ def test_a_changeset_commits_together_and_answers_in_a_nested_changesetresponse(
 
 
 def test_a_failure_in_a_changeset_rolls_back_that_changeset_only(standin, http):
-    body = multipart([opt_out(C), changeset([opt_out(A, content_id="1"), opt_out(MISSING, content_id="2"),
-                                             opt_out(B, content_id="3")]), opt_out(B)])
+    body = multipart(
+        [
+            opt_out(C),
+            changeset([opt_out(A, content_id="1"), opt_out(MISSING, content_id="2"), opt_out(B, content_id="3")]),
+            opt_out(B),
+        ]
+    )
     response = post_batch(http, standin, body, continue_on_error=True)
     assert response.status_code == 200
     before, rolled_back, after = parts_of(response)
@@ -425,11 +513,13 @@ def test_a_failure_in_a_changeset_rolls_back_that_changeset_only(standin, http):
     assert rolled_back.error()[0] == "0x80040217"
     assert before.status == after.status == 204  # type: ignore[union-attr]
     assert standin.row("contact", A)["donotbulkemail"] is False  # written, then rolled back
-    assert standin.row("contact", B)["donotbulkemail"] is True   # by the last part, outside the changeset
+    assert standin.row("contact", B)["donotbulkemail"] is True  # by the last part, outside the changeset
     assert standin.writes == [("contact", C, {"donotbulkemail": True}), ("contact", B, {"donotbulkemail": True})]
     # The changeset's third operation never ran; its first answered 204 before the rollback.
     assert [(op.path, op.status) for op in standin.operations][1:3] == [
-        (f"{API}contacts({A})", 204), (f"{API}contacts({MISSING})", 404)]
+        (f"{API}contacts({A})", 204),
+        (f"{API}contacts({MISSING})", 404),
+    ]
 
 
 def test_a_failed_changeset_without_continue_on_error_stops_the_batch(standin, http):
@@ -443,14 +533,26 @@ def test_a_failed_changeset_without_continue_on_error_stops_the_batch(standin, h
 
 
 def test_content_id_references_resolve_within_a_changeset(standin, http):
-    body = multipart([changeset([opt_out(A, content_id="1"),
-                                 operation("PATCH", "$1", {"donotemail": True}, headers=[("If-Match", "*")],
-                                           content_id="2")])])
+    body = multipart(
+        [
+            changeset(
+                [
+                    opt_out(A, content_id="1"),
+                    operation("PATCH", "$1", {"donotemail": True}, headers=[("If-Match", "*")], content_id="2"),
+                ]
+            )
+        ]
+    )
     response = post_batch(http, standin, body)
     assert response.status_code == 200
     assert standin.row("contact", A) == {"contactid": A, "donotbulkemail": True, "donotemail": True}
-    undeclared = post_batch(http, standin, multipart([changeset([
-        operation("PATCH", "$7", {"donotemail": False}, headers=[("If-Match", "*")], content_id="1")])]))
+    undeclared = post_batch(
+        http,
+        standin,
+        multipart(
+            [changeset([operation("PATCH", "$7", {"donotemail": False}, headers=[("If-Match", "*")], content_id="1")])]
+        ),
+    )
     assert undeclared.status_code == 400
     (part,) = parts_of(undeclared)
     assert part.error()[1] == "Content-ID Reference: '$7' does not exist in the batch context."  # type: ignore[union-attr]
@@ -459,8 +561,9 @@ def test_content_id_references_resolve_within_a_changeset(standin, http):
 def test_a_changeset_sees_its_own_writes_and_etags(standin, http):
     etag = http.get(f"{standin.url}{API}contacts({A})", timeout=TIMEOUT).json()["@odata.etag"]
     # The first write changes the row, so the etag read before it is stale for the second one.
-    response = post_batch(http, standin, multipart([changeset([opt_out(A, content_id="1"),
-                                                               opt_out(A, if_match=etag, content_id="2")])]))
+    response = post_batch(
+        http, standin, multipart([changeset([opt_out(A, content_id="1"), opt_out(A, if_match=etag, content_id="2")])])
+    )
     assert response.status_code == 412
     assert standin.writes == [] and standin.row("contact", A)["donotbulkemail"] is False
 
@@ -470,10 +573,11 @@ def test_a_row_deleted_while_its_changeset_runs_fails_the_commit(http):
         server.add_row("contact", A)
         server.add_row("contact", B)
         answer: list[requests.Response] = []
-        thread = threading.Thread(target=lambda: answer.append(post_batch(
-            http, server, multipart([changeset([opt_out(A), opt_out(B)])]))))
+        thread = threading.Thread(
+            target=lambda: answer.append(post_batch(http, server, multipart([changeset([opt_out(A), opt_out(B)])])))
+        )
         thread.start()
-        time.sleep(0.1)             # A is written to its copy; B's operation waits out its service time
+        time.sleep(0.1)  # A is written to its copy; B's operation waits out its service time
         server.delete_row("contact", A)
         thread.join(timeout=TIMEOUT)
         assert answer[0].status_code == 404
@@ -485,8 +589,9 @@ def test_a_row_deleted_while_its_changeset_runs_fails_the_commit(http):
 
 def test_an_inner_fault_fails_one_part_while_the_others_succeed(standin, http):
     standin.inject(Fault(status=429, retry_after=2.5, inner=True, path_contains=f"contacts({C})"))
-    response = post_batch(http, standin, multipart([opt_out(A), opt_out(B), opt_out(C), opt_out(B)]),
-                          continue_on_error=True)
+    response = post_batch(
+        http, standin, multipart([opt_out(A), opt_out(B), opt_out(C), opt_out(B)]), continue_on_error=True
+    )
     assert response.status_code == 200
     parts = parts_of(response)
     assert [part.status for part in parts] == [204, 204, 429, 204]  # type: ignore[union-attr]
@@ -545,14 +650,26 @@ def test_inner_faults_can_come_at_a_seeded_rate(http):
 
 
 def test_the_outer_request_is_authenticated_and_inner_authorization_headers_are_ignored(standin, http):
-    inner_with_token = operation("PATCH", f"{API}contacts({A})", {"donotbulkemail": True},
-                                 headers=[("If-Match", "*"), ("Authorization", "Bearer local-token")])
-    anonymous = requests.post(standin.url + API + "$batch", data=multipart([inner_with_token]), timeout=TIMEOUT,
-                              headers={"Content-Type": "multipart/mixed; boundary=batch_3a9c"})
+    inner_with_token = operation(
+        "PATCH",
+        f"{API}contacts({A})",
+        {"donotbulkemail": True},
+        headers=[("If-Match", "*"), ("Authorization", "Bearer local-token")],
+    )
+    anonymous = requests.post(
+        standin.url + API + "$batch",
+        data=multipart([inner_with_token]),
+        timeout=TIMEOUT,
+        headers={"Content-Type": "multipart/mixed; boundary=batch_3a9c"},
+    )
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer ")
     assert standin.writes == [] and standin.operations == []
-    inner_wrong = operation("PATCH", f"{API}contacts({A})", {"donotbulkemail": True},
-                            headers=[("If-Match", "*"), ("Authorization", "Bearer wrong")])
+    inner_wrong = operation(
+        "PATCH",
+        f"{API}contacts({A})",
+        {"donotbulkemail": True},
+        headers=[("If-Match", "*"), ("Authorization", "Bearer wrong")],
+    )
     assert post_batch(http, standin, multipart([inner_wrong])).status_code == 200
     assert "Authorization" not in standin.operations[0].headers
 
@@ -580,8 +697,10 @@ def test_the_request_after_n_in_the_window_gets_429_with_retry_after_and_the_win
         assert [whoami(http, server).status_code for _ in range(2)] == [200, 200]
         throttled = whoami(http, server)
         assert throttled.status_code == 429
-        assert error_of(throttled) == ("0x80072322", "Number of requests exceeded the limit of 3 over time "
-                                                     "window of 1.5 seconds.")
+        assert error_of(throttled) == (
+            "0x80072322",
+            "Number of requests exceeded the limit of 3 over time window of 1.5 seconds.",
+        )
         assert throttled.headers["Retry-After"] == "1"  # the first request leaves the window in ~0.9 s
         assert server.throttled == 1
         time.sleep(max(0.0, first_sent + 1.55 - time.monotonic()))  # the first request has slid out ...
@@ -625,8 +744,7 @@ def test_a_batch_counts_once_toward_the_request_limit(standin, http):
 
 
 def test_concurrent_requests_beyond_the_limit_get_429_0x80072326_at_once(http):
-    with DataverseStandIn(protection=ServiceProtection(requests=100, window=60, concurrent=2),
-                          latency=0.4) as server:
+    with DataverseStandIn(protection=ServiceProtection(requests=100, window=60, concurrent=2), latency=0.4) as server:
         gate = threading.Barrier(4)
         answers: list[tuple[int, float, requests.Response]] = []
         lock = threading.Lock()
@@ -666,14 +784,17 @@ def test_concurrent_requests_beyond_the_limit_get_429_0x80072326_at_once(http):
 def test_combined_execution_time_beyond_the_limit_gets_429_0x80072321(http):
     protection = ServiceProtection(requests=100, window=2, concurrent=10, execution_ms=150)
     with DataverseStandIn(protection=protection, latency=0.1) as server:
-        assert whoami(http, server).status_code == 200          # ~100 ms
-        assert whoami(http, server).status_code == 200          # ~200 ms: over the limit now
+        assert whoami(http, server).status_code == 200  # ~100 ms
+        assert whoami(http, server).status_code == 200  # ~200 ms: over the limit now
         throttled = whoami(http, server)
         assert throttled.status_code == 429
-        assert error_of(throttled) == ("0x80072321", "Combined execution time of incoming requests exceeded "
-                                                     "limit of 150 milliseconds over time window of 2 seconds. "
-                                                     "Decrease number of concurrent requests or reduce the "
-                                                     "duration of requests and try again later.")
+        assert error_of(throttled) == (
+            "0x80072321",
+            "Combined execution time of incoming requests exceeded "
+            "limit of 150 milliseconds over time window of 2 seconds. "
+            "Decrease number of concurrent requests or reduce the "
+            "duration of requests and try again later.",
+        )
         assert throttled.headers["Retry-After"] == "2"
         assert server.window_stats().execution_ms_in_window >= 200
 
@@ -740,8 +861,10 @@ def test_stop_does_not_wait_out_the_service_time():
     assert stopped and outcome == [requests.ConnectionError]
 
 
-@pytest.mark.parametrize("kwargs", [{"requests": 0}, {"requests": 1.5}, {"window": 0}, {"concurrent": 0},
-                                    {"execution_ms": 0}, {"requests": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"requests": 0}, {"requests": 1.5}, {"window": 0}, {"concurrent": 0}, {"execution_ms": 0}, {"requests": True}],
+)
 def test_invalid_protection_is_refused(kwargs):
     with pytest.raises(ValueError):
         ServiceProtection(**kwargs)
@@ -756,24 +879,35 @@ def test_invalid_latency_and_protection_types_are_refused():
 
 # ----- EntityDefinitions, as the official Python SDK reads them --------------------------------------------------
 
-SDK_HEADERS = {"Accept": "application/json", "Content-Type": "application/json", "OData-MaxVersion": "4.0",
-               "OData-Version": "4.0", "User-Agent": "DataverseSvcPythonClient:1.1.0",
-               "x-ms-client-request-id": str(uuid.uuid4())}
+SDK_HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "User-Agent": "DataverseSvcPythonClient:1.1.0",
+    "x-ms-client-request-id": str(uuid.uuid4()),
+}
 
 
 def sdk_get(session: requests.Session, server: DataverseStandIn, path: str, **params: str) -> requests.Response:
-    return session.get(f"{server.url}/api/data/v9.2/{path}", params=params or None, headers=SDK_HEADERS,
-                       timeout=TIMEOUT)
+    return session.get(
+        f"{server.url}/api/data/v9.2/{path}", params=params or None, headers=SDK_HEADERS, timeout=TIMEOUT
+    )
 
 
 def test_the_sdks_entity_set_lookup_gets_a_collection_with_the_entity_set(standin, http):
     # PowerPlatform-Dataverse-Client 1.1.0, _entity_set_from_schema_name(): exactly these params.
-    response = sdk_get(http, standin, "EntityDefinitions", **{
-        "$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contact'"})
+    response = sdk_get(
+        http,
+        standin,
+        "EntityDefinitions",
+        **{"$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contact'"},
+    )
     assert response.status_code == 200
     body = response.json()
-    assert body["@odata.context"] == (f"{standin.url}{API}$metadata#EntityDefinitions"
-                                      "(LogicalName,EntitySetName,PrimaryIdAttribute)")
+    assert body["@odata.context"] == (
+        f"{standin.url}{API}$metadata#EntityDefinitions(LogicalName,EntitySetName,PrimaryIdAttribute)"
+    )
     (entity,) = body["value"]
     assert re.fullmatch(GUID, entity.pop("MetadataId"))  # always there: it is the key
     assert entity == {"LogicalName": "contact", "EntitySetName": "contacts", "PrimaryIdAttribute": "contactid"}
@@ -781,43 +915,72 @@ def test_the_sdks_entity_set_lookup_gets_a_collection_with_the_entity_set(standi
 
 def test_the_sdks_table_lookup_gets_schema_and_primary_names(standin, http):
     # _get_entity_by_table_schema_name() / tables.get()
-    response = sdk_get(http, standin, "EntityDefinitions", **{
-        "$select": "MetadataId,LogicalName,SchemaName,EntitySetName,PrimaryNameAttribute,PrimaryIdAttribute",
-        "$filter": "LogicalName eq 'lead'"})
+    response = sdk_get(
+        http,
+        standin,
+        "EntityDefinitions",
+        **{
+            "$select": "MetadataId,LogicalName,SchemaName,EntitySetName,PrimaryNameAttribute,PrimaryIdAttribute",
+            "$filter": "LogicalName eq 'lead'",
+        },
+    )
     (entity,) = response.json()["value"]
     assert entity["SchemaName"] == "Lead" and entity["EntitySetName"] == "leads"
     assert entity["PrimaryNameAttribute"] == "fullname" and entity["PrimaryIdAttribute"] == "leadid"
-    assert list(entity) == ["MetadataId", "LogicalName", "SchemaName", "EntitySetName", "PrimaryNameAttribute",
-                            "PrimaryIdAttribute"]
+    assert list(entity) == [
+        "MetadataId",
+        "LogicalName",
+        "SchemaName",
+        "EntitySetName",
+        "PrimaryNameAttribute",
+        "PrimaryIdAttribute",
+    ]
 
 
 def test_an_unknown_table_gives_an_empty_collection(standin, http):
-    response = sdk_get(http, standin, "EntityDefinitions", **{
-        "$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contacts'"})
+    response = sdk_get(
+        http,
+        standin,
+        "EntityDefinitions",
+        **{"$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contacts'"},
+    )
     assert response.status_code == 200 and response.json()["value"] == []
 
 
 def test_the_sdks_picklist_lookup_for_string_values_finds_none(standin, http):
     # _bulk_fetch_picklists(): the stand-in's columns are Boolean and text, so no picklists.
-    response = http.get(f"{standin.url}{API}EntityDefinitions(LogicalName='contact')/Attributes/"
-                        "Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName"
-                        "&$expand=OptionSet($select=Options)", headers=SDK_HEADERS, timeout=TIMEOUT)
+    response = http.get(
+        f"{standin.url}{API}EntityDefinitions(LogicalName='contact')/Attributes/"
+        "Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName"
+        "&$expand=OptionSet($select=Options)",
+        headers=SDK_HEADERS,
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200 and response.json()["value"] == []
 
 
 def test_the_sdk_flow_for_records_update(standin, http):
-    lookup = sdk_get(http, standin, "EntityDefinitions", **{
-        "$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contact'"})
+    lookup = sdk_get(
+        http,
+        standin,
+        "EntityDefinitions",
+        **{"$select": "LogicalName,EntitySetName,PrimaryIdAttribute", "$filter": "LogicalName eq 'contact'"},
+    )
     entity_set = lookup.json()["value"][0]["EntitySetName"]
-    update = http.patch(f"{standin.url}/api/data/v9.2/{entity_set}({A})", data=b'{"donotbulkemail": true}',
-                        headers={**SDK_HEADERS, "If-Match": "*"}, timeout=TIMEOUT)
+    update = http.patch(
+        f"{standin.url}/api/data/v9.2/{entity_set}({A})",
+        data=b'{"donotbulkemail": true}',
+        headers={**SDK_HEADERS, "If-Match": "*"},
+        timeout=TIMEOUT,
+    )
     assert update.status_code == 204 and standin.row("contact", A)["donotbulkemail"] is True
     assert standin.client_bugs == []
 
 
 def test_one_table_by_logical_name_or_metadata_id(standin, http):
-    single = sdk_get(http, standin, "EntityDefinitions(LogicalName='account')", **{
-        "$select": "LogicalName,EntitySetName"})
+    single = sdk_get(
+        http, standin, "EntityDefinitions(LogicalName='account')", **{"$select": "LogicalName,EntitySetName"}
+    )
     body = single.json()
     assert body["@odata.context"].endswith("#EntityDefinitions(LogicalName,EntitySetName)/$entity")
     assert (body["LogicalName"], body["EntitySetName"]) == ("account", "accounts")
@@ -827,22 +990,33 @@ def test_one_table_by_logical_name_or_metadata_id(standin, http):
 
 
 def test_every_table_without_a_filter_and_extra_tables_included(http):
-    with DataverseStandIn(tables={"contact": ["donotbulkemail"], "concep_emailcampaignlog": ["concep_activitytype"]},
-                          entity_sets={"concep_emailcampaignlog": "concep_emailcampaignlogs"}) as server:
+    with DataverseStandIn(
+        tables={"contact": ["donotbulkemail"], "concep_emailcampaignlog": ["concep_activitytype"]},
+        entity_sets={"concep_emailcampaignlog": "concep_emailcampaignlogs"},
+    ) as server:
         items = sdk_get(http, server, "EntityDefinitions", **{"$select": "LogicalName,EntitySetName"}).json()["value"]
         assert {(item["LogicalName"], item["EntitySetName"]) for item in items} == {
-            ("contact", "contacts"), ("concep_emailcampaignlog", "concep_emailcampaignlogs")}
-        custom = sdk_get(http, server, "EntityDefinitions", **{
-            "$filter": "EntitySetName eq 'concep_emailcampaignlogs' and IsCustomEntity eq true"}).json()["value"]
+            ("contact", "contacts"),
+            ("concep_emailcampaignlog", "concep_emailcampaignlogs"),
+        }
+        custom = sdk_get(
+            http,
+            server,
+            "EntityDefinitions",
+            **{"$filter": "EntitySetName eq 'concep_emailcampaignlogs' and IsCustomEntity eq true"},
+        ).json()["value"]
         assert [item["PrimaryIdAttribute"] for item in custom] == ["concep_emailcampaignlogid"]
 
 
-@pytest.mark.parametrize(("params", "status"), [
-    ({"$select": "LogicalName,Nope"}, 400),
-    ({"$filter": "Nope eq 'x'"}, 400),
-    ({"$filter": "startswith(LogicalName,'con')"}, 501),
-    ({"$expand": "Attributes"}, 501),
-])
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"$select": "LogicalName,Nope"}, 400),
+        ({"$filter": "Nope eq 'x'"}, 400),
+        ({"$filter": "startswith(LogicalName,'con')"}, 501),
+        ({"$expand": "Attributes"}, 501),
+    ],
+)
 def test_metadata_queries_outside_the_model_are_refused_loudly(standin, http, params, status):
     assert sdk_get(http, standin, "EntityDefinitions", **params).status_code == status
 
