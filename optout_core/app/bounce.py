@@ -32,8 +32,10 @@ def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
         changes = bounce_changes(services.settings.bounce_update, item)
         if changes is None:
             done = True
-            return log_outcome(record.but(outcome=Outcome.APPLIED,
-                                          reason="audit only: BOUNCE_UPDATE is empty, nothing written"), started)
+            return log_outcome(
+                record.but(outcome=Outcome.APPLIED, reason="audit only: BOUNCE_UPDATE is empty, nothing written"),
+                started,
+            )
         try:
             # A redelivered or put-back work item may have been applied by an attempt whose answer was lost
             # (or whose lock expired): the row is read back first and written only if it does not hold it.

@@ -58,16 +58,23 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
     return [r for r in results if r is not None]
 
 
-def _write_groups(groups: dict[tuple[str, str], _Group], msgs: Sequence[InboundMessage], services: Services,
-                  results: list[OutcomeRecord | None], finished: set[str], started: float) -> None:
+def _write_groups(
+    groups: dict[tuple[str, str], _Group],
+    msgs: Sequence[InboundMessage],
+    services: Services,
+    results: list[OutcomeRecord | None],
+    finished: set[str],
+    started: float,
+) -> None:
     from optout_core.dataverse.client import Write  # the client module loads with the first batch, not at indexing
 
     update = services.settings.opt_out_update
     writes = [Write(table, row_id, update) for table, row_id in groups]
     # A redelivered or put-back work item may have been applied by an attempt whose answer was lost:
     # the batch then reads the rows back first (one GET batch) and writes only what is missing.
-    again = any((msgs[i].delivery_count or 1) > 1 or item.reschedules
-                for members in groups.values() for i, _, item in members)
+    again = any(
+        (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
+    )
     result = services.dataverse.update_many(writes, verify_first=again)
     requests = result.requests  # the batch's requests are reported once, on its first message
     for members, outcome in zip(groups.values(), result.outcomes, strict=True):

@@ -64,7 +64,8 @@ class outcome_or_retry:  # noqa: N801 - used as a statement: ``with outcome_or_r
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Exception):
-            log_outcome(self.record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]), self.started)
-        return False
+            log_outcome(
+                self.record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]), self.started
+            )

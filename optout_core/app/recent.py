@@ -17,8 +17,9 @@ from collections.abc import Callable
 class RecentWork:
     """Keys of work this process finished recently (bounded by count and age), and of work in flight."""
 
-    def __init__(self, *, capacity: int = 20_000, ttl: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, capacity: int = 20_000, ttl: float = 900.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._capacity, self._ttl, self._clock = capacity, ttl, clock
         self._done: OrderedDict[str, float] = OrderedDict()
         self._in_flight: set[str] = set()

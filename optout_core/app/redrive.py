@@ -45,8 +45,8 @@ class Source:
 def parse_source(text: str, settings: Settings) -> Source:
     if text == REJECTED:
         return Source(settings.rejected_queue, dead_letter=False)
-    if text.startswith(DEAD_LETTER_PREFIX) and is_queue_name(text[len(DEAD_LETTER_PREFIX):]):
-        return Source(text[len(DEAD_LETTER_PREFIX):], dead_letter=True)
+    if text.startswith(DEAD_LETTER_PREFIX) and is_queue_name(text[len(DEAD_LETTER_PREFIX) :]):
+        return Source(text[len(DEAD_LETTER_PREFIX) :], dead_letter=True)
     raise UsageError(f"--from must be {REJECTED!r} or 'deadletter:<queue>', not {text!r}")
 
 
@@ -55,7 +55,7 @@ class Held:
     """What redrive reads from one received or peeked message (application properties decoded to str)."""
 
     message_id: str
-    body: bytes | None                    # None: not a data body (never from this app), left in place
+    body: bytes | None  # None: not a data body (never from this app), left in place
     content_type: str | None = None
     correlation_id: str | None = None
     subject: str | None = None
@@ -66,15 +66,22 @@ class Held:
     def from_sdk(cls, message: Any) -> Held:
         """Adapt an ``azure.servicebus.ServiceBusReceivedMessage`` (its property keys and strings are bytes)."""
         properties = {_text(k): _text(v) for k, v in (message.application_properties or {}).items()}
-        return cls(message_id=message.message_id or "", body=_body(message), content_type=message.content_type,
-                   correlation_id=message.correlation_id, subject=message.subject,
-                   application_properties=properties, sequence_number=message.sequence_number)
+        return cls(
+            message_id=message.message_id or "",
+            body=_body(message),
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            subject=message.subject,
+            application_properties=properties,
+            sequence_number=message.sequence_number,
+        )
 
 
 def target_for(held: Held, source: Source, settings: Settings, to: str | None) -> tuple[str | None, str | None]:
     """``(target queue, None)``, or ``(None, why it is skipped)``."""
     if held.body is None:
         return None, NOT_DATA
+    target: str | None
     if to:
         target = to
     elif source.dead_letter:
@@ -105,9 +112,15 @@ def redrive_copy(held: Held, target: str) -> OutboundMessage:
     properties = dict(held.application_properties)
     properties[REDRIVE_COUNT] = _count(properties.get(REDRIVE_COUNT)) + 1
     message_id = f"{properties.get('original_message_id') or held.message_id}:redrive{properties[REDRIVE_COUNT]}"
-    return OutboundMessage(queue=target, body=held.body or b"", message_id=message_id,
-                           content_type=held.content_type, correlation_id=held.correlation_id,
-                           subject=held.subject, application_properties=properties)
+    return OutboundMessage(
+        queue=target,
+        body=held.body or b"",
+        message_id=message_id,
+        content_type=held.content_type,
+        correlation_id=held.correlation_id,
+        subject=held.subject,
+        application_properties=properties,
+    )
 
 
 def reason_of(held: Held, source: Source) -> str:
@@ -137,8 +150,10 @@ class Tally:
 def summary(tally: Tally, source: Source, *, dry_run: bool) -> list[str]:
     """The report printed at the end."""
     moved, skipped = ("would move", "would skip") if dry_run else ("moved", "skipped")
-    lines = [f"redrive from {source}{' (dry run: nothing locked, settled or sent)' if dry_run else ''}: "
-             f"{tally.moved} {moved}, {tally.skipped} {skipped}"]
+    lines = [
+        f"redrive from {source}{' (dry run: nothing locked, settled or sent)' if dry_run else ''}: "
+        f"{tally.moved} {moved}, {tally.skipped} {skipped}"
+    ]
     if tally.by_target:
         lines.append(f"  {moved} to: " + ", ".join(f"{q} {n}" for q, n in sorted(tally.by_target.items())))
     if tally.by_skip:

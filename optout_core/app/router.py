@@ -23,18 +23,31 @@ def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
     """Decide, then forward the work item, or keep the rejected message."""
     started = time.perf_counter()
     settings = services.settings
-    decision = decide(msg.body, settings, content_type=msg.content_type, properties=msg.application_properties)
-    if isinstance(decision, RowRequest):
-        context = decision.context
-        reading = OutcomeRecord(function=ROUTER.name, outcome=Outcome.ROUTED, log_id=context.primary_id,
-                                operation_id=context.operation_id, correlation_id=context.correlation_id,
-                                message_id=msg.message_id, delivery_count=msg.delivery_count)
+    decided = decide(msg.body, settings, content_type=msg.content_type, properties=msg.application_properties)
+    if isinstance(decided, RowRequest):
+        context = decided.context
+        reading = OutcomeRecord(
+            function=ROUTER.name,
+            outcome=Outcome.ROUTED,
+            log_id=context.primary_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+            message_id=msg.message_id,
+            delivery_count=msg.delivery_count,
+        )
         with outcome_or_retry(reading, started):  # a failed read is handed back to Service Bus, and logged
-            decision = _decide_from_row(decision, services)
+            decision = _decide_from_row(decided, services)
+    else:
+        decision = decided
     record = OutcomeRecord(
-        function=ROUTER.name, outcome=decision.outcome, reason=decision.reason,
-        log_id=decision.log_id, operation_id=decision.operation_id, correlation_id=decision.correlation_id,
-        message_id=msg.message_id, delivery_count=msg.delivery_count,
+        function=ROUTER.name,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        log_id=decision.log_id,
+        operation_id=decision.operation_id,
+        correlation_id=decision.correlation_id,
+        message_id=msg.message_id,
+        delivery_count=msg.delivery_count,
         route=str(decision.route) if decision.route else None,
         activity_type=decision.activity_type.name if decision.activity_type else None,
         recipient=str(decision.recipient) if decision.recipient else None,
@@ -53,12 +66,17 @@ def _decide_from_row(request: RowRequest, services: Services) -> Decision:
     try:
         row = services.dataverse.read_row(request.entity_set, request.log_id, request.select)
     except OptOutError as exc:
-        step = next_step(exc.failure, attempt=exc.attempts, put_backs=0, policy=services.settings.failure_policy,
-                         can_put_back=False)
+        step = next_step(
+            exc.failure, attempt=exc.attempts, put_backs=0, policy=services.settings.failure_policy, can_put_back=False
+        )
         if not isinstance(step, Reject):
             raise
         context = request.context
-        return Decision(Outcome.REJECTED, f"the context was trimmed and reading campaign log {request.log_id} "
-                                          f"failed: {exc}", log_id=context.primary_id,
-                        operation_id=context.operation_id, correlation_id=context.correlation_id)
+        return Decision(
+            Outcome.REJECTED,
+            f"the context was trimmed and reading campaign log {request.log_id} failed: {exc}",
+            log_id=context.primary_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+        )
     return decide_row(request, row, services.settings)

@@ -39,8 +39,14 @@ class Dataverse(Protocol):
 class Services:
     """Settings plus the clients built from them. Clients are created on first use and reused."""
 
-    def __init__(self, settings: Settings, *, sender: QueueSender | None = None, dataverse: Dataverse | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sender: QueueSender | None = None,
+        dataverse: Dataverse | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self._sender = sender
         self._dataverse = dataverse
@@ -68,10 +74,17 @@ def build_dataverse_client(settings: Settings) -> DataverseClient:
     from optout_core.dataverse.client import DataverseClient
 
     if not settings.dataverse_url:
-        raise SettingsError("DATAVERSE_URL is not set: BulkEmailOptOut and BounceDetail need the "
-                            "environment URL, e.g. https://contoso.crm.dynamics.com")
-    return DataverseClient(settings.dataverse_url, dataverse_credential(settings), retry=settings.retry,
-                           timeout=settings.dataverse_timeout, max_concurrency=settings.dataverse_concurrency)
+        raise SettingsError(
+            "DATAVERSE_URL is not set: BulkEmailOptOut and BounceDetail need the "
+            "environment URL, e.g. https://contoso.crm.dynamics.com"
+        )
+    return DataverseClient(
+        settings.dataverse_url,
+        dataverse_credential(settings),
+        retry=settings.retry,
+        timeout=settings.dataverse_timeout,
+        max_concurrency=settings.dataverse_concurrency,
+    )
 
 
 _installed: Services | None = None

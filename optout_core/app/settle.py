@@ -24,12 +24,18 @@ from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
 
 
-def take_in(function: Function, msg: InboundMessage, services: Services, started: float
-            ) -> OutcomeRecord | tuple[OutcomeRecord, WorkItem]:
+def take_in(
+    function: Function, msg: InboundMessage, services: Services, started: float
+) -> OutcomeRecord | tuple[OutcomeRecord, WorkItem]:
     """The work item of a writer's message with its log fields, or the rejection (already kept)."""
     assert function.route is not None
-    record = OutcomeRecord(function=function.name, outcome=Outcome.REJECTED, message_id=msg.message_id,
-                           delivery_count=msg.delivery_count, route=str(function.route))
+    record = OutcomeRecord(
+        function=function.name,
+        outcome=Outcome.REJECTED,
+        message_id=msg.message_id,
+        delivery_count=msg.delivery_count,
+        route=str(function.route),
+    )
     try:
         item = WorkItem.from_json(msg.body)
         if item.route is not function.route:
@@ -37,24 +43,40 @@ def take_in(function: Function, msg: InboundMessage, services: Services, started
     except PermanentError as exc:
         return reject(record, msg, str(exc), services, started)
     code = None if item.activity_code is None else str(item.activity_code)
-    return record.but(log_id=item.log_id, operation_id=item.operation_id, correlation_id=item.correlation_id,
-                      recipient=str(item.recipient), activity_type=item.activity_type or code), item
+    return record.but(
+        log_id=item.log_id,
+        operation_id=item.operation_id,
+        correlation_id=item.correlation_id,
+        recipient=str(item.recipient),
+        activity_type=item.activity_type or code,
+    ), item
 
 
 def duplicate(record: OutcomeRecord, item: WorkItem, started: float) -> OutcomeRecord:
-    return log_outcome(record.but(outcome=Outcome.IGNORED,
-                                  reason=f"duplicate: work item {item.key} was already handled by this worker"), started)
+    return log_outcome(
+        record.but(
+            outcome=Outcome.IGNORED, reason=f"duplicate: work item {item.key} was already handled by this worker"
+        ),
+        started,
+    )
 
 
 def recipient_missing(item: WorkItem) -> str:
     return f"{item.recipient.table} {item.recipient.id} does not exist (deleted or merged); not re-created"
 
 
-def after_failure(record: OutcomeRecord, item: WorkItem, msg: InboundMessage, error: DataverseError,
-                  services: Services, started: float) -> OutcomeRecord:
+def after_failure(
+    record: OutcomeRecord,
+    item: WorkItem,
+    msg: InboundMessage,
+    error: DataverseError,
+    services: Services,
+    started: float,
+) -> OutcomeRecord:
     """Act on what the failure policy says about a write that failed: put back, reject, or hand back."""
-    step = next_step(error.failure, attempt=error.attempts, put_backs=item.reschedules,
-                     policy=services.settings.failure_policy)
+    step = next_step(
+        error.failure, attempt=error.attempts, put_backs=item.reschedules, policy=services.settings.failure_policy
+    )
     if isinstance(step, Reject):
         return reject(record, msg, step.reason, services, started)
     if isinstance(step, HandBack):
@@ -63,21 +85,27 @@ def after_failure(record: OutcomeRecord, item: WorkItem, msg: InboundMessage, er
     return put_back(record, item, step.delay, services, started, cause=str(error))
 
 
-def put_back(record: OutcomeRecord, item: WorkItem, delay: float, services: Services, started: float, *,
-             cause: str) -> OutcomeRecord:
+def put_back(
+    record: OutcomeRecord, item: WorkItem, delay: float, services: Services, started: float, *, cause: str
+) -> OutcomeRecord:
     """Put the work item back on its queue, due after ``delay`` seconds, instead of holding a worker thread or
     using up the queue's delivery count (a long Retry-After, or one failed part of a batch)."""
     later = replace(item, reschedules=item.reschedules + 1)
     due = datetime.now(UTC) + timedelta(seconds=delay)
     with outcome_or_retry(record, started):
         services.sender.send(forward(later, services.settings, not_before=due))
-    return log_outcome(record.but(outcome=Outcome.RESCHEDULED,
-                                  reason=f"{cause}, waiting {delay:g} s: due again at "
-                                         f"{due:%Y-%m-%dT%H:%M:%SZ} as {later.message_id}"), started)
+    return log_outcome(
+        record.but(
+            outcome=Outcome.RESCHEDULED,
+            reason=f"{cause}, waiting {delay:g} s: due again at {due:%Y-%m-%dT%H:%M:%SZ} as {later.message_id}",
+        ),
+        started,
+    )
 
 
-def reject(record: OutcomeRecord, msg: InboundMessage, reason: str, services: Services,
-           started: float) -> OutcomeRecord:
+def reject(
+    record: OutcomeRecord, msg: InboundMessage, reason: str, services: Services, started: float
+) -> OutcomeRecord:
     """Keep the message, with its reason, on the rejected queue; the original then completes."""
     record = record.but(outcome=Outcome.REJECTED, reason=reason)
     with outcome_or_retry(record, started):
@@ -85,8 +113,9 @@ def reject(record: OutcomeRecord, msg: InboundMessage, reason: str, services: Se
     return log_outcome(record, started)
 
 
-def forward(item: WorkItem, settings: Settings, *, source_message_id: str = "",
-            not_before: datetime | None = None) -> OutboundMessage:
+def forward(
+    item: WorkItem, settings: Settings, *, source_message_id: str = "", not_before: datetime | None = None
+) -> OutboundMessage:
     """The work item as a message to the trigger queue of the function that does its work."""
     properties = {
         "log_id": item.log_id,
@@ -100,9 +129,14 @@ def forward(item: WorkItem, settings: Settings, *, source_message_id: str = "",
         "reschedules": item.reschedules or None,
     }
     return OutboundMessage(
-        queue=settings.queue(function_for(item.route)), body=item.to_json(), message_id=item.message_id,
-        correlation_id=item.correlation_id, subject=str(item.route), application_properties=_present(properties),
-        scheduled_enqueue_time=not_before)
+        queue=settings.queue(function_for(item.route)),
+        body=item.to_json(),
+        message_id=item.message_id,
+        correlation_id=item.correlation_id,
+        subject=str(item.route),
+        application_properties=_present(properties),
+        scheduled_enqueue_time=not_before,
+    )
 
 
 def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settings: Settings) -> OutboundMessage:
@@ -115,11 +149,18 @@ def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settin
         "original_message_id": msg.message_id or None,
         "original_delivery_count": msg.delivery_count,
     }
-    message_id = (f"{msg.message_id}:rejected" if msg.message_id
-                  else hashlib.sha256(msg.body).hexdigest()[:32] + ":rejected")
+    message_id = (
+        f"{msg.message_id}:rejected" if msg.message_id else hashlib.sha256(msg.body).hexdigest()[:32] + ":rejected"
+    )
     return OutboundMessage(
-        queue=settings.rejected_queue, body=msg.body, message_id=message_id, content_type=msg.content_type,
-        correlation_id=msg.correlation_id, subject=function, application_properties=_present(properties))
+        queue=settings.rejected_queue,
+        body=msg.body,
+        message_id=message_id,
+        content_type=msg.content_type,
+        correlation_id=msg.correlation_id,
+        subject=function,
+        application_properties=_present(properties),
+    )
 
 
 def _present(properties: Mapping[str, Any]) -> dict[str, str | int | float | bool]:

@@ -43,14 +43,18 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     from optout_core.dataverse.client import DataverseClient
 
     if not settings.dataverse_url:
-        return Diagnosis(False, "DATAVERSE_URL is not set: use your environment's URL, e.g. "
-                                "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)")
+        return Diagnosis(
+            False,
+            "DATAVERSE_URL is not set: use your environment's URL, e.g. "
+            "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)",
+        )
     try:
         credential = credential or dataverse_credential(settings)
     except SettingsError as exc:
         return Diagnosis(False, str(exc))
-    client = DataverseClient(settings.dataverse_url, credential, retry=RetryPolicy(attempts=1),
-                             timeout=min(settings.dataverse_timeout, 15.0))
+    client = DataverseClient(
+        settings.dataverse_url, credential, retry=RetryPolicy(attempts=1), timeout=min(settings.dataverse_timeout, 15.0)
+    )
     try:
         who = client.whoami()
     except DataverseError as exc:
@@ -62,15 +66,20 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     organization = str(who.get("OrganizationId", "")).lower()
     expected = settings.expected_organization_id
     if expected and organization != expected:
-        return Diagnosis(False, f"connected, but this environment's organisation id is {organization}, not "
-                                f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected")
+        return Diagnosis(
+            False,
+            f"connected, but this environment's organisation id is {organization}, not "
+            f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected",
+        )
     return Diagnosis(True, f"connected as application user {who.get('UserId')} to organisation {organization}")
 
 
 def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:
     if exc.status is None:
-        return (f"cannot reach {settings.dataverse_url} ({exc}): check DATAVERSE_URL (wrong URL or "
-                "environment name) and the network path from the Function App")
+        return (
+            f"cannot reach {settings.dataverse_url} ({exc}): check DATAVERSE_URL (wrong URL or "
+            "environment name) and the network path from the Function App"
+        )
     if exc.status == 404:
         return f"{settings.dataverse_url} answered 404 for WhoAmI: DATAVERSE_URL is not a Dataverse environment root"
     hint = advice(exc.status, exc.code)
@@ -82,8 +91,10 @@ def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:
 def _explain_sign_in(exc: Exception) -> str:
     text = str(exc)
     if "AADSTS7000222" in text or "AADSTS7000215" in text:
-        return ("sign-in failed: the client secret has expired or is wrong (AADSTS7000222/7000215); create a "
-                "new secret, or better, use the Function App's managed identity")
+        return (
+            "sign-in failed: the client secret has expired or is wrong (AADSTS7000222/7000215); create a "
+            "new secret, or better, use the Function App's managed identity"
+        )
     if "AADSTS700016" in text:
         return "sign-in failed: the application (client) id is not found in this tenant (AADSTS700016)"
     if "AADSTS500011" in text:

@@ -1,10 +1,10 @@
 """Command line for administrators and developers. Settings come from environment variables.
 
-  explain [--json] [--content-type TYPE] FILE...   the router's decision per message body (dry run, no network)
-  run [--json] FILE...                             the whole pipeline in process, against DATAVERSE_URL
-  demo                                             every sample against a local Dataverse stand-in
-  check [--connect]                                validate the settings; with --connect, sign in and call WhoAmI
-  redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
+explain [--json] [--content-type TYPE] FILE...   the router's decision per message body (dry run, no network)
+run [--json] FILE...                             the whole pipeline in process, against DATAVERSE_URL
+demo                                             every sample against a local Dataverse stand-in
+check [--connect]                                validate the settings; with --connect, sign in and call WhoAmI
+redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     explain = commands.add_parser("explain", help="show the router's decision for message bodies (dry run)")
     explain.add_argument("--json", action="store_true", help="one JSON object per line")
-    explain.add_argument("--content-type", default="application/json",
-                         help="the Service Bus ContentType to assume (default application/json)")
+    explain.add_argument(
+        "--content-type",
+        default="application/json",
+        help="the Service Bus ContentType to assume (default application/json)",
+    )
     explain.add_argument("files", nargs="+", metavar="FILE")
     run = commands.add_parser("run", help="run message bodies through router → opt-out/bounce in process")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -43,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_redrive_arguments(redrive)
     args = parser.parse_args(argv)
     # Outcome lines are for operators' log pipelines; on a terminal the commands print their own summary.
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s", stream=sys.stderr)
 
     if args.command == "demo":
         from optout_dev.demo import run_demo

@@ -20,6 +20,7 @@ Exit status: 0 done (also when the source was empty), 1 a receive or send failed
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
@@ -32,8 +33,8 @@ from optout_core.app.redrive import (
     is_queue_name,
     parse_source,
     reason_of,
-    shown,
     redrive_copy,
+    shown,
     summary,
     target_for,
 )
@@ -41,23 +42,42 @@ from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
 from optout_core.servicebus.sender import ServiceBusSender, service_bus_client
 
-RECEIVE_BATCH = 50            # messages locked per receive call
-RECEIVE_WAIT_SECONDS = 5.0    # a receive waits this long for a first message; an empty one ends the run
-PEEK_PAGE = 100               # messages per peek request (--dry-run)
-PROGRESS_EVERY = 100          # when stderr is not a terminal: one progress line per this many messages
+RECEIVE_BATCH = 50  # messages locked per receive call
+RECEIVE_WAIT_SECONDS = 5.0  # a receive waits this long for a first message; an empty one ends the run
+PEEK_PAGE = 100  # messages per peek request (--dry-run)
+PROGRESS_EVERY = 100  # when stderr is not a terminal: one progress line per this many messages
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``redrive`` options: ``--from`` (dest ``source``), ``--to``, ``--max``, ``--dry-run``."""
-    parser.add_argument("--from", dest="source", required=True, metavar="rejected|deadletter:QUEUE",
-                        help="REJECTED_QUEUE, or the dead-letter sub-queue of QUEUE")
-    parser.add_argument("--to", dest="to", metavar="QUEUE",
-                        help="send every message here (default: the trigger queue of the message's rejected_by "
-                             "function; for dead-lettered messages the queue they died on)")
-    parser.add_argument("--max", dest="max", type=_positive_int, default=None, metavar="N",
-                        help="move at most N messages (default: all)")
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
-                        help="only peek and print what would be moved; lock, settle and send nothing")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="rejected|deadletter:QUEUE",
+        help="REJECTED_QUEUE, or the dead-letter sub-queue of QUEUE",
+    )
+    parser.add_argument(
+        "--to",
+        dest="to",
+        metavar="QUEUE",
+        help="send every message here (default: the trigger queue of the message's rejected_by "
+        "function; for dead-lettered messages the queue they died on)",
+    )
+    parser.add_argument(
+        "--max",
+        dest="max",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="move at most N messages (default: all)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="only peek and print what would be moved; lock, settle and send nothing",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -73,8 +93,7 @@ def _positive_int(text: str) -> int:
 # -- the command ------------------------------------------------------------------------------------------
 
 
-def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str], *, out: TextIO,
-            err: TextIO) -> int:
+def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str], *, out: TextIO, err: TextIO) -> int:
     """Run ``redrive`` with parsed ``args``; returns the exit status."""
     try:
         source = parse_source(args.source, settings)
@@ -101,7 +120,7 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
                 status = _peek(client, source, settings, to, args.max, tally, out, err)
             else:
                 status = _move(client, source, settings, to, args.max, tally, progress, env, err)
-    except Exception as exc:  # connecting or closing failed: Service Bus unreachable, no rights, ...
+    except Exception as exc:  # noqa: BLE001 - connecting or closing failed (unreachable, no rights, ...): report it
         progress.finish()  # end the bar's line before the error
         print(f"redrive: Service Bus failed: {_error(exc)}", file=err)
         status = 1
@@ -111,25 +130,36 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
     return status
 
 
-def _move(client: Any, source: Source, settings: Settings, to: str | None, limit: int | None, tally: Tally,
-          progress: _Progress, env: Mapping[str, str], err: TextIO) -> int:
+def _move(
+    client: Any,
+    source: Source,
+    settings: Settings,
+    to: str | None,
+    limit: int | None,
+    tally: Tally,
+    progress: _Progress,
+    env: Mapping[str, str],
+    err: TextIO,
+) -> int:
     from azure.servicebus import ServiceBusReceiveMode, ServiceBusSubQueue
 
     sender = ServiceBusSender(env)
-    held_back: list[Any] = []      # skipped: kept locked until the end so receive moves on, then abandoned
-    counted: set[Any] = set()      # a skipped message can come back if its lock expires: count it once
+    held_back: list[Any] = []  # skipped: kept locked until the end so receive moves on, then abandoned
+    counted: set[Any] = set()  # a skipped message can come back if its lock expires: count it once
     receiver = client.get_queue_receiver(
-        source.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None,
-        receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0)
+        source.queue,
+        sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None,
+        receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+        prefetch_count=0,
+    )
     try:
         with receiver:
             try:
                 while limit is None or tally.moved < limit:
                     wanted = RECEIVE_BATCH if limit is None else min(RECEIVE_BATCH, limit - tally.moved)
                     try:
-                        batch = receiver.receive_messages(max_message_count=wanted,
-                                                          max_wait_time=RECEIVE_WAIT_SECONDS)
-                    except Exception as exc:
+                        batch = receiver.receive_messages(max_message_count=wanted, max_wait_time=RECEIVE_WAIT_SECONDS)
+                    except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
                         print(f"redrive: receiving from {source} failed: {_error(exc)}", file=err)
                         return 1
                     if not batch:
@@ -151,17 +181,23 @@ def _move(client: Any, source: Source, settings: Settings, to: str | None, limit
                         copy = redrive_copy(held, target)
                         try:
                             sender.send(copy)
-                        except Exception as exc:
+                        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
                             _abandon(receiver, batch[index:])
-                            print(f"redrive: sending {copy.message_id} to {target} failed, the message stays on "
-                                  f"{source}: {_error(exc)}", file=err)
+                            print(
+                                f"redrive: sending {copy.message_id} to {target} failed, the message stays on "
+                                f"{source}: {_error(exc)}",
+                                file=err,
+                            )
                             return 1
                         try:
                             receiver.complete_message(message)  # settle only once the copy is on its way
-                        except Exception as exc:
-                            _abandon(receiver, batch[index + 1:])
-                            print(f"redrive: {copy.message_id} was sent to {target} but could not be completed "
-                                  f"on {source}; a later run sends it again: {_error(exc)}", file=err)
+                        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
+                            _abandon(receiver, batch[index + 1 :])
+                            print(
+                                f"redrive: {copy.message_id} was sent to {target} but could not be completed "
+                                f"on {source}; a later run sends it again: {_error(exc)}",
+                                file=err,
+                            )
                             return 1
                         tally.move(held, source, target)
                         progress.update(tally)
@@ -174,19 +210,28 @@ def _move(client: Any, source: Source, settings: Settings, to: str | None, limit
     return 0
 
 
-def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit: int | None, tally: Tally,
-          out: TextIO, err: TextIO) -> int:
+def _peek(
+    client: Any,
+    source: Source,
+    settings: Settings,
+    to: str | None,
+    limit: int | None,
+    tally: Tally,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     # One line per message on stdout is the progress here (peeking locks nothing, so it is quick).
     from azure.servicebus import ServiceBusSubQueue
 
     receiver = client.get_queue_receiver(
-        source.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None)
+        source.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None
+    )
     with receiver:
         next_sequence = 0  # 0: from the start
         while limit is None or tally.moved < limit:
             try:
                 page = receiver.peek_messages(max_message_count=PEEK_PAGE, sequence_number=next_sequence)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
                 print(f"redrive: peeking at {source} failed: {_error(exc)}", file=err)
                 return 1
             if not page:
@@ -199,13 +244,18 @@ def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit
                 reason = shown(reason_of(held, source))
                 if target is None:
                     tally.skip(held, source, why or NO_TARGET)
-                    print(f"would skip {held.message_id or '(no id)'} (#{held.sequence_number}): {why} "
-                          f"[{reason}]", file=out)
+                    print(
+                        f"would skip {held.message_id or '(no id)'} (#{held.sequence_number}): {why} [{reason}]",
+                        file=out,
+                    )
                 else:
                     copy = redrive_copy(held, target)
                     tally.move(held, source, target)
-                    print(f"would move {held.message_id} (#{held.sequence_number}) → {target} as "
-                          f"{copy.message_id} [{reason}]", file=out)
+                    print(
+                        f"would move {held.message_id} (#{held.sequence_number}) → {target} as "
+                        f"{copy.message_id} [{reason}]",
+                        file=out,
+                    )
             last = page[-1].sequence_number
             if last is None or last < next_sequence:
                 break  # no sequence numbers to page on
@@ -216,10 +266,8 @@ def _peek(client: Any, source: Source, settings: Settings, to: str | None, limit
 def _abandon(receiver: Any, messages: Iterable[Any]) -> None:
     """Give locked messages back (best effort: an expired lock has given them back already)."""
     for message in messages:
-        try:
+        with contextlib.suppress(Exception):  # its lock expires anyway; the message is never lost
             receiver.abandon_message(message)
-        except Exception:
-            pass
 
 
 def _client(env: Mapping[str, str]) -> Any:

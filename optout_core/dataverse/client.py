@@ -23,6 +23,8 @@ from optout_core.domain.model import ENTITY_SETS
 from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
 
+_DEFAULT_RETRY = RetryPolicy()
+
 
 @dataclass(frozen=True)
 class WriteResult:
@@ -59,7 +61,7 @@ class DataverseClient:
         url: str,
         credential: TokenCredential,
         *,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = _DEFAULT_RETRY,
         timeout: float = 30.0,
         max_concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
@@ -75,16 +77,15 @@ class DataverseClient:
         )
         self.url = self._transport.url
 
-    def update(
-        self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False
-    ) -> WriteResult:
+    def update(self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False) -> WriteResult:
         """PATCH ``changes`` onto an existing row; a missing row is reported, never created.
 
         ``verify_first``: an earlier delivery may have written it already (Service Bus delivers again), so the
         row is read back first and not written twice.
         """
-        [result], requests = self._transport.perform([_patch(Write(table, row_id, changes))], batch=False,
-                                                     verify_first=verify_first)
+        [result], requests = self._transport.perform(
+            [_patch(Write(table, row_id, changes))], batch=False, verify_first=verify_first
+        )
         if isinstance(result, DataverseError):
             raise result
         return WriteResult(found=result.status != 404, requests=requests)
@@ -92,8 +93,7 @@ class DataverseClient:
     def update_many(self, writes: Sequence[Write], *, verify_first: bool = False) -> BatchResult:
         """Apply many updates through ``$batch``, each with its own outcome; parts that succeeded are never
         sent again."""
-        results, requests = self._transport.perform([_patch(w) for w in writes], batch=True,
-                                                    verify_first=verify_first)
+        results, requests = self._transport.perform([_patch(w) for w in writes], batch=True, verify_first=verify_first)
         outcomes = [
             WriteOutcome(error=r) if isinstance(r, DataverseError) else WriteOutcome(found=r.status != 404)
             for r in results

@@ -21,7 +21,7 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
 @dataclass(frozen=True, slots=True)
 class Operation:
     method: str
-    path: str                                 # e.g. /api/data/v9.2/contacts(<guid>)
+    path: str  # e.g. /api/data/v9.2/contacts(<guid>)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
 

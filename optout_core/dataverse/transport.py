@@ -234,7 +234,11 @@ class Transport:
                 check = operations[index].read_back
                 assert check is not None
                 if not isinstance(answer, Response) or answer.status not in (200, 404):
-                    return held, DataverseUnavailable("Dataverse did not answer whether earlier writes took effect"), sent
+                    return (
+                        held,
+                        DataverseUnavailable("Dataverse did not answer whether earlier writes took effect"),
+                        sent,
+                    )
                 if answer.status == 404:
                     held[index] = answer
                     continue

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -45,25 +45,58 @@ class Reference(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignLogContext:
-    """What the router needs from one Dataverse message."""
+class ContextHeader:
+    """What every Dataverse message says about itself: which message, table, row and organisation."""
 
     message_name: str | None
     entity_name: str | None
-    primary_id: str | None            # normalised GUID, or None when absent or malformed
+    primary_id: str | None  # normalised GUID, or None when absent or malformed
     organization_id: str | None
     operation_id: str | None
     correlation_id: str | None
-    target: Mapping[str, Any] | None  # Target attributes by column; None when the context was trimmed
-    formatted: Mapping[str, str] = field(default_factory=dict)
+
+    def trimmed(self) -> TrimmedContext:
+        return TrimmedContext(
+            self.message_name,
+            self.entity_name,
+            self.primary_id,
+            self.organization_id,
+            self.operation_id,
+            self.correlation_id,
+        )
+
+    def with_target(self, target: Mapping[str, Any], formatted: Mapping[str, str]) -> CampaignLogContext:
+        return CampaignLogContext(
+            self.message_name,
+            self.entity_name,
+            self.primary_id,
+            self.organization_id,
+            self.operation_id,
+            self.correlation_id,
+            target,
+            formatted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrimmedContext(ContextHeader):
+    """A context Dataverse trimmed (over its size limit): no Target, so the row must be read from the Web API."""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignLogContext(ContextHeader):
+    """A full context: the header and the new campaign log's columns (the Target entity)."""
+
+    target: Mapping[str, Any]  # Target attributes by column
+    formatted: Mapping[str, str] = field(default_factory=dict)  # display labels of choices and lookups
 
     def created_on(self) -> str | None:
         """The log's ``createdon`` as ISO 8601 UTC (``2025-03-14T09:26:53Z``), or None."""
-        value = (self.target or {}).get("createdon")
+        value = self.target.get("createdon")
         return iso_utc(value) if isinstance(value, str) else None
 
 
-def context_from_row(base: CampaignLogContext, row: Mapping[str, Any]) -> CampaignLogContext:
+def context_from_row(base: TrimmedContext, row: Mapping[str, Any]) -> CampaignLogContext:
     """The context a trimmed message would have carried, rebuilt from the Web API's row.
 
     The row comes from ``GET …(<id>)`` with ``Prefer: odata.include-annotations="*"``: a lookup arrives
@@ -79,14 +112,17 @@ def context_from_row(base: CampaignLogContext, row: Mapping[str, Any]) -> Campai
         lookup = _LOOKUP_VALUE.fullmatch(key)
         if lookup is not None:
             column, table = lookup.group(1), row.get(f"{key}@{_LOOKUP_TABLE}")
-            attributes[column] = None if value is None or not isinstance(table, str) else {
-                "LogicalName": table, "Id": value, "Name": label if isinstance(label, str) else None}
+            attributes[column] = (
+                None
+                if value is None or not isinstance(table, str)
+                else {"LogicalName": table, "Id": value, "Name": label if isinstance(label, str) else None}
+            )
             key = column
         else:
             attributes[key] = value
         if isinstance(label, str):
             formatted[key] = label
-    return replace(base, target=attributes, formatted=formatted)
+    return base.with_target(attributes, formatted)
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -110,8 +146,15 @@ def _fast_decoder() -> Any:
         InputParameters: Any = None
 
     decoder = msgspec.json.Decoder(Members)
-    members = ("MessageName", "PrimaryEntityName", "PrimaryEntityId", "OrganizationId", "OperationId",
-               "CorrelationId", "InputParameters")
+    members = (
+        "MessageName",
+        "PrimaryEntityName",
+        "PrimaryEntityId",
+        "OrganizationId",
+        "OperationId",
+        "CorrelationId",
+        "InputParameters",
+    )
 
     def decode(body: bytes) -> dict[str, Any]:
         decoded = decoder.decode(body)
@@ -121,7 +164,7 @@ def _fast_decoder() -> Any:
     return decode, refused
 
 
-def load_context(body: bytes, content_type: str | None = "application/json") -> CampaignLogContext:
+def load_context(body: bytes, content_type: str | None = "application/json") -> CampaignLogContext | TrimmedContext:
     """Decode and read one message body, or raise :class:`UnreadableMessage` saying why."""
     _check_format(body, content_type)
     decode, refused = _fast_decoder()
@@ -132,20 +175,22 @@ def load_context(body: bytes, content_type: str | None = "application/json") -> 
         # Python's json does (NaN, huge numbers, lone surrogates) and names the defect precisely.
         document = _decode_exactly(body)
     if not isinstance(document, dict):
-        raise UnreadableMessage(f"body is a JSON {json_type(document)}, not a Dataverse "
-                                "RemoteExecutionContext object")
-    target = _target(document)
-    return CampaignLogContext(
+        raise UnreadableMessage(f"body is a JSON {json_type(document)}, not a Dataverse RemoteExecutionContext object")
+    header = ContextHeader(
         message_name=_text(document, "MessageName"),
         entity_name=_text(document, "PrimaryEntityName"),
         primary_id=_guid(document, "PrimaryEntityId"),
         organization_id=_guid(document, "OrganizationId"),
         operation_id=_guid(document, "OperationId"),
         correlation_id=_guid(document, "CorrelationId"),
-        target=None if target is None else pairs(target.get("Attributes"), "Target.Attributes"),
-        formatted={} if target is None else {
-            k: v for k, v in pairs(target.get("FormattedValues"), "Target.FormattedValues").items()
-            if isinstance(v, str)},
+    )
+    target = _target(document)
+    if target is None:
+        return header.trimmed()
+    formatted = pairs(target.get("FormattedValues"), "Target.FormattedValues")
+    return header.with_target(
+        pairs(target.get("Attributes"), "Target.Attributes"),
+        {k: v for k, v in formatted.items() if isinstance(v, str)},
     )
 
 
@@ -267,14 +312,18 @@ def _check_format(body: bytes, content_type: str | None) -> None:
     if not body:
         raise UnreadableMessage("body is empty")
     if "msbin1" in media_type or body[:1] == b"@":
-        raise UnreadableMessage("body is .NET Binary (application/msbin1): set the service endpoint's "
-                                "message format to JSON in the Plug-in Registration Tool")
+        raise UnreadableMessage(
+            "body is .NET Binary (application/msbin1): set the service endpoint's "
+            "message format to JSON in the Plug-in Registration Tool"
+        )
     if media_type.endswith("xml") or _XML_START.match(body):
-        raise UnreadableMessage("body is XML: set the service endpoint's message format to JSON "
-                                "in the Plug-in Registration Tool")
+        raise UnreadableMessage(
+            "body is XML: set the service endpoint's message format to JSON in the Plug-in Registration Tool"
+        )
     if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
-        raise UnreadableMessage(f"content type {media_type!r} is not application/json: set the service "
-                                "endpoint's message format to JSON")
+        raise UnreadableMessage(
+            f"content type {media_type!r} is not application/json: set the service endpoint's message format to JSON"
+        )
     if len(body) > MAX_BODY_BYTES:
         raise UnreadableMessage(f"body is {len(body)} bytes; Dataverse never posts more than 192 KB")
 
@@ -283,16 +332,19 @@ def _decode_exactly(body: bytes) -> Any:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UnreadableMessage(f"body is not UTF-8 text (invalid byte at offset {exc.start}): set the "
-                                "service endpoint's message charset to UTF8") from None
+        raise UnreadableMessage(
+            f"body is not UTF-8 text (invalid byte at offset {exc.start}): set the "
+            "service endpoint's message charset to UTF8"
+        ) from None
     try:
         # Floats stay floats: routing reads no decimal column, and Decimal parsing costs per message.
         return json.loads(text)
     except json.JSONDecodeError as exc:
         # Some of json's messages already end in "at" ("Invalid control character at").
         at = "" if exc.msg.endswith(" at") else " at"
-        raise UnreadableMessage(f"body is not valid JSON ({exc.msg}{at} line {exc.lineno} "
-                                f"column {exc.colno})") from None
+        raise UnreadableMessage(
+            f"body is not valid JSON ({exc.msg}{at} line {exc.lineno} column {exc.colno})"
+        ) from None
     except RecursionError:
         raise UnreadableMessage("body is JSON nested too deeply to be a Dataverse context") from None
     except ValueError:  # e.g. a number beyond Python's 4,300-digit integer conversion limit

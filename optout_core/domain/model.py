@@ -20,18 +20,18 @@ class Outcome(StrEnum):
     ``rescheduled`` ends the message but not the event: a copy of the work item is due again later.
     """
 
-    ROUTED = "routed"                        # router: forwarded to the opt-out or bounce queue
-    IGNORED = "ignored"                      # router: nothing to do, with the reason
-    REJECTED = "rejected"                    # any function: kept on the rejected queue, with the reason
-    APPLIED = "applied"                      # writer: the recipient row was updated (or audited only)
+    ROUTED = "routed"  # router: forwarded to the opt-out or bounce queue
+    IGNORED = "ignored"  # router: nothing to do, with the reason
+    REJECTED = "rejected"  # any function: kept on the rejected queue, with the reason
+    APPLIED = "applied"  # writer: the recipient row was updated (or audited only)
     RECIPIENT_MISSING = "recipient_missing"  # writer: the row no longer exists; never re-created
-    RESCHEDULED = "rescheduled"              # writer: throttled for long; the work item waits on its queue
+    RESCHEDULED = "rescheduled"  # writer: throttled for long; the work item waits on its queue
 
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
     table: str  # contact, lead or account
-    id: str     # lowercase GUID
+    id: str  # lowercase GUID
 
     def __str__(self) -> str:
         return f"{self.table}/{self.id}"

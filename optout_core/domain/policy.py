@@ -24,8 +24,8 @@ class Failure:
     """What failed, as the policy needs to know it."""
 
     reason: str
-    transient: bool                    # a later try may succeed (429, 5xx, 408, timeouts, lost answers)
-    retry_after: float | None = None   # seconds the server asked us to wait (429)
+    transient: bool  # a later try may succeed (429, 5xx, 408, timeouts, lost answers)
+    retry_after: float | None = None  # seconds the server asked us to wait (429)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,9 @@ class RetryPolicy:
     def is_transient_status(status: int) -> bool:
         return status in TRANSIENT_STATUSES or status == 429
 
-    def delay(self, attempt: int, *, retry_after: float | None = None,
-              rng: random.Random | None = None) -> float | None:
+    def delay(
+        self, attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float | None:
         """Seconds to wait before try number ``attempt + 1``, or None when it is time to give up.
 
         ``attempt`` is the number of tries already made (1 after the first failure).
@@ -47,4 +48,5 @@ class RetryPolicy:
             return retry_after if retry_after <= self.max_retry_after else None
         ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
         # "Equal jitter": at least half the exponential step, so retries stay spread but never collapse to 0.
-        return ceiling / 2 + (rng or random).random() * ceiling / 2
+        draw = rng.random() if rng is not None else random.random()
+        return float(ceiling / 2 + draw * ceiling / 2)

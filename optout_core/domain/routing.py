@@ -10,10 +10,21 @@ child workflow is never started.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from optout_core.domain.execution_context import CampaignLogContext, UnreadableMessage, as_option_code, as_reference, context_from_row, load_context, references_one_of, unwrap
+from optout_core.domain.execution_context import (
+    CampaignLogContext,
+    ContextHeader,
+    TrimmedContext,
+    UnreadableMessage,
+    as_option_code,
+    as_reference,
+    context_from_row,
+    load_context,
+    references_one_of,
+    unwrap,
+)
 from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route, function_for
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
@@ -40,7 +51,7 @@ class ActivityType:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    outcome: Outcome                    # routed, ignored or rejected
+    outcome: Outcome  # routed, ignored or rejected
     reason: str | None = None
     log_id: str | None = None
     operation_id: str | None = None
@@ -48,7 +59,7 @@ class Decision:
     route: Route | None = None
     activity_type: ActivityType | None = None
     recipient: Recipient | None = None
-    work_item: WorkItem | None = None   # set when routed
+    work_item: WorkItem | None = None  # set when routed
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +72,7 @@ class RowRequest:
     entity_set: str
     log_id: str
     select: tuple[str, ...]
-    context: CampaignLogContext
+    context: TrimmedContext
 
 
 class _Stop(Exception):
@@ -72,8 +83,13 @@ class _Stop(Exception):
         self.outcome, self.reason = outcome, reason
 
 
-def decide(body: bytes, settings: Settings, *, content_type: str | None = "application/json",
-           properties: Mapping[str, Any] | None = None) -> Decision | RowRequest:
+def decide(
+    body: bytes,
+    settings: Settings,
+    *,
+    content_type: str | None = "application/json",
+    properties: Mapping[str, Any] | None = None,
+) -> Decision | RowRequest:
     """Decide what to do with one message body posted by Dataverse (and its application properties).
 
     Returns a :class:`RowRequest` instead when the context was trimmed and the row must be read first.
@@ -85,49 +101,63 @@ def decide(body: bytes, settings: Settings, *, content_type: str | None = "appli
     properties = properties or {}
     try:
         _check_claims(context, properties)
-        _check_source(context, settings)
+        log_id = _check_source(context, settings)
     except _Stop as stop:
-        return Decision(stop.outcome, stop.reason, log_id=context.primary_id, operation_id=context.operation_id,
-                        correlation_id=context.correlation_id)
-    if context.target is None:
-        return _row_request(context, settings)
-    return _decide_context(context, settings)
+        return Decision(
+            stop.outcome,
+            stop.reason,
+            log_id=context.primary_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+        )
+    if isinstance(context, TrimmedContext):
+        return _row_request(context, log_id, settings)
+    return _decide_context(context, log_id, settings)
 
 
 def decide_row(request: RowRequest, row: Mapping[str, Any] | None, settings: Settings) -> Decision:
     """Finish a decision from the campaign log row the Web API returned (None: the row is gone)."""
     context = request.context
     if row is None:
-        return Decision(Outcome.REJECTED, f"the context was trimmed and campaign log {request.log_id} no longer "
-                                          "exists in Dataverse", log_id=context.primary_id,
-                        operation_id=context.operation_id, correlation_id=context.correlation_id)
-    return _decide_context(context_from_row(context, row), settings)
+        return Decision(
+            Outcome.REJECTED,
+            f"the context was trimmed and campaign log {request.log_id} no longer exists in Dataverse",
+            log_id=context.primary_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+        )
+    return _decide_context(context_from_row(context, row), request.log_id, settings)
 
 
 def explain_row_request(request: RowRequest) -> Decision:
     """What a dry run without network can say about a trimmed message."""
     context = request.context
-    return Decision(Outcome.IGNORED, f"the context was trimmed (over 192 KB): the router would read campaign log "
-                                     f"{request.log_id} from the Web API to decide (not done in a dry run)",
-                    log_id=context.primary_id, operation_id=context.operation_id,
-                    correlation_id=context.correlation_id)
+    return Decision(
+        Outcome.IGNORED,
+        f"the context was trimmed (over 192 KB): the router would read campaign log "
+        f"{request.log_id} from the Web API to decide (not done in a dry run)",
+        log_id=context.primary_id,
+        operation_id=context.operation_id,
+        correlation_id=context.correlation_id,
+    )
 
 
-def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision:
-    ids = {"log_id": context.primary_id, "operation_id": context.operation_id,
-           "correlation_id": context.correlation_id}
+def _decide_context(context: CampaignLogContext, log_id: str, settings: Settings) -> Decision:
+    ids = Decision(
+        Outcome.ROUTED, log_id=log_id, operation_id=context.operation_id, correlation_id=context.correlation_id
+    )
     activity = route = None
     try:
         activity = _activity_type(context, settings)
         route = _route(activity, settings)
         recipient = _recipient(context, settings)
     except _Stop as stop:
-        return Decision(stop.outcome, stop.reason, route=route, activity_type=activity, **ids)
+        return replace(ids, outcome=stop.outcome, reason=stop.reason, route=route, activity_type=activity)
     except UnreadableMessage as exc:
-        return Decision(Outcome.REJECTED, str(exc), route=route, activity_type=activity, **ids)
+        return replace(ids, outcome=Outcome.REJECTED, reason=str(exc), route=route, activity_type=activity)
     item = WorkItem(
         route=route,
-        log_id=context.primary_id,
+        log_id=log_id,
         recipient=recipient,
         activity_type=activity.label,
         activity_code=activity.code,
@@ -136,30 +166,40 @@ def _decide_context(context: CampaignLogContext, settings: Settings) -> Decision
         occurred_on=context.created_on(),
         detail=_detail(context, settings) if route is Route.BOUNCE else None,
     )
-    return Decision(Outcome.ROUTED, None, route=route, activity_type=activity, recipient=recipient,
-                    work_item=item, **ids)
+    return replace(ids, route=route, activity_type=activity, recipient=recipient, work_item=item)
 
 
-def _check_source(context: CampaignLogContext, settings: Settings) -> None:
+def _check_source(context: ContextHeader, settings: Settings) -> str:
+    """The campaign log id of a message from the right place, or the reason to stop (raised)."""
     # Where the message came from first: a foreign or malformed message is rejected whatever its type.
     expected = settings.expected_organization_id
     if expected and context.organization_id is None:
-        raise _Stop(Outcome.REJECTED, f"OrganizationId is missing, so it cannot match EXPECTED_ORGANIZATION_ID {expected}")
+        raise _Stop(
+            Outcome.REJECTED, f"OrganizationId is missing, so it cannot match EXPECTED_ORGANIZATION_ID {expected}"
+        )
     if expected and context.organization_id != expected:
-        raise _Stop(Outcome.REJECTED, f"organisation {context.organization_id} is not "
-                                      f"EXPECTED_ORGANIZATION_ID {expected}")
+        raise _Stop(
+            Outcome.REJECTED, f"organisation {context.organization_id} is not EXPECTED_ORGANIZATION_ID {expected}"
+        )
     if context.entity_name is None:
         raise _Stop(Outcome.REJECTED, "PrimaryEntityName is missing: not a campaign log message (CAMPAIGN_LOG_TABLE)")
     if context.entity_name.lower() != settings.campaign_log_table:
-        raise _Stop(Outcome.REJECTED, f"table {_shown(context.entity_name)} is not the campaign log table "
-                                      f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)")
+        raise _Stop(
+            Outcome.REJECTED,
+            f"table {_shown(context.entity_name)} is not the campaign log table "
+            f"{settings.campaign_log_table!r} (CAMPAIGN_LOG_TABLE)",
+        )
     if context.message_name is None:
         raise _Stop(Outcome.REJECTED, "MessageName is missing: not a Dataverse execution context")
     if context.message_name != "Create":
-        raise _Stop(Outcome.IGNORED, f"message {_shown(context.message_name)} is not Create: only new campaign "
-                                     "logs are processed (register the step on Create)")
+        raise _Stop(
+            Outcome.IGNORED,
+            f"message {_shown(context.message_name)} is not Create: only new campaign "
+            "logs are processed (register the step on Create)",
+        )
     if context.primary_id is None:
         raise _Stop(Outcome.REJECTED, "PrimaryEntityId (the campaign log id) is missing")
+    return context.primary_id
 
 
 def _shown(value: str | None, limit: int = 100) -> str:
@@ -169,15 +209,18 @@ def _shown(value: str | None, limit: int = 100) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
-def _check_claims(context: CampaignLogContext, properties: Mapping[str, Any]) -> None:
+def _check_claims(context: ContextHeader, properties: Mapping[str, Any]) -> None:
     """Dataverse's own properties, when present, must agree with the body (they are not signed either,
     but a contradiction means the message was not posted by this step as it stands)."""
     for claim, body_value in (("EntityLogicalName", context.entity_name), ("RequestName", context.message_name)):
         value = _claim(properties, claim)
         if value is not None and str(value).casefold() != str(body_value or "").casefold():
-            raise _Stop(Outcome.REJECTED, f"application property {_CLAIMS}{claim} is {str(value)[:100]!r} but the "
-                                          f"body says {body_value!r}: the message was altered or not posted "
-                                          "by the campaign log step")
+            raise _Stop(
+                Outcome.REJECTED,
+                f"application property {_CLAIMS}{claim} is {str(value)[:100]!r} but the "
+                f"body says {body_value!r}: the message was altered or not posted "
+                "by the campaign log step",
+            )
 
 
 def _claim(properties: Mapping[str, Any], name: str) -> Any:
@@ -190,21 +233,28 @@ def _claim(properties: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _row_request(context: CampaignLogContext, settings: Settings) -> RowRequest:
+def _row_request(context: TrimmedContext, log_id: str, settings: Settings) -> RowRequest:
     # Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
     # the decision uses (a wrong column name then fails loudly with the Web API's 400).
     select: tuple[str, ...] = ()
     if settings.recipient_columns:
-        select = (settings.activity_type_column, settings.bounce_detail_column, "createdon",
-                  *(f"_{column}_value" for column in settings.recipient_columns))
-    return RowRequest(settings.campaign_log_entity_set, context.primary_id, select, context)
+        select = (
+            settings.activity_type_column,
+            settings.bounce_detail_column,
+            "createdon",
+            *(f"_{column}_value" for column in settings.recipient_columns),
+        )
+    return RowRequest(settings.campaign_log_entity_set, log_id, select, context)
 
 
 def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityType:
     column = settings.activity_type_column
     if column not in context.target:
-        raise _Stop(Outcome.REJECTED, f"the campaign log has no column {column!r}: set ACTIVITY_TYPE_COLUMN "
-                                      "to the activity type column of your Concep solution")
+        raise _Stop(
+            Outcome.REJECTED,
+            f"the campaign log has no column {column!r}: set ACTIVITY_TYPE_COLUMN "
+            "to the activity type column of your Concep solution",
+        )
     value = unwrap(context.target[column])
     formatted = context.formatted.get(column)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -215,8 +265,10 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
     if reference is not None:  # a lookup to an activity type table: its name is the label
         label = (reference.name or formatted or "").strip()
         if not label:
-            raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is a lookup without a name: "
-                                         "its activity type cannot be read")
+            raise _Stop(
+                Outcome.IGNORED,
+                f"the campaign log's {column} is a lookup without a name: its activity type cannot be read",
+            )
         return ActivityType(label, None)
     code = as_option_code(value)
     if code is None:
@@ -227,8 +279,11 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
 def _route(activity: ActivityType, settings: Settings) -> Route:
     label, code = activity.label, activity.code
     if settings.user_opt_out_types.matches(label, code):
-        raise _Stop(Outcome.IGNORED, f"activity type {activity} is a user-level (send-account) opt-out: "
-                                     "Concep already stops that send account; CRM is not changed")
+        raise _Stop(
+            Outcome.IGNORED,
+            f"activity type {activity} is a user-level (send-account) opt-out: "
+            "Concep already stops that send account; CRM is not changed",
+        )
     if settings.opt_out_types.matches(label, code):
         route = Route.OPT_OUT
     elif settings.bounce_types.matches(label, code):
@@ -249,8 +304,11 @@ def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
             reference = as_reference(attributes.get(column))
             if reference is not None and reference.table in ENTITY_SETS:
                 return _valid(reference.table, reference.id, column)
-        raise _Stop(Outcome.REJECTED, "no recipient: none of RECIPIENT_COLUMNS "
-                                      f"({';'.join(settings.recipient_columns)}) references a contact, lead or account")
+        raise _Stop(
+            Outcome.REJECTED,
+            "no recipient: none of RECIPIENT_COLUMNS "
+            f"({';'.join(settings.recipient_columns)}) references a contact, lead or account",
+        )
     found: dict[tuple[str, str | None], str] = {}
     for column, value in attributes.items():
         if type(value) is not dict or not references_one_of(value, ENTITY_SETS):
@@ -262,8 +320,9 @@ def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
         raise _Stop(Outcome.REJECTED, "no recipient: the campaign log references no contact, lead or account")
     if len(found) > 1:
         columns = ", ".join(sorted(set(found.values())))
-        raise _Stop(Outcome.REJECTED, f"ambiguous recipient: columns {columns} reference different rows; "
-                                      "set RECIPIENT_COLUMNS")
+        raise _Stop(
+            Outcome.REJECTED, f"ambiguous recipient: columns {columns} reference different rows; set RECIPIENT_COLUMNS"
+        )
     (table, row_id), column = next(iter(found.items()))
     return _valid(table, row_id, column)
 

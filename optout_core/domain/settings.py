@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from optout_core.domain.errors import SettingsError
@@ -34,37 +34,139 @@ class Setting:
 
 
 SPEC: tuple[Setting, ...] = (
-    Setting("CAMPAIGN_LOG_QUEUE", "campaign-log", "Queue Dataverse posts campaign log Create events to (CampaignLogRouter's trigger)."),
+    Setting(
+        "CAMPAIGN_LOG_QUEUE",
+        "campaign-log",
+        "Queue Dataverse posts campaign log Create events to (CampaignLogRouter's trigger).",
+    ),
     Setting("OPT_OUT_QUEUE", "opt-out", "Queue of opt-out work items (BulkEmailOptOut's trigger)."),
     Setting("BOUNCE_QUEUE", "bounce", "Queue of bounce work items (BounceDetail's trigger)."),
     Setting("REJECTED_QUEUE", "rejected", "Queue that keeps every rejected message with its reason, for redrive."),
-    Setting("CAMPAIGN_LOG_TABLE", "concep_emailcampaignlog", "Logical name of Concep's Email Campaign Log table; other tables are rejected."),
-    Setting("CAMPAIGN_LOG_ENTITY_SET", "", "Web API entity set of the campaign log table, used to re-read trimmed messages; empty = the table name + s."),
-    Setting("EXPECTED_ORGANIZATION_ID", "", "Your Dataverse organisation id; when set, messages from any other organisation are rejected."),
-    Setting("ACTIVITY_TYPE_COLUMN", "concep_activitytype", "Campaign log column holding the activity type (choice, text or lookup)."),
-    Setting("OPT_OUT_ACTIVITY_TYPES", "Spam Report;Group Opt out;Client Opt Out", "Activity types (labels and/or option codes, ;-separated) that opt the recipient out."),
-    Setting("BOUNCE_ACTIVITY_TYPES", "Hard Bounce;Soft Bounce;Bounce", "Activity types (labels and/or option codes, ;-separated) handled as bounces."),
-    Setting("USER_OPT_OUT_ACTIVITY_TYPES", "User Opt Out;Account Opt Out", "Send-account (user-level) opt-outs: recorded as ignored, CRM unchanged."),
-    Setting("RECIPIENT_COLUMNS", "", "Ordered ;-list of lookup columns naming the recipient; empty = the log's only contact/lead/account lookup."),
-    Setting("BOUNCE_DETAIL_COLUMN", "concep_bouncereason", "Campaign log column whose value fills {detail} in BOUNCE_UPDATE."),
+    Setting(
+        "CAMPAIGN_LOG_TABLE",
+        "concep_emailcampaignlog",
+        "Logical name of Concep's Email Campaign Log table; other tables are rejected.",
+    ),
+    Setting(
+        "CAMPAIGN_LOG_ENTITY_SET",
+        "",
+        "Web API entity set of the campaign log table, used to re-read trimmed messages; empty = the table name + s.",
+    ),
+    Setting(
+        "EXPECTED_ORGANIZATION_ID",
+        "",
+        "Your Dataverse organisation id; when set, messages from any other organisation are rejected.",
+    ),
+    Setting(
+        "ACTIVITY_TYPE_COLUMN",
+        "concep_activitytype",
+        "Campaign log column holding the activity type (choice, text or lookup).",
+    ),
+    Setting(
+        "OPT_OUT_ACTIVITY_TYPES",
+        "Spam Report;Group Opt out;Client Opt Out",
+        "Activity types (labels and/or option codes, ;-separated) that opt the recipient out.",
+    ),
+    Setting(
+        "BOUNCE_ACTIVITY_TYPES",
+        "Hard Bounce;Soft Bounce;Bounce",
+        "Activity types (labels and/or option codes, ;-separated) handled as bounces.",
+    ),
+    Setting(
+        "USER_OPT_OUT_ACTIVITY_TYPES",
+        "User Opt Out;Account Opt Out",
+        "Send-account (user-level) opt-outs: recorded as ignored, CRM unchanged.",
+    ),
+    Setting(
+        "RECIPIENT_COLUMNS",
+        "",
+        "Ordered ;-list of lookup columns naming the recipient; empty = the log's only contact/lead/account lookup.",
+    ),
+    Setting(
+        "BOUNCE_DETAIL_COLUMN",
+        "concep_bouncereason",
+        "Campaign log column whose value fills {detail} in BOUNCE_UPDATE.",
+    ),
     Setting("OPT_OUT_UPDATE", '{"donotbulkemail": true}', "JSON object PATCHed onto the recipient for an opt-out."),
-    Setting("BOUNCE_UPDATE", "", "JSON object PATCHed onto the recipient for a bounce; strings may hold {activity_type} {occurred_on} {log_id} {detail}. Empty = audit only."),
-    Setting("DATAVERSE_URL", "", "Environment URL, e.g. https://contoso.crm.dynamics.com (needed by BulkEmailOptOut and BounceDetail)."),
-    Setting("DATAVERSE_TOKEN", "", "Static bearer token, honoured only for a loopback DATAVERSE_URL (local stand-ins).", secret=True),
-    Setting("AZURE_CLIENT_ID", "", "Client id of a user-assigned managed identity for Dataverse; empty = DefaultAzureCredential."),
-    Setting("AZURE_CLIENT_SECRET", "", "Only for a service principal instead of a managed identity (read by DefaultAzureCredential with AZURE_TENANT_ID).", secret=True),
+    Setting(
+        "BOUNCE_UPDATE",
+        "",
+        "JSON object PATCHed onto the recipient for a bounce; strings may hold {activity_type} {occurred_on} "
+        "{log_id} {detail}. Empty = audit only.",
+    ),
+    Setting(
+        "DATAVERSE_URL",
+        "",
+        "Environment URL, e.g. https://contoso.crm.dynamics.com (needed by BulkEmailOptOut and BounceDetail).",
+    ),
+    Setting(
+        "DATAVERSE_TOKEN",
+        "",
+        "Static bearer token, honoured only for a loopback DATAVERSE_URL (local stand-ins).",
+        secret=True,
+    ),
+    Setting(
+        "AZURE_CLIENT_ID",
+        "",
+        "Client id of a user-assigned managed identity for Dataverse; empty = DefaultAzureCredential.",
+    ),
+    Setting(
+        "AZURE_CLIENT_SECRET",
+        "",
+        "Only for a service principal instead of a managed identity (read by DefaultAzureCredential with "
+        "AZURE_TENANT_ID).",
+        secret=True,
+    ),
     Setting("DATAVERSE_TIMEOUT_SECONDS", "30", "Connect/read timeout of one Web API request."),
-    Setting("DATAVERSE_MAX_CONCURRENCY", "8", "Web API requests in flight at once per worker process (Dataverse allows 52 per application user across all instances)."),
-    Setting("DATAVERSE_MAX_ATTEMPTS", "5", "Tries per Web API write (first included) before the message goes back to Service Bus."),
+    Setting(
+        "DATAVERSE_MAX_CONCURRENCY",
+        "8",
+        "Web API requests in flight at once per worker process (Dataverse allows 52 per application user across "
+        "all instances).",
+    ),
+    Setting(
+        "DATAVERSE_MAX_ATTEMPTS",
+        "5",
+        "Tries per Web API write (first included) before the message goes back to Service Bus.",
+    ),
     Setting("DATAVERSE_BACKOFF_SECONDS", "1", "First back-off after a 5xx/timeout; doubles per try, with jitter."),
     Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries."),
-    Setting("DATAVERSE_MAX_RETRY_AFTER_SECONDS", "30", "Longest 429 Retry-After waited in-process; longer ones return the message to Service Bus."),
-    Setting("THROTTLE_MAX_RESCHEDULES", "10", "How often one work item may be put back on its queue for a long 429 Retry-After before it is retried by Service Bus instead."),
-    Setting("ServiceBusConnection", "", "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).", secret=True),
-    Setting("ServiceBusConnection__fullyQualifiedNamespace", "", "Namespace host (<ns>.servicebus.windows.net) for identity-based connections."),
-    Setting("ServiceBusConnection__credential", "", "managedidentity to use a user-assigned identity for Service Bus (with __clientId)."),
-    Setting("ServiceBusConnection__clientId", "", "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity)."),
-    *(Setting(f"AzureWebJobs.{f.name}.Disabled", "false", f"Portal toggle: true switches {f.name} off.") for f in FUNCTIONS),
+    Setting(
+        "DATAVERSE_MAX_RETRY_AFTER_SECONDS",
+        "30",
+        "Longest 429 Retry-After waited in-process; longer ones return the message to Service Bus.",
+    ),
+    Setting(
+        "THROTTLE_MAX_RESCHEDULES",
+        "10",
+        "How often one work item may be put back on its queue (a long 429 Retry-After, or a transient failure that "
+        "outlived DATAVERSE_MAX_ATTEMPTS) before it is rejected with its last error.",
+    ),
+    Setting(
+        "ServiceBusConnection",
+        "",
+        "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).",
+        secret=True,
+    ),
+    Setting(
+        "ServiceBusConnection__fullyQualifiedNamespace",
+        "",
+        "Namespace host (<ns>.servicebus.windows.net) for identity-based connections.",
+    ),
+    Setting(
+        "ServiceBusConnection__credential",
+        "",
+        "managedidentity to use a user-assigned identity for Service Bus (with __clientId).",
+    ),
+    Setting(
+        "ServiceBusConnection__clientId",
+        "",
+        "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity).",
+    ),
+    *(
+        Setting(f"AzureWebJobs.{f.name}.Disabled", "false", f"Portal toggle: true switches {f.name} off.")
+        for f in FUNCTIONS
+    ),
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -100,7 +202,8 @@ class ActivityTypes:
 
     def matches(self, label: str | None, code: int | None) -> bool:
         return (code is not None and code in self.codes) or (
-            label is not None and normalise_label(label) in self.labels)
+            label is not None and normalise_label(label) in self.labels
+        )
 
 
 @dataclass(frozen=True)
@@ -139,32 +242,45 @@ class Settings:
         opt_out = ActivityTypes.parse(raw["OPT_OUT_ACTIVITY_TYPES"])
         bounce = ActivityTypes.parse(raw["BOUNCE_ACTIVITY_TYPES"])
         user = ActivityTypes.parse(raw["USER_OPT_OUT_ACTIVITY_TYPES"])
-        _no_overlap(("OPT_OUT_ACTIVITY_TYPES", opt_out), ("BOUNCE_ACTIVITY_TYPES", bounce),
-                    ("USER_OPT_OUT_ACTIVITY_TYPES", user))
+        _no_overlap(
+            ("OPT_OUT_ACTIVITY_TYPES", opt_out),
+            ("BOUNCE_ACTIVITY_TYPES", bounce),
+            ("USER_OPT_OUT_ACTIVITY_TYPES", user),
+        )
         queues = [raw[name] for name in ("CAMPAIGN_LOG_QUEUE", "OPT_OUT_QUEUE", "BOUNCE_QUEUE", "REJECTED_QUEUE")]
         if len(set(queues)) != len(queues):
-            raise SettingsError("CAMPAIGN_LOG_QUEUE, OPT_OUT_QUEUE, BOUNCE_QUEUE and REJECTED_QUEUE must be four "
-                                f"different queues, not {', '.join(queues)}")
+            raise SettingsError(
+                "CAMPAIGN_LOG_QUEUE, OPT_OUT_QUEUE, BOUNCE_QUEUE and REJECTED_QUEUE must be four "
+                f"different queues, not {', '.join(queues)}"
+            )
         url = _dataverse_url(raw["DATAVERSE_URL"])
         token = raw["DATAVERSE_TOKEN"] or None
         if token and not (url and is_loopback_url(url)):
-            raise SettingsError("DATAVERSE_TOKEN is honoured only with a loopback DATAVERSE_URL (a local "
-                                "stand-in); remove it and let the managed identity sign in")
+            raise SettingsError(
+                "DATAVERSE_TOKEN is honoured only with a loopback DATAVERSE_URL (a local "
+                "stand-in); remove it and let the managed identity sign in"
+            )
         return cls(
             campaign_log_queue=_queue(raw, "CAMPAIGN_LOG_QUEUE"),
             opt_out_queue=_queue(raw, "OPT_OUT_QUEUE"),
             bounce_queue=_queue(raw, "BOUNCE_QUEUE"),
             rejected_queue=_queue(raw, "REJECTED_QUEUE"),
             campaign_log_table=_identifier(raw, "CAMPAIGN_LOG_TABLE").lower(),
-            campaign_log_entity_set=(_identifier(raw, "CAMPAIGN_LOG_ENTITY_SET") if raw["CAMPAIGN_LOG_ENTITY_SET"]
-                                     else raw["CAMPAIGN_LOG_TABLE"].lower() + "s"),
+            campaign_log_entity_set=(
+                _identifier(raw, "CAMPAIGN_LOG_ENTITY_SET")
+                if raw["CAMPAIGN_LOG_ENTITY_SET"]
+                else raw["CAMPAIGN_LOG_TABLE"].lower() + "s"
+            ),
             expected_organization_id=_optional_guid(raw, "EXPECTED_ORGANIZATION_ID"),
             activity_type_column=_identifier(raw, "ACTIVITY_TYPE_COLUMN").lower(),
             opt_out_types=opt_out,
             bounce_types=bounce,
             user_opt_out_types=user,
-            recipient_columns=tuple(_identifier({"RECIPIENT_COLUMNS": c.strip()}, "RECIPIENT_COLUMNS").lower()
-                                    for c in raw["RECIPIENT_COLUMNS"].split(";") if c.strip()),
+            recipient_columns=tuple(
+                _identifier({"RECIPIENT_COLUMNS": c.strip()}, "RECIPIENT_COLUMNS").lower()
+                for c in raw["RECIPIENT_COLUMNS"].split(";")
+                if c.strip()
+            ),
             bounce_detail_column=_identifier(raw, "BOUNCE_DETAIL_COLUMN").lower(),
             opt_out_update=_update(raw, "OPT_OUT_UPDATE", required=True),
             bounce_update=_update(raw, "BOUNCE_UPDATE", required=False),
@@ -276,6 +392,10 @@ def _number(raw: Mapping[str, str], name: str, *, minimum: float, integer: bool 
     return value
 
 
+@overload
+def _update(raw: Mapping[str, str], name: str, *, required: Literal[True]) -> Mapping[str, Any]: ...
+@overload
+def _update(raw: Mapping[str, str], name: str, *, required: Literal[False]) -> Mapping[str, Any] | None: ...
 def _update(raw: Mapping[str, str], name: str, *, required: bool) -> Mapping[str, Any] | None:
     text = raw[name]
     if not text:
@@ -294,8 +414,10 @@ def _update(raw: Mapping[str, str], name: str, *, required: bool) -> Mapping[str
         if isinstance(column_value, str):
             unknown = set(_PLACEHOLDER.findall(column_value)) - set(BOUNCE_PLACEHOLDERS)
             if unknown and name == "BOUNCE_UPDATE":
-                raise SettingsError(f"{name}: unknown placeholder(s) {sorted(unknown)}; "
-                                    f"use {', '.join('{' + p + '}' for p in BOUNCE_PLACEHOLDERS)}")
+                raise SettingsError(
+                    f"{name}: unknown placeholder(s) {sorted(unknown)}; "
+                    f"use {', '.join('{' + p + '}' for p in BOUNCE_PLACEHOLDERS)}"
+                )
     return MappingProxyType(value)
 
 
@@ -307,8 +429,10 @@ def _dataverse_url(text: str) -> str | None:
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
         raise SettingsError(f"DATAVERSE_URL must look like https://<org>.crm.dynamics.com, not {text!r}")
     if parts.path not in ("", "/"):
-        raise SettingsError("DATAVERSE_URL is the environment root (https://<org>.crm.dynamics.com), "
-                            f"without a path such as /api/data: {text!r}")
+        raise SettingsError(
+            "DATAVERSE_URL is the environment root (https://<org>.crm.dynamics.com), "
+            f"without a path such as /api/data: {text!r}"
+        )
     if parts.scheme == "http" and not is_loopback_url(url):
         raise SettingsError("DATAVERSE_URL must use https (plain http is allowed only for loopback stand-ins)")
     return url
@@ -316,8 +440,9 @@ def _dataverse_url(text: str) -> str | None:
 
 def _no_overlap(*named: tuple[str, ActivityTypes]) -> None:
     for i, (name_a, a) in enumerate(named):
-        for name_b, b in named[i + 1:]:
+        for name_b, b in named[i + 1 :]:
             shared = sorted(map(str, (a.labels & b.labels) | (a.codes & b.codes)))
             if shared:
-                raise SettingsError(f"{name_a} and {name_b} both list {', '.join(shared)}; "
-                                    "an activity type can have only one route")
+                raise SettingsError(
+                    f"{name_a} and {name_b} both list {', '.join(shared)}; an activity type can have only one route"
+                )

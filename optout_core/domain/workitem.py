@@ -24,13 +24,13 @@ class WorkItem:
     route: Route
     log_id: str
     recipient: Recipient
-    activity_type: str | None = None   # the label, when the message had one
-    activity_code: int | None = None   # the option code, when the column is a choice
+    activity_type: str | None = None  # the label, when the message had one
+    activity_code: int | None = None  # the option code, when the column is a choice
     operation_id: str | None = None
     correlation_id: str | None = None
-    occurred_on: str | None = None     # ISO 8601 UTC of the log's createdon
-    detail: str | None = None          # bounce detail column, bounces only
-    reschedules: int = 0               # times put back on its queue after a long 429
+    occurred_on: str | None = None  # ISO 8601 UTC of the log's createdon
+    detail: str | None = None  # bounce detail column, bounces only
+    reschedules: int = 0  # times put back on its queue after a long 429
 
     @property
     def key(self) -> str:
@@ -73,10 +73,11 @@ class WorkItem:
         if not isinstance(document, dict):
             raise InvalidWorkItem("body is not a JSON work item object")
         if document.get("version") != VERSION:
-            raise InvalidWorkItem(f"work item version {document.get('version')!r} is not {VERSION}: "
-                                  "redrive it through CampaignLogRouter")
+            raise InvalidWorkItem(
+                f"work item version {document.get('version')!r} is not {VERSION}: redrive it through CampaignLogRouter"
+            )
         try:
-            route = Route(document.get("route"))
+            route = Route(str(document.get("route")))
         except ValueError:
             raise InvalidWorkItem(f"unknown route {document.get('route')!r}") from None
         log_id = normalise_guid(document.get("log_id"))
@@ -100,8 +101,9 @@ class WorkItem:
             correlation_id=normalise_guid(document.get("correlation_id")),
             occurred_on=_optional_text(document, "occurred_on"),
             detail=_optional_text(document, "detail"),
-            reschedules=reschedules if isinstance(reschedules, int) and not isinstance(reschedules, bool)
-            and reschedules >= 0 else 0,
+            reschedules=reschedules
+            if isinstance(reschedules, int) and not isinstance(reschedules, bool) and reschedules >= 0
+            else 0,
         )
 
 

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
+from uuid import UUID
 
 from optout_core.domain.errors import SettingsError
 from optout_core.servicebus.envelopes import OutboundMessage
@@ -33,13 +34,16 @@ class ServiceBusSender:
     def send(self, message: OutboundMessage) -> None:
         from azure.servicebus import ServiceBusMessage  # lazy: keeps function indexing cheap
 
+        properties: dict[str | bytes, int | float | bytes | bool | str | UUID] = {}
+        for name, value in message.application_properties.items():
+            properties[name] = value
         sdk_message = ServiceBusMessage(
             message.body,
             message_id=message.message_id,
             content_type=message.content_type,
             correlation_id=message.correlation_id,
             subject=message.subject,
-            application_properties=dict(message.application_properties),
+            application_properties=properties,
             scheduled_enqueue_time_utc=message.scheduled_enqueue_time,
         )
         with self._lock:
@@ -68,8 +72,9 @@ def service_bus_client(env: Mapping[str, str]) -> Any:
     from azure.servicebus import ServiceBusClient
 
     connection = env.get("ServiceBusConnection")
-    namespace = (env.get("ServiceBusConnection__fullyQualifiedNamespace")
-                 or env.get("ServiceBusConnection:fullyQualifiedNamespace"))
+    namespace = env.get("ServiceBusConnection__fullyQualifiedNamespace") or env.get(
+        "ServiceBusConnection:fullyQualifiedNamespace"
+    )
     if connection:
         try:
             return ServiceBusClient.from_connection_string(connection)
@@ -77,8 +82,10 @@ def service_bus_client(env: Mapping[str, str]) -> Any:
             raise SettingsError("ServiceBusConnection is not a Service Bus connection string") from None
     if namespace:
         return ServiceBusClient(namespace, _service_bus_credential(env))
-    raise SettingsError("set ServiceBusConnection (connection string) or "
-                        "ServiceBusConnection__fullyQualifiedNamespace (managed identity or az login)")
+    raise SettingsError(
+        "set ServiceBusConnection (connection string) or "
+        "ServiceBusConnection__fullyQualifiedNamespace (managed identity or az login)"
+    )
 
 
 def _service_bus_credential(env: Mapping[str, str]) -> Any:
