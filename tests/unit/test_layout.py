@@ -1,0 +1,99 @@
+"""The package's shape, as rules a change cannot quietly break.
+
+* The deployed app (what ``.funcignore`` lets through) holds no test double, HTTP server or fake, and no
+  Python module over 400 lines.
+* The layers depend downwards only: ``domain`` on nothing but the standard library; ``dataverse`` and
+  ``servicebus`` on ``domain``; ``app`` on those three; ``cli`` on anything; ``optout_core`` never on ``optout_dev``
+  except in the ``cli`` commands for local runs.
+* One place sends HTTP requests: only ``optout_core/dataverse/transport.py`` imports ``requests``.
+"""
+
+import ast
+import fnmatch
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = {"domain": set(), "dataverse": {"domain"}, "servicebus": {"domain"},
+          "app": {"domain", "dataverse", "servicebus"}, "cli": {"domain", "dataverse", "servicebus", "app"}}
+
+
+def repository_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    return [path for path in listed if (ROOT / path).exists()]
+
+
+def deployed(path: str) -> bool:
+    patterns = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return not any(fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, pattern)
+                   for pattern in patterns for prefix, part in zip(prefixes, parts, strict=True))
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+DEPLOYED = [p for p in repository_files() if deployed(p)]
+DEPLOYED_PYTHON = [p for p in DEPLOYED if p.endswith(".py")]
+
+
+def test_the_deployed_app_is_the_function_app_and_the_core_it_imports():
+    assert "function_app.py" in DEPLOYED and "host.json" in DEPLOYED and "requirements.txt" in DEPLOYED
+    assert not [p for p in DEPLOYED if p.startswith(("optout_dev/", "tests/", "bench/", "samples/", "optout_core/cli/"))]
+    assert {p.split("/")[1] for p in DEPLOYED_PYTHON if p.startswith("optout_core/") and p.count("/") > 1} == {
+        "domain", "dataverse", "servicebus", "app"}
+
+
+@pytest.mark.parametrize("path", DEPLOYED_PYTHON)
+def test_no_deployed_module_is_over_400_lines(path):
+    assert len((ROOT / path).read_text(encoding="utf-8").splitlines()) <= 400
+
+
+@pytest.mark.parametrize("path", DEPLOYED_PYTHON)
+def test_no_deployed_module_defines_a_server_stand_in_or_fake(path):
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    for node in classes:
+        assert not any(word in node.name.lower() for word in ("standin", "stand_in", "fake", "inmemory", "server"))
+        bases = {ast.unparse(base) for base in node.bases}
+        assert not bases & {"HTTPServer", "ThreadingHTTPServer", "BaseHTTPRequestHandler", "socketserver.TCPServer"}
+    assert not imports(ROOT / path) & {"http.server", "socketserver", "optout_dev"}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layers_depend_downwards_only(layer):
+    allowed = LAYERS[layer] | {layer}
+    for path in sorted((ROOT / "optout_core" / layer).glob("*.py")):
+        for name in imports(path):
+            if name.startswith("optout_core."):
+                assert name.split(".")[1] in allowed, f"{path.relative_to(ROOT)} imports {name}"
+            elif name.startswith("optout_dev"):
+                assert layer == "cli", f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_domain_does_no_io():
+    stdlib = set(sys.stdlib_module_names) - {"os", "socket", "http", "urllib3", "subprocess", "threading"}
+    for path in sorted((ROOT / "optout_core" / "domain").glob("*.py")):
+        for name in imports(path):
+            top = name.split(".")[0]
+            assert top in stdlib or name.startswith("optout_core.domain") or top in ("msgspec", "__future__"), (
+                f"{path.relative_to(ROOT)} imports {name}")
+
+
+def test_one_module_sends_http_requests():
+    senders = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "optout_core").rglob("*.py")
+                     if any(name.split(".")[0] in ("requests", "urllib3", "httpx") for name in imports(p)))
+    assert senders == ["optout_core/dataverse/transport.py"]
