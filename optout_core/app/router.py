@@ -25,33 +25,12 @@ def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
     settings = services.settings
     decided = decide(msg.body, settings, content_type=msg.content_type, properties=msg.application_properties)
     if isinstance(decided, RowRequest):
-        context = decided.context
-        reading = OutcomeRecord(
-            function=ROUTER.name,
-            outcome=Outcome.ROUTED,
-            log_id=context.primary_id,
-            operation_id=context.operation_id,
-            correlation_id=context.correlation_id,
-            message_id=msg.message_id,
-            delivery_count=msg.delivery_count,
-        )
+        reading = _record(msg, decided.decided(Outcome.ROUTED, None))
         with outcome_or_retry(reading, started):  # a failed read is handed back to Service Bus, and logged
             decision = _decide_from_row(decided, services)
     else:
         decision = decided
-    record = OutcomeRecord(
-        function=ROUTER.name,
-        outcome=decision.outcome,
-        reason=decision.reason,
-        log_id=decision.log_id,
-        operation_id=decision.operation_id,
-        correlation_id=decision.correlation_id,
-        message_id=msg.message_id,
-        delivery_count=msg.delivery_count,
-        route=str(decision.route) if decision.route else None,
-        activity_type=decision.activity_type.name if decision.activity_type else None,
-        recipient=str(decision.recipient) if decision.recipient else None,
-    )
+    record = _record(msg, decision)
     with outcome_or_retry(record, started):
         if decision.work_item is not None:
             services.sender.send(forward(decision.work_item, settings, source_message_id=msg.message_id))
@@ -71,12 +50,22 @@ def _decide_from_row(request: RowRequest, services: Services) -> Decision:
         )
         if not isinstance(step, Reject):
             raise
-        context = request.context
-        return Decision(
-            Outcome.REJECTED,
-            f"the context was trimmed and reading campaign log {request.log_id} failed: {exc}",
-            log_id=context.primary_id,
-            operation_id=context.operation_id,
-            correlation_id=context.correlation_id,
-        )
+        reason = f"the context was trimmed and reading campaign log {request.log_id} failed: {exc}"
+        return request.decided(Outcome.REJECTED, reason)
     return decide_row(request, row, services.settings)
+
+
+def _record(msg: InboundMessage, decision: Decision) -> OutcomeRecord:
+    return OutcomeRecord(
+        function=ROUTER.name,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        log_id=decision.log_id,
+        operation_id=decision.operation_id,
+        correlation_id=decision.correlation_id,
+        message_id=msg.message_id,
+        delivery_count=msg.delivery_count,
+        route=str(decision.route) if decision.route else None,
+        activity_type=decision.activity_type.name if decision.activity_type else None,
+        recipient=str(decision.recipient) if decision.recipient else None,
+    )

@@ -74,6 +74,17 @@ class RowRequest:
     select: tuple[str, ...]
     context: TrimmedContext
 
+    def decided(self, outcome: Outcome, reason: str | None) -> Decision:
+        """A decision about this message without its row (it is gone, unreadable, or not read in a dry run)."""
+        context = self.context
+        return Decision(
+            outcome,
+            reason,
+            log_id=self.log_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+        )
+
 
 class _Stop(Exception):
     """Ends the decision early with an outcome; internal to this module."""
@@ -117,28 +128,18 @@ def decide(
 
 def decide_row(request: RowRequest, row: Mapping[str, Any] | None, settings: Settings) -> Decision:
     """Finish a decision from the campaign log row the Web API returned (None: the row is gone)."""
-    context = request.context
     if row is None:
-        return Decision(
-            Outcome.REJECTED,
-            f"the context was trimmed and campaign log {request.log_id} no longer exists in Dataverse",
-            log_id=context.primary_id,
-            operation_id=context.operation_id,
-            correlation_id=context.correlation_id,
-        )
-    return _decide_context(context_from_row(context, row), request.log_id, settings)
+        reason = f"the context was trimmed and campaign log {request.log_id} no longer exists in Dataverse"
+        return request.decided(Outcome.REJECTED, reason)
+    return _decide_context(context_from_row(request.context, row), request.log_id, settings)
 
 
 def explain_row_request(request: RowRequest) -> Decision:
     """What a dry run without network can say about a trimmed message."""
-    context = request.context
-    return Decision(
+    return request.decided(
         Outcome.IGNORED,
         f"the context was trimmed (over 192 KB): the router would read campaign log "
         f"{request.log_id} from the Web API to decide (not done in a dry run)",
-        log_id=context.primary_id,
-        operation_id=context.operation_id,
-        correlation_id=context.correlation_id,
     )
 
 
