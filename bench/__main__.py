@@ -51,7 +51,7 @@ def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[st
 def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     quiet_logging()
     started = time.perf_counter()
-    report: dict[str, Any] = {key: None for key in KEYS}
+    report: dict[str, Any] = dict.fromkeys(KEYS)
     notes: dict[str, str] = {}
     seconds: dict[str, float] = {}
     report["mode"] = "quick" if quick else "full"
@@ -70,19 +70,24 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         seconds[name] = round(time.perf_counter() - t0, 2)
         notes.update(result.pop("notes", {}))
         report.update(result)
-        progress(f"bench: {name} done in {seconds[name]} s: "
-                 + ", ".join(f"{k}={report.get(k)}" for k in keys))
+        progress(f"bench: {name} done in {seconds[name]} s: " + ", ".join(f"{k}={report.get(k)}" for k in keys))
     if quick:
-        notes.setdefault("rss_growth_mb", "quick run: growth from message 1,000 to 3,000 only "
-                                          "(the full run measures 1,000 to 10,000)")
+        notes.setdefault(
+            "rss_growth_mb",
+            "quick run: growth from message 1,000 to 3,000 only (the full run measures 1,000 to 10,000)",
+        )
     for key in KEYS:
         if report[key] is None and key not in notes:
             notes[key] = "not measured"
     lost = (report.get("ceiling") or {}).get("lost")
     report["targets"] = {
-        key: {"target": target, "value": report[key],
-              "met": None if report[key] is None else bool(test(report[key]))
-              and not (key == "ceiling_utilisation" and lost)}
+        key: {
+            "target": target,
+            "value": report[key],
+            "met": None
+            if report[key] is None
+            else bool(test(report[key])) and not (key == "ceiling_utilisation" and lost),
+        }
         for key, (target, test) in TARGETS.items()
     }
     report["notes"] = notes
@@ -94,8 +99,10 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     lines = [f"optout benchmarks ({report['mode']} run, {report['wall_seconds']} s)", ""]
     m = report["machine"]
-    lines.append(f"machine: Python {m.get('python')} on {m.get('platform')}, {m.get('cpu_count')} CPUs"
-                 f" ({m.get('cpu_model', 'unknown model')}), load at start {m.get('loadavg_at_start')}")
+    lines.append(
+        f"machine: Python {m.get('python')} on {m.get('platform')}, {m.get('cpu_count')} CPUs"
+        f" ({m.get('cpu_model', 'unknown model')}), load at start {m.get('loadavg_at_start')}"
+    )
     code = report.get("code") or {}
     lines.append(f"code: commit {code.get('commit')}, {code.get('tracked_files_changed')} tracked file(s) changed")
     lines.append("")
@@ -109,52 +116,74 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     router = report.get("router") or {}
     if router:
-        lines.append(f"router: {router['sizes']} bodies, {router['min_bytes']:,}-{router['max_bytes']:,} bytes, "
-                     f"{router['rounds']} interleaved rounds; key = total router time / total json.loads time")
+        lines.append(
+            f"router: {router['sizes']} bodies, {router['min_bytes']:,}-{router['max_bytes']:,} bytes, "
+            f"{router['rounds']} interleaved rounds; key = total router time / total json.loads time"
+        )
         for row in router["per_size"]:
-            lines.append(f"  {row['bytes']:>8,} B  json.loads {row['json_loads_us']:>9.1f} us  "
-                         f"router {row['router_us']:>9.1f} us  ratio {row['ratio']:.3f}")
+            lines.append(
+                f"  {row['bytes']:>8,} B  json.loads {row['json_loads_us']:>9.1f} us  "
+                f"router {row['router_us']:>9.1f} us  ratio {row['ratio']:.3f}"
+            )
     imp = report.get("import") or {}
     if imp:
-        lines.append(f"import: function_app {imp['function_app_median_ms']} ms (app compiled from source: "
-                     f"{imp['function_app_from_source_median_ms']} ms) vs azure.functions "
-                     f"{imp['azure_functions_median_ms']} ms, median of {imp['samples_per_side']} fresh "
-                     f"interpreters each; heavy modules loaded: {imp['heavy_modules_loaded_by_function_app']}")
+        lines.append(
+            f"import: function_app {imp['function_app_median_ms']} ms (app compiled from source: "
+            f"{imp['function_app_from_source_median_ms']} ms) vs azure.functions "
+            f"{imp['azure_functions_median_ms']} ms, median of {imp['samples_per_side']} fresh "
+            f"interpreters each; heavy modules loaded: {imp['heavy_modules_loaded_by_function_app']}"
+        )
         top = imp["breakdown_importtime"]["cached_bytecode"]["top_self_ms"]
-        lines.append("  beyond the floor (-X importtime, self ms): "
-                     + ", ".join(f"{module} {ms}" for module, ms in list(top.items())[:6]))
+        lines.append(
+            "  beyond the floor (-X importtime, self ms): "
+            + ", ".join(f"{module} {ms}" for module, ms in list(top.items())[:6])
+        )
     steady, burst = report.get("steady") or {}, report.get("burst") or {}
     if steady:
-        lines.append(f"steady: {steady['events']} events one at a time -> {steady['applied']} applied, "
-                     f"{steady['standin_requests']} Web API requests")
+        lines.append(
+            f"steady: {steady['events']} events one at a time -> {steady['applied']} applied, "
+            f"{steady['standin_requests']} Web API requests"
+        )
     if burst:
-        lines.append(f"burst: {burst['events']} queued opt-outs ({burst['distinct_recipients']} recipients) -> "
-                     f"{burst['applied']} applied, {burst['standin_requests']} Web API request(s), "
-                     f"{burst['standin_operations']} operations inside")
+        lines.append(
+            f"burst: {burst['events']} queued opt-outs ({burst['distinct_recipients']} recipients) -> "
+            f"{burst['applied']} applied, {burst['standin_requests']} Web API request(s), "
+            f"{burst['standin_operations']} operations inside"
+        )
     w = report.get("writes") or {}
     if w:
-        lines.append(f"writes: N={w['n']} at concurrency {w['concurrency']}, {w['rounds']} rounds: ours "
-                     f"{w['ours_median_s']} s, SDK {w['sdk_median_s']} s, ours via $batch {w['ours_batch_median_s']} s")
+        lines.append(
+            f"writes: N={w['n']} at concurrency {w['concurrency']}, {w['rounds']} rounds: ours "
+            f"{w['ours_median_s']} s, SDK {w['sdk_median_s']} s, ours via $batch {w['ours_batch_median_s']} s"
+        )
         prof = w.get("profile_ms_per_update") or {}
         for side, figures in prof.items():
-            lines.append(f"  {side}: {figures['own_code_ms']} ms own code + {figures['shared_http_stack_ms']} ms "
-                         f"shared HTTP stack per update under cProfile ({figures['own_share']:.1%} own)")
+            lines.append(
+                f"  {side}: {figures['own_code_ms']} ms own code + {figures['shared_http_stack_ms']} ms "
+                f"shared HTTP stack per update under cProfile ({figures['own_share']:.1%} own)"
+            )
     u = report.get("under_429") or {}
     for side, figures in (u.get("sides") or {}).items():
-        lines.append(f"under 429 ({side}): {figures['completed']}/{u['n']} completed in {figures['seconds']} s, "
-                     f"errors {figures['errors'] or 'none'}")
+        lines.append(
+            f"under 429 ({side}): {figures['completed']}/{u['n']} completed in {figures['seconds']} s, "
+            f"errors {figures['errors'] or 'none'}"
+        )
     c = report.get("ceiling") or {}
     if c:
         p = c["protection"]
-        lines.append(f"ceiling: {p['requests']} requests / {p['window']:g} s window, {c['events']} events, "
-                     f"{c['concurrency']} workers: {c['seconds_to_request_windows_x_n_plus_1']} s to request "
-                     f"{c['windows_beyond_first']}xN+1 (ideal {c['ideal_seconds']} s), lost {c['lost']}, "
-                     f"429s {c['throttled_429']}")
+        lines.append(
+            f"ceiling: {p['requests']} requests / {p['window']:g} s window, {c['events']} events, "
+            f"{c['concurrency']} workers: {c['seconds_to_request_windows_x_n_plus_1']} s to request "
+            f"{c['windows_beyond_first']}xN+1 (ideal {c['ideal_seconds']} s), lost {c['lost']}, "
+            f"429s {c['throttled_429']}"
+        )
     r = report.get("rss") or {}
     if r:
-        lines.append(f"memory: RSS {r['rss_at_from_mib']} MiB at message {r['from_message']:,} -> "
-                     f"{r['rss_at_to_mib']} MiB at {r['to_message']:,}; by-design histories "
-                     f"{r['designed_state_growth_mib']}")
+        lines.append(
+            f"memory: RSS {r['rss_at_from_mib']} MiB at message {r['from_message']:,} -> "
+            f"{r['rss_at_to_mib']} MiB at {r['to_message']:,}; by-design histories "
+            f"{r['designed_state_growth_mib']}"
+        )
     if report["notes"]:
         lines.append("")
         lines.append("notes:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -14,15 +15,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from optout_dev import messages  # the exact Dataverse wire shape
 
-from optout_dev import messages  # noqa: E402  (the exact Dataverse wire shape)
+REPO = Path(__file__).resolve().parent.parent
 
 TOKEN = "bench-token"  # the loopback stand-in's own test token; it guards no real data
 KIB = 1024
 
 
 # ----- timing ---------------------------------------------------------------------------------------------
+
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
@@ -61,6 +63,7 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 3) -
 
 # ----- machine --------------------------------------------------------------------------------------------
 
+
 def machine() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "python": platform.python_version(),
@@ -70,10 +73,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
     }
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not every platform has sched_getaffinity
         facts["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -85,9 +86,11 @@ def machine() -> dict[str, Any]:
     try:
         import importlib.metadata as md
 
-        facts["packages"] = {name: md.version(name) for name in (
-            "azure-functions", "msgspec", "requests", "azure-core", "PowerPlatform-Dataverse-Client")
-            if _installed(md, name)}
+        facts["packages"] = {
+            name: md.version(name)
+            for name in ("azure-functions", "msgspec", "requests", "azure-core", "PowerPlatform-Dataverse-Client")
+            if _installed(md, name)
+        }
     except Exception:  # noqa: BLE001 — facts are best effort
         pass
     return facts
@@ -99,15 +102,18 @@ def code_state() -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True,
-                                 timeout=30, check=False)
+            out = subprocess.run(
+                ["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+            )
         except OSError:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
     changed = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"),
-            "tracked_files_changed": None if changed is None else len([l for l in changed.splitlines() if l])}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "tracked_files_changed": None if changed is None else len([line for line in changed.splitlines() if line]),
+    }
 
 
 def _installed(md: Any, name: str) -> bool:
@@ -128,6 +134,7 @@ def rss_bytes() -> int:
 
 # ----- settings ---------------------------------------------------------------------------------------------
 
+
 def router_settings() -> Any:
     from optout_core.domain.settings import Settings
 
@@ -137,11 +144,13 @@ def router_settings() -> Any:
 def pipeline_settings(url: str, **extra: str) -> Any:
     from optout_core.domain.settings import Settings
 
-    return Settings.from_env({"EXPECTED_ORGANIZATION_ID": messages.ORG_ID, "DATAVERSE_URL": url,
-                              "DATAVERSE_TOKEN": TOKEN, **extra})
+    return Settings.from_env(
+        {"EXPECTED_ORGANIZATION_ID": messages.ORG_ID, "DATAVERSE_URL": url, "DATAVERSE_TOKEN": TOKEN, **extra}
+    )
 
 
 # ----- message bodies ---------------------------------------------------------------------------------------
+
 
 def guid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -149,10 +158,15 @@ def guid(rng: random.Random) -> str:
 
 def opt_out_body(log_id: str, recipient: tuple[str, str], *, activity: str = "Group Opt out") -> bytes:
     """A small, ordinary Create of an opt-out campaign log (about 5 KB on the wire)."""
-    return messages.wire(messages.campaign_log(
-        activity=activity, recipient=recipient, log_id=log_id,
-        operation_id=str(uuid.uuid5(uuid.NAMESPACE_URL, log_id)),
-        correlation_id=str(uuid.uuid5(uuid.NAMESPACE_DNS, log_id))))
+    return messages.wire(
+        messages.campaign_log(
+            activity=activity,
+            recipient=recipient,
+            log_id=log_id,
+            operation_id=str(uuid.uuid5(uuid.NAMESPACE_URL, log_id)),
+            correlation_id=str(uuid.uuid5(uuid.NAMESPACE_DNS, log_id)),
+        )
+    )
 
 
 _TEMPLATE_LOG = "0ddba11a-0000-4000-8000-000000000000"
@@ -169,10 +183,39 @@ def opt_out_bodies(count: int, recipient_of: Callable[[int], str], *, tag: int) 
         yield template.replace(log, new_log).replace(recipient, recipient_of(i).encode())
 
 
-_WORDS = ("newsletter", "campaign", "unsubscribe", "preferences", "Zürich", "Ærø", "São Paulo", "Łódź",
-          "event", "webinar", "https://news.example.com/a/b?utm_source=concep&utm_medium=email", "recipient",
-          "bounce", "list", "segment", "«spring»", "offer", "Müller", "Ōsaka", "report", "spam", "group",
-          "client", "opt-out", "click", "open", "sent", "template", "footer", "header", "C:\\Temp\\x")
+_WORDS = (
+    "newsletter",
+    "campaign",
+    "unsubscribe",
+    "preferences",
+    "Zürich",
+    "Ærø",
+    "São Paulo",
+    "Łódź",
+    "event",
+    "webinar",
+    "https://news.example.com/a/b?utm_source=concep&utm_medium=email",
+    "recipient",
+    "bounce",
+    "list",
+    "segment",
+    "«spring»",
+    "offer",
+    "Müller",
+    "Ōsaka",
+    "report",
+    "spam",
+    "group",
+    "client",
+    "opt-out",
+    "click",
+    "open",
+    "sent",
+    "template",
+    "footer",
+    "header",
+    "C:\\Temp\\x",
+)
 
 
 def _text(rng: random.Random, length: int) -> str:
@@ -200,9 +243,11 @@ def _extra_columns(rng: random.Random, count: int) -> dict[str, Any]:
         elif kind == 2:
             columns[name] = messages.option(100000000 + rng.randint(0, 20))
         elif kind == 3:  # lookups to tables that are not recipients (never ambiguous)
-            columns[name] = messages.reference(rng.choice(("concep_campaign", "concep_mailinglist",
-                                                           "concep_template", "systemuser")),
-                                               guid(rng), _text(rng, 30))
+            columns[name] = messages.reference(
+                rng.choice(("concep_campaign", "concep_mailinglist", "concep_template", "systemuser")),
+                guid(rng),
+                _text(rng, 30),
+            )
         elif kind == 4:
             columns[name] = f"/Date({1741944413000 + rng.randint(0, 10**9)})/"
         elif kind == 5:
@@ -212,8 +257,13 @@ def _extra_columns(rng: random.Random, count: int) -> dict[str, Any]:
     return columns
 
 
-def sized_body(target_bytes: int, *, seed: int = 0, log_id: str | None = None,
-               recipient: tuple[str, str] = ("contact", messages.CONTACTS[0])) -> bytes:
+def sized_body(
+    target_bytes: int,
+    *,
+    seed: int = 0,
+    log_id: str | None = None,
+    recipient: tuple[str, str] = ("contact", messages.CONTACTS[0]),
+) -> bytes:
     """A Group Opt out Create of about ``target_bytes`` on the wire (within 1 %; a target below the bare
     context's size gives the bare context).
 
@@ -221,8 +271,9 @@ def sized_body(target_bytes: int, *, seed: int = 0, log_id: str | None = None,
     long description and many extra columns (about one per 1.5 KB of body). Never over 192 KB.
     """
     rng = random.Random(seed)
-    bare = messages.wire(messages.campaign_log(activity="Group Opt out", recipient=recipient,
-                                               log_id=log_id or messages.LOG_ID))
+    bare = messages.wire(
+        messages.campaign_log(activity="Group Opt out", recipient=recipient, log_id=log_id or messages.LOG_ID)
+    )
     if target_bytes <= len(bare):  # the smallest Create there is (about 6.1 KiB with this schema)
         return bare
     columns = _extra_columns(rng, max(0, (target_bytes - len(bare)) // 1500))
@@ -232,8 +283,9 @@ def sized_body(target_bytes: int, *, seed: int = 0, log_id: str | None = None,
         extra = dict(columns)
         if length > 0:
             extra["description"] = _text(random.Random(description_seed), length)
-        ctx = messages.campaign_log(activity="Group Opt out", recipient=recipient,
-                                    log_id=log_id or messages.LOG_ID, extra_attributes=extra)
+        ctx = messages.campaign_log(
+            activity="Group Opt out", recipient=recipient, log_id=log_id or messages.LOG_ID, extra_attributes=extra
+        )
         return messages.wire(ctx)
 
     length = 0
@@ -256,6 +308,7 @@ def evenly_spread_sizes(count: int, low_kib: float = 5, high_kib: float = 190) -
 
 
 # ----- running things -----------------------------------------------------------------------------------------
+
 
 class Clock:
     """Elapsed wall time of a block: ``with Clock() as c: ...; c.seconds``."""

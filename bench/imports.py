@@ -45,8 +45,11 @@ print(json.dumps({{"seconds": seconds, "modules": len(sys.modules),
 
 
 def _env(cache: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")
+    }
     if cache is None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     else:
@@ -55,8 +58,15 @@ def _env(cache: str | None) -> dict[str, str]:
 
 
 def _sample(module: str, env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(module=module, heavy=_HEAVY)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(module=module, heavy=_HEAVY)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"import {module} failed in a fresh interpreter:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -65,12 +75,25 @@ def _sample(module: str, env: dict[str, str]) -> dict[str, Any]:
 def _breakdown(env: dict[str, str]) -> dict[str, Any]:
     """``-X importtime`` of ``import function_app``, keeping the modules ``import azure.functions`` alone
     does not load (self times, so nothing is counted twice). The profiler inflates times: read shares."""
-    floor = subprocess.run([sys.executable, "-c",
-                            "import sys, json, azure.functions; print(json.dumps(sorted(sys.modules)))"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
+    floor = subprocess.run(
+        [sys.executable, "-c", "import sys, json, azure.functions; print(json.dumps(sorted(sys.modules)))"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     floor_modules = set(json.loads(floor.stdout))
-    timed = subprocess.run([sys.executable, "-X", "importtime", "-c", "import function_app"], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=120, check=True)
+    timed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import function_app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     extra: dict[str, int] = {}
     for line in timed.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
@@ -84,10 +107,13 @@ def _breakdown(env: dict[str, str]) -> dict[str, Any]:
     for module, us in extra.items():
         groups[module.split(".")[0]] = groups.get(module.split(".")[0], 0) + us
     top = sorted(extra.items(), key=lambda item: -item[1])[:10]
-    return {"self_ms_beyond_floor": round(total / 1000, 1),
-            "share_by_package": {k: round(v / total, 3)
-                                 for k, v in sorted(groups.items(), key=lambda i: -i[1]) if v / total >= 0.01},
-            "top_self_ms": {module: round(us / 1000, 2) for module, us in top}}
+    return {
+        "self_ms_beyond_floor": round(total / 1000, 1),
+        "share_by_package": {
+            k: round(v / total, 3) for k, v in sorted(groups.items(), key=lambda i: -i[1]) if v / total >= 0.01
+        },
+        "top_self_ms": {module: round(us / 1000, 2) for module, us in top},
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -95,15 +121,18 @@ def run(quick: bool) -> dict[str, Any]:
     cache = tempfile.mkdtemp(prefix="optout-bench-pycache-")
     try:
         cached, source = _env(cache), _env(None)
-        sides = {"floor": ("azure.functions", cached), "app": ("function_app", cached),
-                 "app_source": ("function_app", source)}
+        sides = {
+            "floor": ("azure.functions", cached),
+            "app": ("function_app", cached),
+            "app_source": ("function_app", source),
+        }
         for module, env in sides.values():  # warm-up: bytecode written to the private cache, page cache warm
             _sample(module, env)
         seconds: dict[str, list[float]] = {name: [] for name in sides}
         last: dict[str, dict[str, Any]] = {}
         names = list(sides)
         for i in range(samples):
-            order = names[i % len(names):] + names[:i % len(names)]
+            order = names[i % len(names) :] + names[: i % len(names)]
             for name in order:
                 result = _sample(*sides[name])
                 seconds[name].append(result["seconds"])

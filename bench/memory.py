@@ -1,7 +1,7 @@
 """rss_growth_mb: resident memory growth of the pipeline from message 1,000 to message 10,000.
 
 The measuring process is a fresh interpreter (``python -m bench.memory``, started by :func:`run`) that
-holds only the pipeline: :class:`optout_core.local.LocalPipeline` (router, the
+holds only the pipeline: :class:`optout_dev.local.LocalPipeline` (router, the
 in-memory queue standing in for Service Bus, BulkEmailOptOut writing through our client); the
 stand-in runs in its own process. Events are Group Opt out Creates in the Dataverse wire shape, each
 with its own campaign log id, over a pool of 2,000 recipients; they are made from one template body by
@@ -10,7 +10,7 @@ concurrent calls would) in blocks of 1,000; after each block ``gc.collect()`` ru
 from /proc/self/status. The key is RSS at message 10,000 minus RSS at message 1,000, in MiB.
 
 Known state that grows by design, for reading the figure: the duplicate guard
-(:class:`optout_core.dedupe.RecentWork`, up to 20,000 recent work-item keys) and the in-memory queue's
+(:class:`optout_core.app.recent.RecentWork`, up to 20,000 recent work-item keys) and the in-memory queue's
 duplicate-detection history (Service Bus keeps that in the broker in production; here it is in process).
 """
 
@@ -30,11 +30,20 @@ from .standin_proc import RemoteStandIn, row_id
 
 PREFIX = 0x3E30
 RECIPIENTS = 2000
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Measure in a fresh interpreter, so that nothing else this suite did is in the process."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-m", "bench.memory", *(["--quick"] if quick else [])], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=900, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", *(["--quick"] if quick else [])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"the memory measurement failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -55,30 +64,38 @@ def measure(quick: bool, threads: int = 4) -> dict[str, Any]:
         with ThreadPoolExecutor(threads) as pool:
             for done in range(block, total + 1, block):
                 chunk = [next(bodies) for _ in range(block)]
-                for result in pool.map(lambda ib: pipeline.run(f"m{ib[0]}", ib[1]),
-                                       enumerate(chunk, done - block)):
+                for result in pool.map(lambda ib: pipeline.run(f"m{ib[0]}", ib[1]), enumerate(chunk, done - block)):
                     outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
                 del chunk
                 gc.collect()
-                checkpoints.append({"message": done, "rss_mib": round(rss_bytes() / 2**20, 2),
-                                    "allocated_blocks": sys.getallocatedblocks(),
-                                    "gc_objects": len(gc.get_objects())})
+                checkpoints.append(
+                    {
+                        "message": done,
+                        "rss_mib": round(rss_bytes() / 2**20, 2),
+                        "allocated_blocks": sys.getallocatedblocks(),
+                        "gc_objects": len(gc.get_objects()),
+                    }
+                )
         requests = standin.counts()["requests"]
     first, last = checkpoints[0], checkpoints[-1]
-    growth = (last["rss_mib"] - first["rss_mib"])
+    growth = last["rss_mib"] - first["rss_mib"]
     designed = _designed_state(last["message"] - first["message"])
     return {
         "rss_growth_mb": round(growth, 2),
         "rss": {
             "unit": "MiB (2**20 bytes)",
-            "from_message": first["message"], "to_message": last["message"], "threads": threads,
-            "rss_at_from_mib": first["rss_mib"], "rss_at_to_mib": last["rss_mib"],
+            "from_message": first["message"],
+            "to_message": last["message"],
+            "threads": threads,
+            "rss_at_from_mib": first["rss_mib"],
+            "rss_at_to_mib": last["rss_mib"],
             "growth_per_1000_messages_kib": round(growth * 1024 / ((last["message"] - first["message"]) / 1000), 1),
             "allocated_blocks_growth": last["allocated_blocks"] - first["allocated_blocks"],
             "gc_objects_growth": last["gc_objects"] - first["gc_objects"],
             "designed_state_growth_mib": designed,
             "process": "a fresh interpreter holding only the pipeline (python -m bench.memory)",
-            "outcomes": outcomes, "standin_requests": requests,
+            "outcomes": outcomes,
+            "standin_requests": requests,
             "checkpoints": checkpoints,
         },
     }
@@ -116,8 +133,10 @@ def _designed_state(messages: int) -> dict[str, float]:
         queue_bytes = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    return {"duplicate_guard_mib": round(recent_bytes / 2**20, 2),
-            "queue_duplicate_history_mib": round(queue_bytes / 2**20, 2)}
+    return {
+        "duplicate_guard_mib": round(recent_bytes / 2**20, 2),
+        "queue_duplicate_history_mib": round(queue_bytes / 2**20, 2),
+    }
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """router_vs_json_loads: the router's decision per message ÷ the standard library's ``json.loads`` of it.
 
-Bodies are Group Opt out Creates in the exact Dataverse wire shape (tests/messages.py), from the bare
+Bodies are Group Opt out Creates in the exact Dataverse wire shape (optout_dev/messages.py), from the bare
 context (about 6.1 KiB) to 190 KiB, grown the way a real Create grows: a long description and many
 extra columns, each present in both the Target and the ParentContext's Target. Sizes are spread
 evenly over the range. For every size, both sides run back to back on the same bytes object, in an
@@ -49,7 +49,7 @@ def run(quick: bool) -> dict[str, Any]:
         for index, body in enumerate(bodies):
             n = inner[index]
             sides = (("json", loads_times), ("router", router_times))
-            for name, store in (sides if (round_ + index) % 2 == 0 else sides[::-1]):
+            for name, store in sides if (round_ + index) % 2 == 0 else sides[::-1]:
                 gc.collect()
                 gc.disable()
                 try:
@@ -68,16 +68,22 @@ def run(quick: bool) -> dict[str, Any]:
     per_size = []
     for index, body in enumerate(bodies):
         loads_s, router_s = median(loads_times[index]), median(router_times[index])
-        per_size.append({"bytes": len(body), "json_loads_us": round(loads_s * 1e6, 2),
-                         "router_us": round(router_s * 1e6, 2), "ratio": round(router_s / loads_s, 3),
-                         "calls_per_block": inner[index]})
+        per_size.append(
+            {
+                "bytes": len(body),
+                "json_loads_us": round(loads_s * 1e6, 2),
+                "router_us": round(router_s * 1e6, 2),
+                "ratio": round(router_s / loads_s, 3),
+                "calls_per_block": inner[index],
+            }
+        )
     total_router = sum(row["router_us"] for row in per_size)
     total_loads = sum(row["json_loads_us"] for row in per_size)
     return {
         "router_vs_json_loads": round(total_router / total_loads, 3),
         "router": {
             "method": "per size: median over rounds of (router time per call) and (json.loads time per call) on "
-                      "the same bytes, interleaved; key = sum of router medians / sum of json.loads medians",
+            "the same bytes, interleaved; key = sum of router medians / sum of json.loads medians",
             "rounds": rounds,
             "sizes": len(bodies),
             "min_bytes": min(len(b) for b in bodies),

@@ -31,13 +31,17 @@ def row_ids(prefix: int, count: int, start: int = 0) -> list[str]:
 
 # ----- the child ---------------------------------------------------------------------------------------------
 
+
 def _serve(config: dict[str, Any]) -> None:
     from optout_dev.standin import DataverseStandIn, Fault, ServiceProtection
 
     protection = config.get("protection")
     standin = DataverseStandIn(
-        token=TOKEN, tls=bool(config.get("tls")), latency=float(config.get("latency", 0.0)),
-        protection=ServiceProtection(**protection) if protection else None)
+        token=TOKEN,
+        tls=bool(config.get("tls")),
+        latency=float(config.get("latency", 0.0)),
+        protection=ServiceProtection(**protection) if protection else None,
+    )
     with standin:
         hello = {"url": standin.url, "pid": os.getpid()}
         if config.get("tls"):
@@ -66,17 +70,22 @@ def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> 
         for request in requests:
             by_status[str(request.status)] = by_status.get(str(request.status), 0) + 1
         metadata = sum(1 for r in requests if "EntityDefinitions" in r.path)
-        return {"requests": len(requests), "by_status": by_status, "metadata_requests": metadata,
-                "batch_requests": sum(1 for r in requests if "$batch" in r.path),
-                "operations": len(standin.operations), "writes": len(standin.writes),
-                "throttled": standin.throttled, "client_bugs": len(standin.client_bugs)}
+        return {
+            "requests": len(requests),
+            "by_status": by_status,
+            "metadata_requests": metadata,
+            "batch_requests": sum(1 for r in requests if "$batch" in r.path),
+            "operations": len(standin.operations),
+            "writes": len(standin.writes),
+            "throttled": standin.throttled,
+            "client_bugs": len(standin.client_bugs),
+        }
     if name == "holding":
         table = args.get("table", "contact")
         column, value = args.get("column", "donotbulkemail"), args.get("value", True)
         rows = standin.rows(table)
         wanted = row_ids(args["prefix"], args["count"], args.get("start", 0))
-        return {"holding": sum(1 for rid in wanted if (rows.get(rid) or {}).get(column) == value),
-                "of": len(wanted)}
+        return {"holding": sum(1 for rid in wanted if (rows.get(rid) or {}).get(column) == value), "of": len(wanted)}
     if name == "stats":
         stats = standin.window_stats()
         out = asdict(stats)
@@ -88,19 +97,20 @@ def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> 
         standin.inject(*(fault_type(**fault) for fault in args["faults"]), times=args.get("times", 1))
         return {"pending": standin.pending_faults}
     if name == "fault_rate":
-        standin.set_fault_rate(args["rate"], [fault_type(**fault) for fault in args["faults"]],
-                               seed=args.get("seed", 0))
+        standin.set_fault_rate(
+            args["rate"], [fault_type(**fault) for fault in args["faults"]], seed=args.get("seed", 0)
+        )
         return {"ok": True}
     raise ValueError(f"unknown command {name!r}")
 
 
 # ----- the parent's handle ------------------------------------------------------------------------------------
 
+
 class RemoteStandIn:
     """Starts the stand-in in a child process; ``with RemoteStandIn(tls=True) as s: s.url ...``."""
 
-    def __init__(self, *, tls: bool = False, latency: float = 0.0,
-                 protection: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, tls: bool = False, latency: float = 0.0, protection: dict[str, Any] | None = None) -> None:
         self.config = {"tls": tls, "latency": latency, "protection": protection}
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -110,8 +120,14 @@ class RemoteStandIn:
     def __enter__(self) -> RemoteStandIn:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.standin_proc", json.dumps(self.config)], cwd=REPO, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            [sys.executable, "-m", "bench.standin_proc", json.dumps(self.config)],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:

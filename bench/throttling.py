@@ -28,9 +28,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import sdk
 from .common import TOKEN, Clock, opt_out_bodies, pipeline_settings
 from .standin_proc import RemoteStandIn, row_id, row_ids
-from . import sdk
 
 UNDER_PREFIX, CEILING_PREFIX = 0x4290, 0xCE11
 CHANGES = {"donotbulkemail": True}
@@ -44,7 +44,9 @@ def under_429(quick: bool, concurrency: int = 8) -> dict[str, Any]:
     sides: dict[str, dict[str, Any]] = {}
     for side in ("ours", "sdk"):
         if side == "sdk" and version is None:
-            result.setdefault("notes", {})["sdk_completed_under_429"] = "PowerPlatform-Dataverse-Client is not installed"
+            result.setdefault("notes", {})["sdk_completed_under_429"] = (
+                "PowerPlatform-Dataverse-Client is not installed"
+            )
             continue
         with RemoteStandIn(tls=True, protection=protection) as standin, sdk.trusting(standin.ca_file):
             standin.seed(UNDER_PREFIX, n)
@@ -58,7 +60,10 @@ def under_429(quick: bool, concurrency: int = 8) -> dict[str, Any]:
     result.setdefault("sdk_completed_under_429", None)
     result["under_429"] = {
         "mode": "stand-in service protection (sliding window + concurrency), not injected faults",
-        "n": n, "concurrency": concurrency, "protection": protection, "sdk_version": version,
+        "n": n,
+        "concurrency": concurrency,
+        "protection": protection,
+        "sdk_version": version,
         "sides": sides,
     }
     return result
@@ -86,25 +91,35 @@ def _updates_under_protection(side: str, standin: RemoteStandIn, ids: list[str],
 
     with ThreadPoolExecutor(concurrency) as pool, Clock() as clock:
         if side == "ours":
-            client = DataverseClient(standin.url, credential, retry=RetryPolicy(), timeout=30.0,
-                                     max_concurrency=concurrency)
+            client = DataverseClient(
+                standin.url, credential, retry=RetryPolicy(), timeout=30.0, max_concurrency=concurrency
+            )
             done = list(pool.map(lambda rid: attempt(lambda r: client.update("contact", r, CHANGES), rid), ids))
             client.close()
         else:
             with sdk.client(standin.url, credential) as theirs:
-                done = list(pool.map(
-                    lambda rid: attempt(lambda r: theirs.records.update("contact", r, CHANGES), rid), ids))
-    return {"completed": sum(done), "failed": len(done) - sum(done), "errors": errors,
-            "seconds": round(clock.seconds, 3)}
+                done = list(
+                    pool.map(lambda rid: attempt(lambda r: theirs.records.update("contact", r, CHANGES), rid), ids)
+                )
+    return {
+        "completed": sum(done),
+        "failed": len(done) - sum(done),
+        "errors": errors,
+        "seconds": round(clock.seconds, 3),
+    }
 
 
-def ceiling(quick: bool, concurrency: int = 8, protection: dict[str, Any] | None = None,
-            windows: int | None = None) -> dict[str, Any]:
+def ceiling(
+    quick: bool, concurrency: int = 8, protection: dict[str, Any] | None = None, windows: int | None = None
+) -> dict[str, Any]:
     from optout_dev.local import LocalPipeline
 
     if protection is None:
-        protection = ({"requests": 400, "window": 4.0, "concurrent": 52} if quick
-                      else {"requests": 1000, "window": 10.0, "concurrent": 52})
+        protection = (
+            {"requests": 400, "window": 4.0, "concurrent": 52}
+            if quick
+            else {"requests": 1000, "window": 10.0, "concurrent": 52}
+        )
     windows = windows or (2 if quick else 5)
     n, w = protection["requests"], protection["window"]
     events = n * (windows + 1)  # the first window's allowance, then `windows` windows' worth
@@ -147,17 +162,25 @@ def ceiling(quick: bool, concurrency: int = 8, protection: dict[str, Any] | None
         "ceiling_utilisation": steady,
         "ceiling": {
             "definition": "windows x W / (time from request 1 to request windows x N + 1): the sliding "
-                          "window lets request jN+1 come no sooner than jW after request 1",
-            "protection": protection, "added_latency_s": latency, "concurrency": concurrency,
-            "events": events, "windows_beyond_first": windows, "outcomes": outcomes,
-            "lost": lost, "rows_holding_update": holding,
+            "window lets request jN+1 come no sooner than jW after request 1",
+            "protection": protection,
+            "added_latency_s": latency,
+            "concurrency": concurrency,
+            "events": events,
+            "windows_beyond_first": windows,
+            "outcomes": outcomes,
+            "lost": lost,
+            "rows_holding_update": holding,
             "seconds_to_request_windows_x_n_plus_1": round(reached, 3) if reached else None,
             "ideal_seconds": windows * w,
             "whole_run_utilisation": round(admitted / allowed, 3) if span > 0 else None,
             "whole_run_definition": "admitted / (N + N x span / W): the most the limit admits in the span",
-            "admitted_requests": admitted, "throttled_429": stats["throttled"],
-            "throttled_by_code": stats["throttled_by_code"], "peak_in_flight": stats["peak_in_flight"],
-            "admission_span_s": round(span, 3), "allowed_requests_in_span": round(allowed, 1),
+            "admitted_requests": admitted,
+            "throttled_429": stats["throttled"],
+            "throttled_by_code": stats["throttled_by_code"],
+            "peak_in_flight": stats["peak_in_flight"],
+            "admission_span_s": round(span, 3),
+            "allowed_requests_in_span": round(allowed, 1),
             "achieved_rate_per_s": round(admitted / span, 2) if span > 0 else None,
             "allowed_long_run_rate_per_s": round(n / w, 2),
             "wall_s": round(clock.seconds, 3),

@@ -3,12 +3,12 @@
 Counted by the stand-in (every HTTP request it received; a ``$batch`` is one), which runs in its own
 process. Bodies are Group Opt out Creates in the Dataverse wire shape, each with its own campaign log id.
 
-* steady: one event at a time through :class:`optout_core.local.LocalPipeline` (router, then
+* steady: one event at a time through :class:`optout_dev.local.LocalPipeline` (router, then
   BulkEmailOptOut with that one message), as when events trickle in.
 * burst: 1,000 queued opt-outs, some recipients repeated, handed to
-  :func:`optout_core.opt_out.opt_out_batch` at once, as the Functions host does with a backlog
+  :func:`optout_core.app.opt_out.opt_out_batch` at once, as the Functions host does with a backlog
   (host.json ``maxMessageBatchSize`` is 1,000). The work items are made by the real router
-  (:func:`optout_core.pipeline.route` onto an in-memory queue).
+  (:func:`optout_core.app.router.route` onto an in-memory queue).
 
 "Applied opt-out" = a message whose outcome is ``applied``; the rows are read back from the stand-in
 afterwards to prove every recipient holds ``donotbulkemail = true``.
@@ -27,10 +27,10 @@ STEADY_PREFIX, BURST_PREFIX = 0x5100, 0xB100
 
 def run(quick: bool) -> dict[str, Any]:
     from optout_core.app.opt_out import opt_out_batch
-    from optout_dev.local import LocalPipeline
-    from optout_core.servicebus.envelopes import InboundMessage
     from optout_core.app.router import route
     from optout_core.app.services import Services
+    from optout_core.servicebus.envelopes import InboundMessage
+    from optout_dev.local import LocalPipeline
     from optout_dev.queues import InMemoryQueues
 
     rng = random.Random(7)
@@ -64,14 +64,25 @@ def run(quick: bool) -> dict[str, Any]:
         queues = InMemoryQueues()
         router_services = Services(settings, sender=queues)
         for i, recipient in enumerate(recipients):
-            handled = route(InboundMessage(body=opt_out_body(guid(rng), ("contact", recipient)),
-                                           message_id=f"burst-{i}", delivery_count=1), router_services)
+            handled = route(
+                InboundMessage(
+                    body=opt_out_body(guid(rng), ("contact", recipient)), message_id=f"burst-{i}", delivery_count=1
+                ),
+                router_services,
+            )
             if str(handled.outcome) != "routed":
                 raise RuntimeError(f"burst event {i} was not routed: {handled}")
         work = queues.messages(settings.opt_out_queue)
-        msgs = [InboundMessage(body=m.body, message_id=m.message_id, delivery_count=1,
-                               correlation_id=m.correlation_id, application_properties=m.application_properties)
-                for m in work]
+        msgs = [
+            InboundMessage(
+                body=m.body,
+                message_id=m.message_id,
+                delivery_count=1,
+                correlation_id=m.correlation_id,
+                application_properties=m.application_properties,
+            )
+            for m in work
+        ]
         services = Services(settings, sender=InMemoryQueues())
         before = standin.counts()
         with Clock() as burst_clock:
@@ -89,16 +100,24 @@ def run(quick: bool) -> dict[str, Any]:
         "requests_per_optout_steady": round(steady_requests / steady_applied, 4) if steady_applied else None,
         "requests_per_optout_burst": round(burst_requests / burst_applied, 4) if burst_applied else None,
         "steady": {
-            "events": steady_events, "applied": steady_applied, "outcomes": outcomes,
-            "standin_requests": steady_requests, "pipeline_reported_requests": reported,
-            "rows_holding_update": steady_holding, "seconds": round(steady_clock.seconds, 3),
+            "events": steady_events,
+            "applied": steady_applied,
+            "outcomes": outcomes,
+            "standin_requests": steady_requests,
+            "pipeline_reported_requests": reported,
+            "rows_holding_update": steady_holding,
+            "seconds": round(steady_clock.seconds, 3),
             "events_per_second": round(steady_events / steady_clock.seconds, 1),
         },
         "burst": {
-            "events": len(msgs), "distinct_recipients": burst_recipients, "applied": burst_applied,
-            "outcomes": burst_outcomes, "standin_requests": burst_requests,
+            "events": len(msgs),
+            "distinct_recipients": burst_recipients,
+            "applied": burst_applied,
+            "outcomes": burst_outcomes,
+            "standin_requests": burst_requests,
             "standin_operations": burst_operations,  # the writes inside the burst's $batch request(s)
-            "rows_holding_update": burst_holding, "seconds": round(burst_clock.seconds, 3),
+            "rows_holding_update": burst_holding,
+            "seconds": round(burst_clock.seconds, 3),
             "events_per_second": round(len(msgs) / burst_clock.seconds, 1),
         },
     }

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import sdk
 from .common import TOKEN, median
 from .standin_proc import RemoteStandIn, row_ids
-from . import sdk
 
 PREFIX = 0xC0DE
 CHANGES = {"donotbulkemail": True}
@@ -35,9 +35,14 @@ CHANGES = {"donotbulkemail": True}
 def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
     version = sdk.available()
     if version is None:
-        return {"write_wall_vs_sdk": None, "write_wall_batch_vs_sdk": None,
-                "notes": {"write_wall_vs_sdk": "PowerPlatform-Dataverse-Client is not installed: "
-                                               "pip install -r requirements-bench.txt"}}
+        return {
+            "write_wall_vs_sdk": None,
+            "write_wall_batch_vs_sdk": None,
+            "notes": {
+                "write_wall_vs_sdk": "PowerPlatform-Dataverse-Client is not installed: "
+                "pip install -r requirements-bench.txt"
+            },
+        }
     from optout_core.dataverse.auth import StaticTokenCredential
     from optout_core.dataverse.client import DataverseClient, Write
     from optout_core.domain.retry import RetryPolicy
@@ -53,9 +58,9 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
 
     with RemoteStandIn(tls=True) as standin, sdk.trusting(standin.ca_file):
         standin.seed(PREFIX, n)
-        ours = DataverseClient(standin.url, credential, retry=RetryPolicy(), timeout=30.0,
-                               max_concurrency=concurrency)
+        ours = DataverseClient(standin.url, credential, retry=RetryPolicy(), timeout=30.0, max_concurrency=concurrency)
         with sdk.client(standin.url, credential) as theirs, ThreadPoolExecutor(concurrency) as pool:
+
             def ours_single() -> None:
                 results = list(pool.map(lambda rid: ours.update("contact", rid, CHANGES), ids))
                 assert all(r.found for r in results)
@@ -77,7 +82,7 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
 
             names = list(sides)
             for round_ in range(rounds):
-                order = names[round_ % len(names):] + names[:round_ % len(names)]
+                order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
                     before = standin.counts()
                     cpu_started, started = time.process_time(), time.perf_counter()
@@ -90,8 +95,10 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
                     requests_per_round[name].append(after["requests"] - before["requests"])
                     incomplete[name] += n - (after["writes"] - before["writes"])
             final = standin.counts()
-            profile = {"ours": _profile(lambda rid: ours.update("contact", rid, CHANGES), ids[: n // 3]),
-                       "sdk": _profile(lambda rid: theirs.records.update("contact", rid, CHANGES), ids[: n // 3])}
+            profile = {
+                "ours": _profile(lambda rid: ours.update("contact", rid, CHANGES), ids[: n // 3]),
+                "sdk": _profile(lambda rid: theirs.records.update("contact", rid, CHANGES), ids[: n // 3]),
+            }
         ours.close()
 
     ours_wall, sdk_wall, batch_wall = (median(walls[k]) for k in ("ours", "sdk", "ours_batch"))
@@ -99,9 +106,13 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
         "write_wall_vs_sdk": round(ours_wall / sdk_wall, 3),
         "write_wall_batch_vs_sdk": round(batch_wall / sdk_wall, 3),
         "writes": {
-            "n": n, "concurrency": concurrency, "rounds": rounds, "sdk_version": version,
+            "n": n,
+            "concurrency": concurrency,
+            "rounds": rounds,
+            "sdk_version": version,
             "transport": "HTTPS to the loopback stand-in in its own process, keep-alive, no added latency",
-            "ours_median_s": round(ours_wall, 4), "sdk_median_s": round(sdk_wall, 4),
+            "ours_median_s": round(ours_wall, 4),
+            "sdk_median_s": round(sdk_wall, 4),
             "ours_batch_median_s": round(batch_wall, 4),
             "ours_per_update_ms": round(ours_wall / n * 1000, 3),
             "sdk_per_update_ms": round(sdk_wall / n * 1000, 3),
@@ -133,5 +144,9 @@ def _profile(update: Callable[[str], Any], ids: list[str]) -> dict[str, float]:
         else:
             shared += tottime
     per = 1000 / len(ids)
-    return {"own_code_ms": round(own * per, 3), "shared_http_stack_ms": round(shared * per, 3),
-            "own_share": round(own / (own + shared), 3), "updates": len(ids)}
+    return {
+        "own_code_ms": round(own * per, 3),
+        "shared_http_stack_ms": round(shared * per, 3),
+        "own_share": round(own / (own + shared), 3),
+        "updates": len(ids),
+    }

@@ -1,7 +1,7 @@
 """``python -m optout_core demo``: every sample message through the whole pipeline, against a local Dataverse.
 
 Starts the loopback Dataverse stand-in seeded with a few contacts, leads and accounts (one contact
-deliberately deleted), runs :class:`~optout_core.local.LocalPipeline` over ``samples/`` with a demo
+deliberately deleted), runs :class:`~optout_dev.local.LocalPipeline` over ``samples/`` with a demo
 configuration, prints what happened to each message and the final state of the rows, then stops.
 """
 
@@ -10,28 +10,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from optout_dev.local import LocalPipeline, RunResult
 from optout_core.app.services import build_dataverse_client
 from optout_core.domain.settings import Settings
+from optout_dev.local import LocalPipeline, RunResult
+from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, ORG_ID
 from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-ORGANIZATION_ID = "99d8114f-583c-44d5-9a40-2634f42fc1fa"
+ORGANIZATION_ID = ORG_ID
 TOKEN = "demo-token"  # the stand-in's own token: it is loopback-only and holds no real data
 
-# The rows the samples refer to. d4…0004 is the deleted contact: a log pointing at it ends recipient_missing.
-SEED: tuple[tuple[str, str], ...] = (
-    ("contact", "a1000000-0000-4000-8000-000000000001"),
-    ("contact", "a1000000-0000-4000-8000-000000000002"),
-    ("contact", "a1000000-0000-4000-8000-000000000003"),
-    ("lead", "b2000000-0000-4000-8000-000000000001"),
-    ("lead", "b2000000-0000-4000-8000-000000000002"),
-    ("account", "c3000000-0000-4000-8000-000000000001"),
-    ("account", "c3000000-0000-4000-8000-000000000002"),
+# The rows the samples refer to (optout_dev.messages). DELETED is the deleted contact: a log pointing at it ends
+# recipient_missing.
+SEED: tuple[tuple[str, str], ...] = tuple(
+    (table, row_id) for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)) for row_id in ids
 )
-DELETED = ("contact", "d4000000-0000-4000-8000-000000000004")
+DELETED = ("contact", DELETED_CONTACT)
 
 # A customer would create bounce columns of their own (Dataverse has no standard one); the demo writes
 # the standard description column so the result is visible.
@@ -48,7 +44,9 @@ def sample_files(folder: Path = SAMPLES) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name[:1].isdigit())
 
 
-def run_demo(files: Sequence[Path] | None = None, *, out: TextIO = sys.stdout) -> tuple[list[RunResult], dict]:
+def run_demo(
+    files: Sequence[Path] | None = None, *, out: TextIO = sys.stdout
+) -> tuple[list[RunResult], dict[str, Any]]:
     """Run the demo; print the report to ``out``; return the results and the final rows by table."""
     files = sample_files() if files is None else list(files)
     with DataverseStandIn(token=TOKEN, tables=DEFAULT_TABLES) as standin:
@@ -68,7 +66,9 @@ def run_demo(files: Sequence[Path] | None = None, *, out: TextIO = sys.stdout) -
     return results, {"rows": rows, "requests": requests}
 
 
-def _report(results: Sequence[RunResult], rows: dict, requests: int, out: TextIO) -> None:
+def _report(
+    results: Sequence[RunResult], rows: dict[str, dict[str, dict[str, Any]]], requests: int, out: TextIO
+) -> None:
     table = [("message", "decision", "outcome", "reason")]
     for r in results:
         decision = f"→ {r.route}" if r.route and r.outcome not in ("ignored", "rejected") else "-"
@@ -93,7 +93,7 @@ def _report(results: Sequence[RunResult], rows: dict, requests: int, out: TextIO
 def _print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
         if n == 0:
             print("  ".join("-" * width for width in widths), file=out)
 

@@ -34,14 +34,21 @@ class RunResult:
     source: str
     log_id: str | None
     route: str | None
-    outcome: str            # applied, recipient_missing, ignored, rejected or failed
+    outcome: str  # applied, recipient_missing, ignored, rejected or failed
     reason: str | None
     recipient: dict[str, str] | None
     dataverse_requests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "log_id": self.log_id, "route": self.route, "outcome": self.outcome,
-                "reason": self.reason, "recipient": self.recipient, "dataverse_requests": self.dataverse_requests}
+        return {
+            "source": self.source,
+            "log_id": self.log_id,
+            "route": self.route,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "recipient": self.recipient,
+            "dataverse_requests": self.dataverse_requests,
+        }
 
 
 class LocalPipeline:
@@ -53,8 +60,15 @@ class LocalPipeline:
     (deployed: it would wait in the dead-letter queue).
     """
 
-    def __init__(self, settings: Settings, *, dataverse: Dataverse | None = None, honour_schedule: bool = True,
-                 max_deliveries: int = 1, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dataverse: Dataverse | None = None,
+        honour_schedule: bool = True,
+        max_deliveries: int = 1,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.queues = InMemoryQueues()
         self.services = Services(settings, sender=self.queues, dataverse=dataverse)
         self._honour_schedule = honour_schedule
@@ -64,8 +78,14 @@ class LocalPipeline:
     def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
         settings = self.services.settings
         if not settings.is_enabled(ROUTER):
-            return RunResult(source, None, None, str(Outcome.IGNORED),
-                             f"{ROUTER.name} is switched off: the message stays on {settings.queue(ROUTER)}", None)
+            return RunResult(
+                source,
+                None,
+                None,
+                str(Outcome.IGNORED),
+                f"{ROUTER.name} is switched off: the message stays on {settings.queue(ROUTER)}",
+                None,
+            )
         message = InboundMessage(body=body, content_type=content_type, message_id=f"local:{source}")
         routed, requests = self._deliver(route, ROUTER, message)
         if isinstance(routed, TransientError):
@@ -78,24 +98,36 @@ class LocalPipeline:
         while True:
             work = self.queues.take(queue, message_id)
             if work is None:  # Service Bus duplicate detection dropped the re-sent work item
-                return _result(source, routed, outcome=Outcome.IGNORED,
-                               reason=f"duplicate: work item {message_id} was already queued "
-                                      "(Service Bus duplicate detection)")
+                return _result(
+                    source,
+                    routed,
+                    outcome=Outcome.IGNORED,
+                    reason=f"duplicate: work item {message_id} was already queued (Service Bus duplicate detection)",
+                )
             self._wait_until(work.scheduled_enqueue_time)
-            written, sent = self._deliver(entry.handle, entry.function, InboundMessage(
-                body=work.body, message_id=work.message_id, correlation_id=work.correlation_id,
-                application_properties=work.application_properties))
+            written, sent = self._deliver(
+                entry.handle,
+                entry.function,
+                InboundMessage(
+                    body=work.body,
+                    message_id=work.message_id,
+                    correlation_id=work.correlation_id,
+                    application_properties=work.application_properties,
+                ),
+            )
             requests += sent
             if isinstance(written, TransientError):
-                return _result(source, routed, outcome=FAILED, reason=f"{entry.function.name}: {written}",
-                               requests=requests)
+                return _result(
+                    source, routed, outcome=FAILED, reason=f"{entry.function.name}: {written}", requests=requests
+                )
             if written.outcome is not Outcome.RESCHEDULED:
                 return _result(source, written, route=routed.route, requests=requests)
             item = WorkItem.from_json(work.body)
             message_id = replace(item, reschedules=item.reschedules + 1).message_id
 
-    def _deliver(self, handle: Handler, function: Function, message: InboundMessage
-                 ) -> tuple[OutcomeRecord | TransientError, int]:
+    def _deliver(
+        self, handle: Handler, function: Function, message: InboundMessage
+    ) -> tuple[OutcomeRecord | TransientError, int]:
         """Deliver ``message`` as Service Bus would: again while the function raises, up to ``max_deliveries``
         times in all. The outcome (or the last transient error) and the Web API requests it took."""
         requests = 0
@@ -115,8 +147,15 @@ class LocalPipeline:
             self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
 
-def _result(source: str, handled: OutcomeRecord, *, outcome: Any = None, reason: str | None = None,
-            route: str | None = None, requests: int | None = None) -> RunResult:
+def _result(
+    source: str,
+    handled: OutcomeRecord,
+    *,
+    outcome: Any = None,
+    reason: str | None = None,
+    route: str | None = None,
+    requests: int | None = None,
+) -> RunResult:
     table, _, row_id = (handled.recipient or "").partition("/")
     return RunResult(
         source=source,

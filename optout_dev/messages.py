@@ -1,7 +1,7 @@
 """Build Service Bus bodies in the exact shape Dataverse posts for an "Email Campaign Log" Create.
 
 The body is a ``RemoteExecutionContext`` written by .NET ``DataContractJsonSerializer``, as described in
-``../shared/domain/dataverse-messages.md`` (§3 serializer rules, §4 top-level keys, §5 Create specifics,
+``docs/dataverse-messages.md`` (§3 serializer rules, §4 top-level keys, §5 Create specifics,
 §6 trimming, §7 value shapes, §11 full example):
 
 * every dictionary is a JSON array of ``{"key": ..., "value": ...}`` pairs;
@@ -23,14 +23,38 @@ import copy
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
+from types import EllipsisType
+from typing import Any
 
 __all__ = [
-    "ORG_ID", "FOREIGN_ORG_ID", "ACTIVITY", "CONTRACTS", "ENTITY", "PRIMARY_NAME", "ACTIVITY_COLUMN",
-    "RECIPIENT_COLUMN", "BOUNCE_REASON_COLUMN", "CONTACTS", "LEADS", "ACCOUNTS", "DELETED_CONTACT",
-    "LOG_ID", "OPERATION_ID", "CORRELATION_ID", "STEP_ID", "USER_ID", "BUSINESS_UNIT_ID", "OMIT",
-    "reference", "option", "campaign_log", "wire", "MSBIN1_BODY", "XML_BODY",
+    "ORG_ID",
+    "FOREIGN_ORG_ID",
+    "ACTIVITY",
+    "CONTRACTS",
+    "ENTITY",
+    "PRIMARY_NAME",
+    "ACTIVITY_COLUMN",
+    "RECIPIENT_COLUMN",
+    "BOUNCE_REASON_COLUMN",
+    "CONTACTS",
+    "LEADS",
+    "ACCOUNTS",
+    "DELETED_CONTACT",
+    "LOG_ID",
+    "OPERATION_ID",
+    "CORRELATION_ID",
+    "STEP_ID",
+    "USER_ID",
+    "BUSINESS_UNIT_ID",
+    "OMIT",
+    "reference",
+    "option",
+    "campaign_log",
+    "wire",
+    "MSBIN1_BODY",
+    "XML_BODY",
 ]
 
 # --- fixed facts of the demo schema ---------------------------------------------------------------
@@ -71,8 +95,8 @@ DELETED_CONTACT = "d4000000-0000-4000-8000-000000000004"  # never seeded: ends a
 LOG_ID = "5c1e8a72-4f10-f011-998a-6045bd0f2c11"
 OPERATION_ID = "6d1e8a72-4f10-f011-998a-6045bd0f2c11"
 CORRELATION_ID = "87b86356-9b2a-4e69-b3c5-955deb686797"
-STEP_ID = "bd0e17f3-6ed1-4706-a715-98e1bb48bda8"          # sdkmessageprocessingstep (OwningExtension.Id)
-USER_ID = "c4d1f0a9-7e2b-ef11-8ee7-000d3a4c7b21"          # systemuser (UserId, InitiatingUserId, owner)
+STEP_ID = "bd0e17f3-6ed1-4706-a715-98e1bb48bda8"  # sdkmessageprocessingstep (OwningExtension.Id)
+USER_ID = "c4d1f0a9-7e2b-ef11-8ee7-000d3a4c7b21"  # systemuser (UserId, InitiatingUserId, owner)
 USER_AAD_ID = "3a67166a-2e91-4fb4-ba00-8f915a45358b"
 BUSINESS_UNIT_ID = "0b6f4a3e-21c9-ef11-b8e8-000d3a4c7b21"
 USER_AGENT = "ExampleConnector/2.1"
@@ -86,7 +110,8 @@ OMIT = ...  # pass as a top-level override value to delete that key, e.g. campai
 
 # --- value shapes (§7) ------------------------------------------------------------------------------
 
-def reference(table: str, row_id: str, name: str | None = None) -> dict:
+
+def reference(table: str, row_id: str, name: str | None = None) -> dict[str, Any]:
     """An EntityReference (lookup/owner/customer value), ``__type`` first."""
     return {
         "__type": f"EntityReference:{CONTRACTS}",
@@ -98,12 +123,12 @@ def reference(table: str, row_id: str, name: str | None = None) -> dict:
     }
 
 
-def option(code: int) -> dict:
+def option(code: int) -> dict[str, Any]:
     """An OptionSetValue (choice, statecode, statuscode), ``__type`` first."""
     return {"__type": f"OptionSetValue:{CONTRACTS}", "Value": code}
 
 
-def _kv(key: str, value) -> dict:
+def _kv(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": value}
 
 
@@ -113,11 +138,13 @@ def _date(ms: int, offset: str | None = None) -> str:
 
 def _formatted_date(ms: int) -> str:
     # FormattedValues render dates in the user's zone; the demo user is on UTC (as in §11).
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S-00:00")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
 
 
-def _entity(table: str, row_id: str, attributes: list, formatted: list, *, typed: bool) -> dict:
-    entity = {
+def _entity(
+    table: str, row_id: str, attributes: list[dict[str, Any]], formatted: list[dict[str, Any]], *, typed: bool
+) -> dict[str, Any]:
+    entity: dict[str, Any] = {
         "Attributes": attributes,
         "EntityState": None,
         "FormattedValues": formatted,
@@ -132,7 +159,7 @@ def _entity(table: str, row_id: str, attributes: list, formatted: list, *, typed
     return entity
 
 
-def _set(pairs: list, key: str, value) -> None:
+def _set(pairs: list[dict[str, Any]], key: str, value: Any) -> None:
     """Replace the value of `key` in a key/value array in place, or append it."""
     for pair in pairs:
         if pair["key"] == key:
@@ -148,12 +175,13 @@ def _organization_name(organization_id: str) -> str:
 
 # --- the context ---------------------------------------------------------------------------------
 
+
 def campaign_log(
     *,
-    activity: str | int | dict | None = "Group Opt out",
-    activity_label: str | None = ...,  # type: ignore[assignment]
+    activity: str | int | dict[str, Any] | None = "Group Opt out",
+    activity_label: str | None | EllipsisType = ...,
     recipient: tuple[str, str] | None = ("contact", CONTACTS[0]),
-    lookups: dict[str, dict | None] | None = None,
+    lookups: dict[str, dict[str, Any] | None] | None = None,
     log_id: str = LOG_ID,
     operation_id: str = OPERATION_ID,
     correlation_id: str = CORRELATION_ID,
@@ -163,10 +191,10 @@ def campaign_log(
     created_on_ms: int = 1741944413000,
     bounce_reason: str | None = None,
     name: str = "Spring newsletter",
-    extra_attributes: dict | None = None,
+    extra_attributes: dict[str, Any] | None = None,
     trimmed: bool = False,
-    **top_level_overrides,
-) -> dict:
+    **top_level_overrides: Any,
+) -> dict[str, Any]:
     """The full RemoteExecutionContext of an async post-operation Create (readable form, unescaped ``/``).
 
     activity        a label from ACTIVITY -> OptionSetValue + FormattedValues label;
@@ -190,9 +218,11 @@ def campaign_log(
     is_create = message_name == "Create"
     primary_key = f"{entity}id"
     modified_ms = created_on_ms if is_create else created_on_ms + 60000
-    operation_ms = modified_ms + 2000             # the post job is queued ~2 s after the change
+    operation_ms = modified_ms + 2000  # the post job is queued ~2 s after the change
 
     # activity value and its formatted label
+    activity_value: Any
+    label: str | None
     if activity is None:
         activity_value, label = None, None
     elif isinstance(activity, bool):
@@ -207,7 +237,7 @@ def campaign_log(
         label = activity_label
 
     # the columns the caller (Concep) sent: they appear in both the Target and the ParentContext Target
-    caller: list = [_kv(PRIMARY_NAME, name)]
+    caller: list[dict[str, Any]] = [_kv(PRIMARY_NAME, name)]
     if activity is not None:
         caller.append(_kv(ACTIVITY_COLUMN, activity_value))
     if recipient is not None:
@@ -219,10 +249,10 @@ def campaign_log(
     for column, value in (extra_attributes or {}).items():
         _set(caller, column, value)
 
-    def caller_columns() -> list:
+    def caller_columns() -> list[dict[str, Any]]:
         return copy.deepcopy(caller)  # the two Targets must not share objects
 
-    def merged(first: list, then: list) -> list:
+    def merged(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # caller columns win over the platform's: a column named by the caller is never duplicated
         out = copy.deepcopy(first)
         for pair in then:
@@ -236,18 +266,21 @@ def campaign_log(
         attributes = [_kv(primary_key, log_id)]
         for pair in caller_columns():
             _set(attributes, pair["key"], pair["value"])
-        attributes = merged(attributes, [
-            _kv("createdon", _date(created_on_ms)),
-            _kv("createdby", reference(*owner)),
-            _kv("modifiedon", _date(modified_ms)),
-            _kv("modifiedby", reference(*owner)),
-            _kv("ownerid", reference(*owner)),
-            _kv("owningbusinessunit", reference("businessunit", BUSINESS_UNIT_ID)),
-            _kv("statecode", option(0)),
-            _kv("statuscode", option(1)),
-            _kv("createdonbehalfby", None),
-            _kv("modifiedonbehalfby", None),
-        ])
+        attributes = merged(
+            attributes,
+            [
+                _kv("createdon", _date(created_on_ms)),
+                _kv("createdby", reference(*owner)),
+                _kv("modifiedon", _date(modified_ms)),
+                _kv("modifiedby", reference(*owner)),
+                _kv("ownerid", reference(*owner)),
+                _kv("owningbusinessunit", reference("businessunit", BUSINESS_UNIT_ID)),
+                _kv("statecode", option(0)),
+                _kv("statuscode", option(1)),
+                _kv("createdonbehalfby", None),
+                _kv("modifiedonbehalfby", None),
+            ],
+        )
         formatted = [
             _kv("createdon", _formatted_date(created_on_ms)),
             _kv("modifiedon", _formatted_date(modified_ms)),
@@ -256,12 +289,15 @@ def campaign_log(
         ]
     else:
         # an Update's Target carries only the changed columns plus the key and modified* columns
-        attributes = merged(caller_columns(), [
-            _kv(primary_key, log_id),
-            _kv("modifiedon", _date(modified_ms)),
-            _kv("modifiedby", reference(*owner)),
-            _kv("modifiedonbehalfby", None),
-        ])
+        attributes = merged(
+            caller_columns(),
+            [
+                _kv(primary_key, log_id),
+                _kv("modifiedon", _date(modified_ms)),
+                _kv("modifiedby", reference(*owner)),
+                _kv("modifiedonbehalfby", None),
+            ],
+        )
         formatted = [_kv("modifiedon", _formatted_date(modified_ms))]
     if label is not None:
         formatted.insert(0, _kv(ACTIVITY_COLUMN, label))
@@ -269,7 +305,7 @@ def campaign_log(
     target = _entity(entity, log_id, attributes, formatted, typed=True)
 
     request_id = str(uuid.uuid5(_REQUEST_NS, operation_id))
-    owning_extension = {
+    owning_extension: dict[str, Any] = {
         "Id": STEP_ID,
         "KeyAttributes": [],
         "LogicalName": "sdkmessageprocessingstep",
@@ -277,8 +313,15 @@ def campaign_log(
         "RowVersion": None,
     }
 
-    def context(*, stage: int, input_parameters: list, output_parameters: list, post_images: list,
-                shared: list, parent) -> dict:
+    def context(
+        *,
+        stage: int,
+        input_parameters: list[dict[str, Any]],
+        output_parameters: list[dict[str, Any]],
+        post_images: list[dict[str, Any]],
+        shared: list[dict[str, Any]],
+        parent: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         return {
             "BusinessUnitId": BUSINESS_UNIT_ID,
             "CorrelationId": correlation_id,
@@ -318,10 +361,10 @@ def campaign_log(
         shared = [_kv("IsAutoTransact", True), _kv("DefaultsAddedFlag", True)]
         output = [_kv("id", log_id)]
     else:
-        parent_target = _entity(entity, log_id, merged(caller_columns(), [_kv(primary_key, log_id)]), [],
-                                typed=True)
-        parent_shared = [_kv("ChangedEntityTypes", [
-            {"__type": _KVP_STRING_STRING, "key": entity, "value": message_name}])]
+        parent_target = _entity(entity, log_id, merged(caller_columns(), [_kv(primary_key, log_id)]), [], typed=True)
+        parent_shared = [
+            _kv("ChangedEntityTypes", [{"__type": _KVP_STRING_STRING, "key": entity, "value": message_name}])
+        ]
         shared = []
         output = []
 
@@ -333,8 +376,7 @@ def campaign_log(
         shared=parent_shared,
         parent=None,
     )
-    primary_name_image = _entity(
-        entity, log_id, [_kv(PRIMARY_NAME, name), _kv(primary_key, log_id)], [], typed=False)
+    primary_name_image = _entity(entity, log_id, [_kv(PRIMARY_NAME, name), _kv(primary_key, log_id)], [], typed=False)
     ctx = context(
         stage=40,
         input_parameters=[_kv("Target", target)],
@@ -362,7 +404,7 @@ _SHORT_ESCAPES = {"b": "\\u0008", "t": "\\u0009", "n": "\\u000a", "f": "\\u000c"
 _ESCAPE_RE = re.compile(r"\\(.)")
 
 
-def _dump(value) -> str:
+def _dump(value: Any) -> str:
     if value is None:
         return "null"
     if value is True:
@@ -378,8 +420,9 @@ def _dump(value) -> str:
     if isinstance(value, float):
         return json.dumps(value, allow_nan=False)
     if isinstance(value, str):
-        return _ESCAPE_RE.sub(lambda m: _SHORT_ESCAPES.get(m.group(1), m.group(0)),
-                              json.dumps(value, ensure_ascii=False))
+        return _ESCAPE_RE.sub(
+            lambda m: _SHORT_ESCAPES.get(m.group(1), m.group(0)), json.dumps(value, ensure_ascii=False)
+        )
     if isinstance(value, dict):
         return "{" + ",".join(_dump(str(k)) + ":" + _dump(v) for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -387,7 +430,7 @@ def _dump(value) -> str:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def wire(context: dict, *, escape_slashes: bool = True, bom: bool = False) -> bytes:
+def wire(context: dict[str, Any], *, escape_slashes: bool = True, bom: bool = False) -> bytes:
     """The body bytes as Dataverse sends them: one line, no spaces, UTF-8 (non-ASCII kept raw),
     member order preserved, every ``/`` escaped as ``\\/`` (a ``/`` can only occur inside JSON strings,
     so the plain replacement is safe), optionally prefixed with a UTF-8 BOM."""
@@ -407,10 +450,13 @@ MSBIN1_BODY: bytes = (
     b"@\x16RemoteExecutionContext\x08"
     + CONTRACTS.encode("ascii")
     + b"\x09\x01i\x29http://www.w3.org/2001/XMLSchema-instance"
-    + b"@\x0eBusinessUnitId\xad" + uuid.UUID(BUSINESS_UNIT_ID).bytes_le
-    + b"@\x0dCorrelationId\xad" + uuid.UUID(CORRELATION_ID).bytes_le
+    + b"@\x0eBusinessUnitId\xad"
+    + uuid.UUID(BUSINESS_UNIT_ID).bytes_le
+    + b"@\x0dCorrelationId\xad"
+    + uuid.UUID(CORRELATION_ID).bytes_le
     + b"@\x05Depth\x83"
-    + b"@\x0fInputParameters\x09\x01a\x2f" + CONTRACTS.encode("ascii")
+    + b"@\x0fInputParameters\x09\x01a\x2f"
+    + CONTRACTS.encode("ascii")
     + b"\x09\x01b\x42http://schemas.datacontract.org/2004/07/System.Collections.Generic"
     + bytes(range(256))
     + b"\x01\x01\x01"
@@ -431,9 +477,9 @@ XML_BODY: bytes = (
     "<KeyValuePairOfstringanyType><a:key>concep_name</a:key>"
     '<a:value i:type="b:string" xmlns:b="http://www.w3.org/2001/XMLSchema">Spring newsletter</a:value>'
     "</KeyValuePairOfstringanyType>"
-    "</Attributes><EntityState i:nil=\"true\"/><FormattedValues/>"
+    '</Attributes><EntityState i:nil="true"/><FormattedValues/>'
     f"<Id>{LOG_ID}</Id><KeyAttributes/><LogicalName>{ENTITY}</LogicalName>"
-    "<RelatedEntities/><RowVersion i:nil=\"true\"/></a:value>"
+    '<RelatedEntities/><RowVersion i:nil="true"/></a:value>'
     "</KeyValuePairOfstringanyType></InputParameters>"
     "<IsExecutingOffline>false</IsExecutingOffline><IsInTransaction>false</IsInTransaction>"
     "<IsOfflinePlayback>false</IsOfflinePlayback><IsolationMode>1</IsolationMode>"
@@ -443,4 +489,4 @@ XML_BODY: bytes = (
     "<Stage>40</Stage>"
     f"<UserId>{USER_ID}</UserId>"
     "</RemoteExecutionContext>"
-).encode("utf-8")
+).encode()

@@ -52,34 +52,93 @@ def cases() -> list[tuple[str, bytes, dict]]:
     def log(n: int, file: str, expected: dict, *, bom: bool = False, **kwargs) -> None:
         out.append((file, m.wire(m.campaign_log(**_ids(n), **kwargs), bom=bom), expected))
 
-    log(1, "01-spam-report-contact.json", _routed("opt_out", "contact", C1),
-        activity="Spam Report", recipient=("contact", C1))
-    log(2, "02-group-opt-out-lead.json", _routed("opt_out", "lead", L1),
-        activity="Group Opt out", recipient=("lead", L1))
-    log(3, "03-client-opt-out-account.json", _routed("opt_out", "account", A1),
-        activity="Client Opt Out", recipient=("account", A1))
-    log(4, "04-group-opt-out-code-only-no-label-contact.json", IGNORED,
-        activity=m.ACTIVITY["Group Opt out"], recipient=("contact", C2))
-    log(5, "05-user-opt-out-contact.json", IGNORED,
-        activity="User Opt Out", recipient=("contact", C3))
-    log(6, "06-hard-bounce-contact.json", _routed("bounce", "contact", C2),
-        activity="Hard Bounce", recipient=("contact", C2), bounce_reason="550 5.1.1 mailbox unavailable")
-    log(7, "07-soft-bounce-lead.json", _routed("bounce", "lead", L2),
-        activity="Soft Bounce", recipient=("lead", L2), bounce_reason="452 4.2.2 mailbox full")
-    log(8, "08-open-contact.json", IGNORED,
-        activity="Open", recipient=("contact", C1))
-    log(9, "09-client-opt-out-deleted-contact.json", _routed("opt_out", "contact", m.DELETED_CONTACT),
-        activity="Client Opt Out", recipient=("contact", m.DELETED_CONTACT))
-    log(10, "10-ambiguous-recipient-contact-and-lead.json", REJECTED,
-        activity="Group Opt out", recipient=None,
-        lookups={"concep_contactid": m.reference("contact", C1), "concep_leadid": m.reference("lead", L1)})
-    log(11, "11-update-message-group-opt-out.json", IGNORED,
-        activity="Group Opt out", recipient=("contact", C1), message_name="Update")
+    log(
+        1,
+        "01-spam-report-contact.json",
+        _routed("opt_out", "contact", C1),
+        activity="Spam Report",
+        recipient=("contact", C1),
+    )
+    log(
+        2,
+        "02-group-opt-out-lead.json",
+        _routed("opt_out", "lead", L1),
+        activity="Group Opt out",
+        recipient=("lead", L1),
+    )
+    log(
+        3,
+        "03-client-opt-out-account.json",
+        _routed("opt_out", "account", A1),
+        activity="Client Opt Out",
+        recipient=("account", A1),
+    )
+    log(
+        4,
+        "04-group-opt-out-code-only-no-label-contact.json",
+        IGNORED,
+        activity=m.ACTIVITY["Group Opt out"],
+        recipient=("contact", C2),
+    )
+    log(5, "05-user-opt-out-contact.json", IGNORED, activity="User Opt Out", recipient=("contact", C3))
+    log(
+        6,
+        "06-hard-bounce-contact.json",
+        _routed("bounce", "contact", C2),
+        activity="Hard Bounce",
+        recipient=("contact", C2),
+        bounce_reason="550 5.1.1 mailbox unavailable",
+    )
+    log(
+        7,
+        "07-soft-bounce-lead.json",
+        _routed("bounce", "lead", L2),
+        activity="Soft Bounce",
+        recipient=("lead", L2),
+        bounce_reason="452 4.2.2 mailbox full",
+    )
+    log(8, "08-open-contact.json", IGNORED, activity="Open", recipient=("contact", C1))
+    log(
+        9,
+        "09-client-opt-out-deleted-contact.json",
+        _routed("opt_out", "contact", m.DELETED_CONTACT),
+        activity="Client Opt Out",
+        recipient=("contact", m.DELETED_CONTACT),
+    )
+    log(
+        10,
+        "10-ambiguous-recipient-contact-and-lead.json",
+        REJECTED,
+        activity="Group Opt out",
+        recipient=None,
+        lookups={"concep_contactid": m.reference("contact", C1), "concep_leadid": m.reference("lead", L1)},
+    )
+    log(
+        11,
+        "11-update-message-group-opt-out.json",
+        IGNORED,
+        activity="Group Opt out",
+        recipient=("contact", C1),
+        message_name="Update",
+    )
     out.append(("12-dotnet-binary-format.bin", m.MSBIN1_BODY, REJECTED))
-    log(13, "13-foreign-organisation-spam-report.json", REJECTED,
-        activity="Spam Report", recipient=("contact", C1), organization_id=m.FOREIGN_ORG_ID)
-    log(14, "14-spam-report-bom-non-ascii.json", _routed("opt_out", "contact", C3), bom=True,
-        activity="Spam Report", recipient=("contact", C3), name="Frühjahrs-Newsletter – Ελληνικά")
+    log(
+        13,
+        "13-foreign-organisation-spam-report.json",
+        REJECTED,
+        activity="Spam Report",
+        recipient=("contact", C1),
+        organization_id=m.FOREIGN_ORG_ID,
+    )
+    log(
+        14,
+        "14-spam-report-bom-non-ascii.json",
+        _routed("opt_out", "contact", C3),
+        bom=True,
+        activity="Spam Report",
+        recipient=("contact", C3),
+        name="Frühjahrs-Newsletter – Ελληνικά",
+    )
     return out
 
 

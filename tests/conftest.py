@@ -1,5 +1,7 @@
-"""Fixtures shared by every test: a seeded Dataverse stand-in, a thread-leak check, a plain HTTP session."""
+"""Fixtures shared by every test: Dataverse stand-ins (seeded, or made to measure), a thread-leak check, a plain HTTP
+session."""
 
+import contextlib
 import logging
 import threading
 import time
@@ -11,16 +13,22 @@ logging.getLogger().setLevel(logging.INFO)
 
 
 @pytest.fixture
-def seeded_standin():
-    """A running Dataverse stand-in holding the sample recipients (contacts, leads, accounts); stopped after."""
-    from optout_dev.messages import ACCOUNTS, CONTACTS, LEADS
-    from optout_dev.standin import DataverseStandIn
+def make_standin():
+    """make_standin(**options) -> a running Dataverse stand-in, stopped after the test (every one it started).
 
-    with DataverseStandIn(token="local-token") as server:
-        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
-            for row_id in ids:
-                server.add_row(table, row_id, donotbulkemail=False)
-        yield server
+    By default it holds the sample recipients (contacts, leads, accounts; ``recipients={}`` for none);
+    ``campaign_log=True`` adds the campaign log table; other options (``app_user=False``, ``not_found_code=``,
+    ``tables=``, ...) go to DataverseStandIn. See tests.support.dataverse.running_standin."""
+    from tests.support.dataverse import running_standin
+
+    with contextlib.ExitStack() as started:
+        yield lambda **options: started.enter_context(running_standin(**options))
+
+
+@pytest.fixture
+def standin(make_standin):
+    """A running Dataverse stand-in holding the sample recipients, token ``local-token``; stopped after."""
+    return make_standin()
 
 
 def _standin_threads() -> list[threading.Thread]:
@@ -43,6 +51,12 @@ def http():
     import requests
 
     with requests.Session() as session:
-        session.headers.update({"Authorization": "Bearer local-token", "Accept": "application/json",
-                                "OData-MaxVersion": "4.0", "OData-Version": "4.0"})
+        session.headers.update(
+            {
+                "Authorization": "Bearer local-token",
+                "Accept": "application/json",
+                "OData-MaxVersion": "4.0",
+                "OData-Version": "4.0",
+            }
+        )
         yield session

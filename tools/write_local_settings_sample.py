@@ -5,12 +5,16 @@ from pathlib import Path
 
 from optout_core.domain.settings import SPEC
 
-PLACEHOLDERS = {"DATAVERSE_URL": "https://<your-org>.crm.dynamics.com",
-                "ServiceBusConnection__fullyQualifiedNamespace": "<your-namespace>.servicebus.windows.net"}
+PLACEHOLDERS = {
+    "DATAVERSE_URL": "https://<your-org>.crm.dynamics.com",
+    "ServiceBusConnection__fullyQualifiedNamespace": "<your-namespace>.servicebus.windows.net",
+}
 
 values = {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
-meanings = {"FUNCTIONS_WORKER_RUNTIME": "Functions host: the worker language.",
-            "AzureWebJobsStorage": "Functions host: storage for the host's own state (Azurite locally)."}
+meanings = {
+    "FUNCTIONS_WORKER_RUNTIME": "Functions host: the worker language.",
+    "AzureWebJobsStorage": "Functions host: storage for the host's own state (Azurite locally).",
+}
 for setting in SPEC:
     meanings[setting.name] = setting.meaning
     if setting.name == "ServiceBusConnection":  # a secret: never in a file that may be copied around

@@ -17,8 +17,14 @@ ORG = "99d8114f-583c-44d5-9a40-2634f42fc1fa"
 def explain(*args, env=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "OPT_OUT", "BOUNCE"))}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "optout_core", "explain", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "optout_core", "explain", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_every_sample_gets_the_decision_samples_readme_documents():
@@ -27,7 +33,7 @@ def test_every_sample_gets_the_decision_samples_readme_documents():
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["source"] for line in lines] == [f"samples/{name}" for name in files]
-    for line, name in zip(lines, files):
+    for line, name in zip(lines, files, strict=True):
         expected = EXPECTED[name]
         assert set(line) == {"source", "outcome", "route", "reason", "log_id", "activity_type", "recipient"}
         assert line["outcome"] == expected["outcome"], name
@@ -51,16 +57,22 @@ def test_content_type_option_is_applied():
 
 
 def test_settings_change_the_decision():
-    result = explain("--json", "samples/04-group-opt-out-code-only-no-label-contact.json",
-                     env={"OPT_OUT_ACTIVITY_TYPES": "100000004"})
+    result = explain(
+        "--json",
+        "samples/04-group-opt-out-code-only-no-label-contact.json",
+        env={"OPT_OUT_ACTIVITY_TYPES": "100000004"},
+    )
     assert json.loads(result.stdout)["route"] == "opt_out"
 
 
-@pytest.mark.parametrize("args, env", [
-    ((), {}),
-    (("samples/no-such-file.json",), {}),
-    (("samples/01-spam-report-contact.json",), {"EXPECTED_ORGANIZATION_ID": "acme"}),
-])
+@pytest.mark.parametrize(
+    "args, env",
+    [
+        ((), {}),
+        (("samples/no-such-file.json",), {}),
+        (("samples/01-spam-report-contact.json",), {"EXPECTED_ORGANIZATION_ID": "acme"}),
+    ],
+)
 def test_usage_and_configuration_errors_exit_2(args, env):
     result = explain(*args, env=env)
     assert result.returncode == 2

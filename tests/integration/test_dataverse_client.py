@@ -10,7 +10,7 @@ from optout_core.dataverse.client import DataverseClient, Write
 from optout_core.dataverse.errors import DataverseRejected, DataverseUnavailable
 from optout_core.domain.errors import PermanentError, TransientError
 from optout_core.domain.retry import RetryPolicy
-from optout_dev.standin import DataverseStandIn, Fault
+from optout_dev.standin import Fault
 
 CONTACT = "a1000000-0000-4000-8000-000000000001"
 LEAD = "b2000000-0000-4000-8000-000000000001"
@@ -33,14 +33,6 @@ class Tokens:
 class Sleeps(list):
     def __call__(self, seconds):
         self.append(seconds)
-
-
-@pytest.fixture
-def standin():
-    with DataverseStandIn(token="local-token") as server:
-        server.add_row("contact", CONTACT, donotbulkemail=False)
-        server.add_row("lead", LEAD, donotbulkemail=False)
-        yield server
 
 
 @pytest.fixture
@@ -83,12 +75,12 @@ def test_tokens_are_reused_until_they_near_expiry(standin, sleeps):
 
 
 @pytest.mark.parametrize("code", ["0x80040217", ""])
-def test_a_missing_row_is_reported_and_never_created(code, sleeps):
-    with DataverseStandIn(token="local-token", not_found_code=code) as standin:
-        result = client_for(standin, sleeps).update("contact", MISSING, {"donotbulkemail": True})
-        assert not result.found
-        assert standin.row("contact", MISSING) is None
-        assert standin.client_bugs == []
+def test_a_missing_row_is_reported_and_never_created(make_standin, code, sleeps):
+    standin = make_standin(not_found_code=code)
+    result = client_for(standin, sleeps).update("contact", MISSING, {"donotbulkemail": True})
+    assert not result.found
+    assert standin.row("contact", MISSING) is None
+    assert standin.client_bugs == []
 
 
 def test_an_unknown_column_is_rejected_permanently_with_the_web_api_error(standin, sleeps):
@@ -101,10 +93,10 @@ def test_an_unknown_column_is_rejected_permanently_with_the_web_api_error(standi
     assert sleeps == []
 
 
-def test_a_missing_application_user_is_explained(sleeps):
-    with DataverseStandIn(token="local-token", app_user=False) as standin:
-        with pytest.raises(DataverseRejected) as caught:
-            client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
+def test_a_missing_application_user_is_explained(make_standin, sleeps):
+    standin = make_standin(app_user=False)
+    with pytest.raises(DataverseRejected) as caught:
+        client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
     assert caught.value.status == 403 and caught.value.code == "0x80072560"
     assert "application user" in str(caught.value)
 
@@ -168,14 +160,19 @@ def test_verify_first_skips_a_write_a_previous_delivery_already_made(standin, sl
     client.update("contact", CONTACT, {"donotbulkemail": True})
     again = client.update("contact", CONTACT, {"donotbulkemail": True}, verify_first=True)
     assert again.found and again.requests == 1 and len(standin.writes) == 1
-    missing = client.update("contact", "d4000000-0000-4000-8000-000000000004", {"donotbulkemail": True},
-                            verify_first=True)
+    missing = client.update(
+        "contact", "d4000000-0000-4000-8000-000000000004", {"donotbulkemail": True}, verify_first=True
+    )
     assert not missing.found
 
 
 def test_read_row_returns_annotations_or_none(standin, sleeps):
-    standin.add_row("contact", LEAD.replace("b2", "a9"), donotbulkemail=True,
-                    **{"donotbulkemail@OData.Community.Display.V1.FormattedValue": "Do Not Allow"})
+    standin.add_row(
+        "contact",
+        LEAD.replace("b2", "a9"),
+        donotbulkemail=True,
+        **{"donotbulkemail@OData.Community.Display.V1.FormattedValue": "Do Not Allow"},
+    )
     client = client_for(standin, sleeps)
     row = client.read_row("contacts", LEAD.replace("b2", "a9"), ["donotbulkemail"])
     assert row["donotbulkemail"] is True
@@ -214,8 +211,13 @@ def expire_token_during_pause(standin, sleeps, new_token="fresh-token"):
 
 def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
     tokens = Tokens("local-token", "fresh-token")
-    client = DataverseClient(standin.url, tokens, retry=RetryPolicy(attempts=4, backoff=0.5), timeout=2,
-                             sleep=expire_token_during_pause(standin, sleeps))
+    client = DataverseClient(
+        standin.url,
+        tokens,
+        retry=RetryPolicy(attempts=4, backoff=0.5),
+        timeout=2,
+        sleep=expire_token_during_pause(standin, sleeps),
+    )
     standin.inject(Fault(drop=True, after=True))  # the PATCH commits, the answer is lost, then the token expires
     result = client.update("contact", CONTACT, {"donotbulkemail": True})
     assert result.found and tokens.calls == 2 and len(sleeps) == 1
@@ -225,8 +227,13 @@ def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, 
 def test_a_batch_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
     ids = seeded(standin, 3)
     tokens = Tokens("local-token", "fresh-token")
-    client = DataverseClient(standin.url, tokens, retry=RetryPolicy(attempts=4, backoff=0.5), timeout=2,
-                             sleep=expire_token_during_pause(standin, sleeps))
+    client = DataverseClient(
+        standin.url,
+        tokens,
+        retry=RetryPolicy(attempts=4, backoff=0.5),
+        timeout=2,
+        sleep=expire_token_during_pause(standin, sleeps),
+    )
     standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
     result = client.update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
     assert all(o.found and o.error is None for o in result.outcomes) and tokens.calls == 2
@@ -259,7 +266,9 @@ def test_one_client_serves_many_threads(standin, sleeps):
     ids = [f"a1000000-0000-4000-8000-{n:012d}" for n in range(10, 40)]
     for row_id in ids:
         standin.add_row("contact", row_id, donotbulkemail=False)
-    threads = [threading.Thread(target=client.update, args=("contact", row_id, {"donotbulkemail": True})) for row_id in ids]
+    threads = [
+        threading.Thread(target=client.update, args=("contact", row_id, {"donotbulkemail": True})) for row_id in ids
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -270,6 +279,7 @@ def test_one_client_serves_many_threads(standin, sleeps):
 
 # -- $batch: many writes in one request, each with its own outcome ----------------------------------------
 
+
 def seeded(standin, n, table="contact", prefix="a1"):
     ids = [f"{prefix}000000-0000-4000-8000-{i:012d}" for i in range(100, 100 + n)]
     for row_id in ids:
@@ -279,7 +289,9 @@ def seeded(standin, n, table="contact", prefix="a1"):
 
 def test_update_many_sends_one_batch_and_reports_each_write(standin, sleeps):
     ids = seeded(standin, 3)
-    writes = [Write("contact", i, {"donotbulkemail": True}) for i in ids] + [Write("contact", MISSING, {"donotbulkemail": True})]
+    writes = [Write("contact", i, {"donotbulkemail": True}) for i in ids] + [
+        Write("contact", MISSING, {"donotbulkemail": True})
+    ]
     result = client_for(standin, sleeps).update_many(writes)
     assert [o.found for o in result.outcomes] == [True, True, True, False]
     assert all(o.error is None for o in result.outcomes)
@@ -296,8 +308,9 @@ def test_update_many_splits_at_1000_operations(standin, sleeps):
 
 def test_a_part_refused_for_good_fails_alone(standin, sleeps):
     ids = seeded(standin, 2)
-    result = client_for(standin, sleeps).update_many([Write("contact", ids[0], {"x_nosuchcolumn": 1}),
-                                                       Write("contact", ids[1], {"donotbulkemail": True})])
+    result = client_for(standin, sleeps).update_many(
+        [Write("contact", ids[0], {"x_nosuchcolumn": 1}), Write("contact", ids[1], {"donotbulkemail": True})]
+    )
     assert isinstance(result.outcomes[0].error, DataverseRejected) and result.outcomes[0].error.code == "0x0"
     assert result.outcomes[1].found and result.outcomes[1].error is None
     assert standin.row("contact", ids[1])["donotbulkemail"] is True
@@ -309,7 +322,9 @@ def test_a_throttled_part_is_sent_again_alone_after_its_retry_after(standin, sle
     result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
     assert all(o.found and o.error is None for o in result.outcomes)
     assert result.requests == 2 and sleeps == [pytest.approx(4, abs=0.1)]
-    assert [len([op for op in standin.operations if op.batch == b]) for b in sorted({op.batch for op in standin.operations})] == [3, 1]
+    assert [
+        len([op for op in standin.operations if op.batch == b]) for b in sorted({op.batch for op in standin.operations})
+    ] == [3, 1]
     assert len(standin.writes) == 3
 
 
@@ -324,6 +339,8 @@ def test_a_batch_whose_answer_was_lost_is_read_back_and_nothing_is_written_twice
 def test_a_batch_failing_transiently_throughout_reports_a_transient_error_per_write(standin, sleeps):
     ids = seeded(standin, 2)
     standin.set_fault_rate(1.0, [Fault(status=503)])
-    result = client_for(standin, sleeps, attempts=3).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    result = client_for(standin, sleeps, attempts=3).update_many(
+        [Write("contact", i, {"donotbulkemail": True}) for i in ids]
+    )
     assert all(isinstance(o.error, DataverseUnavailable) for o in result.outcomes)
     assert result.requests == 3 and standin.writes == []

@@ -3,10 +3,10 @@
 Indexing: the worker imports and indexes the app with the host's validations, and the metadata it returns is what the
 host would register (names, triggers, bindings). Invocation: each function gets a host-shaped Service Bus message,
 and the answer is what the host settles on — Success completes the message, Failure abandons it so Service Bus
-redelivers it (see ../shared/domain/azure-functions-python.md §6 and §12 (c)).
+redelivers it (see docs/functions-host.md §6 and §12 (c)).
 
 The runtime can be initialised once per process (``worker`` fixture). Each test installs its own services through
-``optout_core.runtime.install`` (in-memory queues, the loopback Dataverse stand-in) and resets them afterwards.
+``optout_core.app.services.install`` (in-memory queues, the loopback Dataverse stand-in) and resets them afterwards.
 """
 
 from __future__ import annotations
@@ -15,30 +15,30 @@ import importlib.util
 import inspect
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-from optout_dev.messages import CONTACTS, DELETED_CONTACT, LOG_ID, campaign_log, wire
-from optout_core.app import services as runtime
-from optout_core.servicebus.envelopes import OutboundMessage
-from optout_dev.queues import InMemoryQueues
+from optout_core.app.services import Services
+from optout_core.app.services import install as install_services
 from optout_core.domain.settings import Settings
+from optout_core.servicebus.envelopes import OutboundMessage
+from optout_dev.messages import CONTACTS, DELETED_CONTACT, LOG_ID, campaign_log, wire
+from optout_dev.queues import InMemoryQueues
 from optout_dev.standin import DataverseStandIn, Fault
+from tests.support.dataverse import standin_env
 from tests.support.worker import Invocation, Worker
 
+ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {
     "CampaignLogRouter": "%CAMPAIGN_LOG_QUEUE%",
     "BulkEmailOptOut": "%OPT_OUT_QUEUE%",
     "BounceDetail": "%BOUNCE_QUEUE%",
 }
 HOST_FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,127}$", re.IGNORECASE)  # azure-functions-host Utility.cs
-HOST_BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")              # host ≥ 4.1038, plus no "__"
+HOST_BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # host ≥ 4.1038, plus no "__"
 
-# Brokered-message properties Dataverse sets on every post (dataverse-messages.md §8.1).
+# Brokered-message properties Dataverse sets on every post (docs/dataverse-messages.md §8.1).
 CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 DATAVERSE_PROPERTIES = {
     f"{CLAIMS}Organization": "unq99d8114f583c44d59a402634f42fc",
@@ -50,48 +50,53 @@ FAST_RETRIES = {"DATAVERSE_BACKOFF_SECONDS": "0", "DATAVERSE_BACKOFF_MAX_SECONDS
 
 # --- fixtures --------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def worker():
     """The one worker init this process gets: imports function_app.py from the repository root, as the host would."""
     with Worker(ROOT) as w:
         yield w
-    runtime.install(None)
+    install_services(None)
 
 
 @pytest.fixture
 def install():
     """install(env, sender=None) -> the in-memory queues the functions send to; reset to production afterwards."""
+
     def _install(env: dict[str, str] | None = None, *, sender=None) -> InMemoryQueues:
         queues = InMemoryQueues()
-        runtime.install(runtime.Services(Settings.from_env(env or {}), sender=sender or queues))
+        install_services(Services(Settings.from_env(env or {}), sender=sender or queues))
         return queues
 
     yield _install
-    runtime.install(None)
-
-
-@pytest.fixture
-def standin():
-    with DataverseStandIn(token="local-token") as server:
-        yield server
+    install_services(None)
 
 
 def dataverse(standin: DataverseStandIn) -> dict[str, str]:
-    return {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", **FAST_RETRIES}
+    return standin_env(standin, **FAST_RETRIES)
 
 
 def post_campaign_log(worker: Worker, **log) -> Invocation:
     """Dataverse posts a new campaign log to CAMPAIGN_LOG_QUEUE; CampaignLogRouter receives it."""
-    return worker.invoke_service_bus("CampaignLogRouter", wire(campaign_log(**log)), message_id="sb-router-1",
-                                     application_properties=DATAVERSE_PROPERTIES)
+    return worker.invoke_service_bus(
+        "CampaignLogRouter",
+        wire(campaign_log(**log)),
+        message_id="sb-router-1",
+        application_properties=DATAVERSE_PROPERTIES,
+    )
 
 
 def deliver(worker: Worker, function_name: str, message: OutboundMessage) -> Invocation:
     """Deliver a message the router sent, with the metadata it was sent with, to the function on that queue."""
     return worker.invoke_service_bus(
-        function_name, message.body, message_id=message.message_id, content_type=message.content_type,
-        correlation_id=message.correlation_id, application_properties=dict(message.application_properties),
-        subject=message.subject)
+        function_name,
+        message.body,
+        message_id=message.message_id,
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        application_properties=dict(message.application_properties),
+        subject=message.subject,
+    )
 
 
 def opt_out_work_item(worker: Worker, install, recipient: str) -> OutboundMessage:
@@ -108,6 +113,7 @@ class FailingSender:
 
 
 # --- 1. indexing ---------------------------------------------------------------------------------------------
+
 
 def test_the_worker_indexes_exactly_the_three_functions(worker):
     functions = worker.functions()
@@ -163,6 +169,7 @@ def test_each_python_function_declares_exactly_its_bindings_as_parameters(librar
 
 # --- 2. CampaignLogRouter through the worker ----------------------------------------------------------------
 
+
 def test_router_forwards_an_opt_out_to_the_opt_out_queue_under_a_deterministic_message_id(worker, install):
     queues = install()
 
@@ -191,8 +198,9 @@ def test_router_completes_a_non_json_body_after_keeping_a_copy_with_the_reason_o
     queues = install()
     body = b"this is not JSON"
 
-    result = worker.invoke_service_bus("CampaignLogRouter", body, message_id="sb-bad-1",
-                                       application_properties=DATAVERSE_PROPERTIES)
+    result = worker.invoke_service_bus(
+        "CampaignLogRouter", body, message_id="sb-bad-1", application_properties=DATAVERSE_PROPERTIES
+    )
 
     assert result.succeeded, "a permanent problem completes the message (a retry cannot help)"
     (copy,) = queues.messages("rejected")
@@ -223,6 +231,7 @@ def test_router_fails_when_the_forward_cannot_be_sent_so_service_bus_redelivers(
 
 # --- 3. portal toggles --------------------------------------------------------------------------------------
 
+
 def test_switching_off_bulk_email_opt_out_stops_forwarding_opt_outs_but_not_bounces(worker, install):
     queues = install({"AzureWebJobs.BulkEmailOptOut.Disabled": "true"})
 
@@ -236,25 +245,26 @@ def test_switching_off_bulk_email_opt_out_stops_forwarding_opt_outs_but_not_boun
 
 # --- 4. BulkEmailOptOut through the worker (a batch of messages), against the Dataverse stand-in ------------
 
+
 def opt_out_work_items(worker: Worker, install, recipients: list[str]) -> list[OutboundMessage]:
     """The work items CampaignLogRouter puts on OPT_OUT_QUEUE for Group Opt outs of these contacts."""
     queues = install()
     for n, recipient in enumerate(recipients):
         log_id = f"5c1e8a72-4f10-f011-998a-6045bd0f{n:04x}"
-        assert post_campaign_log(worker, activity="Group Opt out", recipient=("contact", recipient),
-                                 log_id=log_id).succeeded
+        assert post_campaign_log(
+            worker, activity="Group Opt out", recipient=("contact", recipient), log_id=log_id
+        ).succeeded
     return queues.messages("opt-out")
 
 
 def deliver_batch(worker: Worker, items: list[OutboundMessage], **kwargs) -> Invocation:
-    return worker.invoke_service_bus_batch("BulkEmailOptOut", [m.body for m in items],
-                                           message_ids=[m.message_id for m in items], **kwargs)
+    return worker.invoke_service_bus_batch(
+        "BulkEmailOptOut", [m.body for m in items], message_ids=[m.message_id for m in items], **kwargs
+    )
 
 
 def test_a_batch_of_opt_outs_is_written_with_one_request(worker, install, standin):
     items = opt_out_work_items(worker, install, [CONTACTS[0], CONTACTS[1], CONTACTS[0], DELETED_CONTACT])
-    for contact in CONTACTS[:2]:
-        standin.add_row("contact", contact, donotbulkemail=False)
     queues = install(dataverse(standin))
 
     result = deliver_batch(worker, items)
@@ -270,7 +280,6 @@ def test_a_batch_of_opt_outs_is_written_with_one_request(worker, install, standi
 
 def test_a_batch_retries_a_503_in_process_and_succeeds(worker, install, standin):
     items = opt_out_work_items(worker, install, [CONTACTS[0]])
-    standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
     standin.inject(Fault(status=503))
     install(dataverse(standin))
 
@@ -281,10 +290,10 @@ def test_a_batch_retries_a_503_in_process_and_succeeds(worker, install, standin)
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is True
 
 
-def test_while_dataverse_stays_unavailable_each_opt_out_is_put_back_alone_and_the_batch_completes(worker, install, standin):
+def test_while_dataverse_stays_unavailable_each_opt_out_is_put_back_alone_and_the_batch_completes(
+    worker, install, standin
+):
     items = opt_out_work_items(worker, install, [CONTACTS[0], CONTACTS[1]])
-    for contact in CONTACTS[:2]:
-        standin.add_row("contact", contact, donotbulkemail=False)
     standin.set_fault_rate(1.0, [Fault(status=503)])
     queues = install(dataverse(standin))
 
@@ -300,7 +309,6 @@ def test_while_dataverse_stays_unavailable_each_opt_out_is_put_back_alone_and_th
 
 def test_when_service_bus_fails_too_the_batch_fails_so_service_bus_redelivers_it(worker, install, standin):
     items = opt_out_work_items(worker, install, [CONTACTS[0]])
-    standin.add_row("contact", CONTACTS[0], donotbulkemail=False)
     standin.set_fault_rate(1.0, [Fault(status=503)])
     install(dataverse(standin), sender=FailingSender())
 

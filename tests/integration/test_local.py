@@ -7,23 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
-from tests.support.dataverse import standin_env
 from optout_core.cli.check import connect
+from optout_core.domain.settings import Settings
 from optout_dev.demo import DELETED, SEED, run_demo, sample_files
 from optout_dev.local import LocalPipeline
-from optout_core.domain.settings import Settings
-from optout_dev.standin import DataverseStandIn, Fault
+from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
+from optout_dev.standin import Fault
+from tests.support.dataverse import standin_env
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = json.loads((ROOT / "samples" / "expected.json").read_text())
-
-
-@pytest.fixture
-def standin(seeded_standin):
-    return seeded_standin
 
 
 def local_for(standin, **env):
@@ -32,11 +25,18 @@ def local_for(standin, **env):
 
 def cli(*args, env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "DATAVERSE", "OPT_OUT"))}
-    return subprocess.run([sys.executable, "-m", "optout_core", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "optout_core", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # -- run ---------------------------------------------------------------------------------------------
+
 
 def test_run_takes_an_opt_out_from_message_to_dataverse(standin):
     result = local_for(standin).run("m.json", wire(campaign_log(activity="Spam Report", recipient=("lead", LEADS[0]))))
@@ -58,11 +58,18 @@ def test_run_switching_off_the_router_processes_nothing(standin):
 
 
 def test_run_switching_off_opt_out_leaves_bounces_running(standin):
-    local = local_for(standin, **{"AzureWebJobs.BulkEmailOptOut.Disabled": "true",
-                                  "BOUNCE_UPDATE": '{"description": "{detail}"}'})
+    local = local_for(
+        standin, **{"AzureWebJobs.BulkEmailOptOut.Disabled": "true", "BOUNCE_UPDATE": '{"description": "{detail}"}'}
+    )
     opt_out = local.run("a.json", wire(campaign_log(activity="Spam Report")))
-    bounce = local.run("b.json", wire(campaign_log(activity="Hard Bounce", log_id=LEADS[1], bounce_reason="550",
-                                                   recipient=("contact", CONTACTS[1]))))
+    bounce = local.run(
+        "b.json",
+        wire(
+            campaign_log(
+                activity="Hard Bounce", log_id=LEADS[1], bounce_reason="550", recipient=("contact", CONTACTS[1])
+            )
+        ),
+    )
     assert opt_out.outcome == "ignored" and "BulkEmailOptOut is switched off" in opt_out.reason
     assert bounce.outcome == "applied"
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is False
@@ -110,8 +117,9 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     result = cli("run", "--json", str(good), "samples/08-open-contact.json", env=env)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [set(line) for line in lines] == [{"source", "log_id", "route", "outcome", "reason", "recipient",
-                                              "dataverse_requests"}] * 2
+    assert [set(line) for line in lines] == [
+        {"source", "log_id", "route", "outcome", "reason", "recipient", "dataverse_requests"}
+    ] * 2
     assert [line["outcome"] for line in lines] == ["applied", "ignored"]
     standin.inject(Fault(status=503), times=20)
     second = tmp_path / "second.json"
@@ -121,6 +129,7 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
 
 
 # -- demo --------------------------------------------------------------------------------------------
+
 
 def test_demo_runs_every_sample_and_its_numbers_add_up():
     out = io.StringIO()
@@ -136,10 +145,15 @@ def test_demo_runs_every_sample_and_its_numbers_add_up():
         else:
             assert r.outcome == expected, name
         assert name in report
-    applied_opt_outs = {(r.recipient["table"], r.recipient["id"]) for r in results
-                        if r.outcome == "applied" and r.route == "opt_out"}
-    do_not_allow = {(table, row_id) for table, rows in state["rows"].items()
-                    for row_id, row in rows.items() if row["donotbulkemail"]}
+    applied_opt_outs = {
+        (r.recipient["table"], r.recipient["id"]) for r in results if r.outcome == "applied" and r.route == "opt_out"
+    }
+    do_not_allow = {
+        (table, row_id)
+        for table, rows in state["rows"].items()
+        for row_id, row in rows.items()
+        if row["donotbulkemail"]
+    }
     assert do_not_allow == applied_opt_outs and len(do_not_allow) == 4
     assert DELETED[1] not in state["rows"]["contact"]
     assert len(state["rows"]["contact"]) + len(state["rows"]["lead"]) + len(state["rows"]["account"]) == len(SEED)
@@ -156,6 +170,7 @@ def test_demo_command_exits_0_and_prints_the_table_and_final_state():
 
 
 # -- check -------------------------------------------------------------------------------------------
+
 
 def test_check_prints_every_setting_with_secrets_masked():
     result = cli("check", env={"DATAVERSE_URL": "http://127.0.0.1:1", "DATAVERSE_TOKEN": "sekrit-value"})
@@ -180,9 +195,8 @@ def settings_for(url, **env):
     return Settings.from_env({"DATAVERSE_URL": url, "DATAVERSE_TOKEN": "local-token", **env})
 
 
-def test_check_connect_explains_a_missing_application_user():
-    with DataverseStandIn(token="local-token", app_user=False) as standin:
-        diagnosis = connect(settings_for(standin.url))
+def test_check_connect_explains_a_missing_application_user(make_standin):
+    diagnosis = connect(settings_for(make_standin(app_user=False).url))
     assert not diagnosis.ok and "no application user" in diagnosis.message
 
 

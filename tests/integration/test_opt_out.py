@@ -1,22 +1,16 @@
-"""BulkEmailOptOut over a batch (optout_core.bulk): one $batch, coalesced recipients, one outcome per message."""
+"""BulkEmailOptOut over a batch (optout_core.app.opt_out.opt_out_batch): one $batch, coalesced recipients, one outcome
+per message."""
 
-import pytest
-
-from tests.support.dataverse import standin_env
-from optout_dev.messages import CONTACTS, DELETED_CONTACT, LEADS
 from optout_core.app import opt_out
-from optout_core.servicebus.envelopes import InboundMessage
-from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.app.services import Services
-from optout_dev.queues import InMemoryQueues
+from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.domain.settings import Settings
-from optout_dev.standin import Fault
 from optout_core.domain.workitem import WorkItem
-
-
-@pytest.fixture
-def standin(seeded_standin):
-    return seeded_standin
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_dev.messages import CONTACTS, DELETED_CONTACT, LEADS
+from optout_dev.queues import InMemoryQueues
+from optout_dev.standin import Fault
+from tests.support.dataverse import standin_env
 
 
 def services_for(standin, **env):
@@ -24,15 +18,24 @@ def services_for(standin, **env):
 
 
 def work(n, table, row_id, **kwargs):
-    item = WorkItem(route=Route.OPT_OUT, log_id=f"5c1e8a72-4f10-f011-998a-{n:012d}", recipient=Recipient(table, row_id),
-                    activity_type="Spam Report", **kwargs)
+    item = WorkItem(
+        route=Route.OPT_OUT,
+        log_id=f"5c1e8a72-4f10-f011-998a-{n:012d}",
+        recipient=Recipient(table, row_id),
+        activity_type="Spam Report",
+        **kwargs,
+    )
     return InboundMessage(body=item.to_json(), message_id=item.message_id, delivery_count=1)
 
 
 def test_a_batch_writes_each_recipient_once_in_one_request(standin):
     services = services_for(standin)
-    msgs = [work(1, "contact", CONTACTS[0]), work(2, "lead", LEADS[0]), work(3, "contact", CONTACTS[0]),
-            work(4, "contact", DELETED_CONTACT)]
+    msgs = [
+        work(1, "contact", CONTACTS[0]),
+        work(2, "lead", LEADS[0]),
+        work(3, "contact", CONTACTS[0]),
+        work(4, "contact", DELETED_CONTACT),
+    ]
     handled = opt_out.opt_out_batch(msgs, services)
     assert [str(h.outcome) for h in handled] == ["applied", "applied", "applied", "recipient_missing"]
     assert "one write for 2 opt-outs" in handled[0].reason

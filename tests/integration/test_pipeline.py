@@ -1,4 +1,5 @@
-"""What each function does with one message (optout_core.pipeline), with an in-memory queue and the stand-in."""
+"""What each function does with one message (optout_core.app.router, .opt_out, .bounce and .settle), with an
+in-memory queue and the stand-in."""
 
 import json
 import logging
@@ -7,29 +8,22 @@ from datetime import UTC, datetime
 
 import pytest
 
-from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, LOG_ID, OPERATION_ID, campaign_log, wire
+from optout_core.app import bounce, router
 from optout_core.app.opt_out import opt_out_batch
-from optout_core.app import bounce, router, settle
-from optout_core.dataverse.errors import DataverseUnavailable
-from optout_core.servicebus.envelopes import InboundMessage
-from optout_core.domain.model import Outcome
 from optout_core.app.services import Services
-from optout_dev.queues import InMemoryQueues
+from optout_core.dataverse.errors import DataverseUnavailable
+from optout_core.domain.model import Outcome
 from optout_core.domain.settings import Settings
-from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn, Fault
+from optout_core.servicebus.envelopes import InboundMessage
+from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, LOG_ID, OPERATION_ID, campaign_log, wire
+from optout_dev.queues import InMemoryQueues
+from optout_dev.standin import Fault
 
 
 @pytest.fixture
-def standin():
-    # The seeded recipients, plus the campaign log table so trimmed contexts can be read back.
-    tables = {**DEFAULT_TABLES, "concep_emailcampaignlog": {
-        "concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"}}
-    with DataverseStandIn(token="local-token", tables=tables,
-                          entity_sets={"concep_emailcampaignlog": "concep_emailcampaignlogs"}) as server:
-        for table, ids in (("contact", CONTACTS), ("lead", LEADS), ("account", ACCOUNTS)):
-            for row_id in ids:
-                server.add_row(table, row_id, donotbulkemail=False)
-        yield server
+def standin(make_standin):
+    """The seeded recipients, plus the campaign log table so trimmed contexts can be read back."""
+    return make_standin(campaign_log=True)
 
 
 def services_for(standin=None, **env):
@@ -187,8 +181,12 @@ def test_bounce_with_no_update_configured_is_audit_only(standin):
 
 
 def test_bounce_writes_the_configured_columns(standin):
-    services = services_for(standin, BOUNCE_UPDATE='{"donotbulkemail": true, "description": "{activity_type} {occurred_on}: {detail}"}')
-    work = routed(services, activity="Soft Bounce", recipient=("lead", LEADS[1]), bounce_reason="452 4.2.2 mailbox full")
+    services = services_for(
+        standin, BOUNCE_UPDATE='{"donotbulkemail": true, "description": "{activity_type} {occurred_on}: {detail}"}'
+    )
+    work = routed(
+        services, activity="Soft Bounce", recipient=("lead", LEADS[1]), bounce_reason="452 4.2.2 mailbox full"
+    )
     handled = bounce.record_bounce(inbound(work.body), services)
     assert handled.outcome is Outcome.APPLIED
     assert standin.row("lead", LEADS[1])["description"] == "Soft Bounce 2025-03-14T09:26:53Z: 452 4.2.2 mailbox full"
@@ -196,8 +194,11 @@ def test_bounce_writes_the_configured_columns(standin):
 
 def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog):
     services = services_for(standin)
-    context = campaign_log(activity="Spam Report", name="Jane Doe <jane.doe@example.com>",
-                           extra_attributes={"emailaddress1": "jane.doe@example.com"})
+    context = campaign_log(
+        activity="Spam Report",
+        name="Jane Doe <jane.doe@example.com>",
+        extra_attributes={"emailaddress1": "jane.doe@example.com"},
+    )
     with caplog.at_level(logging.INFO, logger="optout"):
         router.route(inbound(wire(context)), services)
         opt_out(inbound(services.sender.messages("opt-out")[0].body), services)
@@ -206,12 +207,20 @@ def test_every_outcome_is_one_structured_log_line_with_ids_only(standin, caplog)
     records = [json.loads(line.split(" ", 1)[1]) for line in lines]
     assert [r["outcome"] for r in records] == ["routed", "applied"]
     for r in records:
-        assert {"function", "log_id", "operation_id", "correlation_id", "message_id", "delivery_count",
-                "duration_ms"} <= set(r)
+        assert {
+            "function",
+            "log_id",
+            "operation_id",
+            "correlation_id",
+            "message_id",
+            "delivery_count",
+            "duration_ms",
+        } <= set(r)
     assert "example.com" not in caplog.text and "Jane" not in caplog.text and "local-token" not in caplog.text
 
 
 # -- reliability: throttling, trimmed contexts, duplicates, redeliveries ----------------------------------
+
 
 def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standin):
     services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5")
@@ -230,8 +239,9 @@ def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standi
 
 
 def test_reschedules_are_bounded_then_the_work_item_is_kept_on_the_rejected_queue(standin):
-    services = services_for(standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1",
-                            BOUNCE_UPDATE=MARK_BOUNCED)
+    services = services_for(
+        standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1", BOUNCE_UPDATE=MARK_BOUNCED
+    )
     work = routed(services, activity="Hard Bounce")
     standin.inject(Fault(status=429, retry_after=60, method="PATCH"), times=2)
     assert bounce.record_bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
@@ -244,14 +254,17 @@ def test_reschedules_are_bounded_then_the_work_item_is_kept_on_the_rejected_queu
 def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
     services = services_for(standin)
     standin.add_row("contact", CONTACTS[1], donotbulkemail=False)
-    row = {"concep_activitytype": 100000005,
-           "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Client Opt Out",
-           "_concep_recipientid_value": CONTACTS[1],
-           "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
-           "createdon": "2025-03-14T09:26:53Z"}
+    row = {
+        "concep_activitytype": 100000005,
+        "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Client Opt Out",
+        "_concep_recipientid_value": CONTACTS[1],
+        "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
+        "createdon": "2025-03-14T09:26:53Z",
+    }
     standin.add_row("concep_emailcampaignlog", LOG_ID, **row)
-    handled = router.route(inbound(wire(campaign_log(trimmed=True)),
-                                     application_properties={"MessageMaxSizeExceeded": True}), services)
+    handled = router.route(
+        inbound(wire(campaign_log(trimmed=True)), application_properties={"MessageMaxSizeExceeded": True}), services
+    )
     assert handled.outcome is Outcome.ROUTED and handled.recipient == f"contact/{CONTACTS[1]}"
     get = [r for r in standin.requests if r.method == "GET"][-1]
     assert get.path == f"/api/data/v9.2/concep_emailcampaignlogs({LOG_ID})"
@@ -273,8 +286,7 @@ def test_duplicates_arriving_together_write_once(standin):
     work = routed(services, activity="Spam Report")
     standin.inject(Fault(status=503, delay=0.3))  # keeps the first copy in flight while the others arrive
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda n: opt_out(inbound(work.body, message_id=f"copy-{n}"), services),
-                                range(4)))
+        results = list(pool.map(lambda n: opt_out(inbound(work.body, message_id=f"copy-{n}"), services), range(4)))
     outcomes = sorted(str(r.outcome) for r in results)
     assert outcomes == ["applied", "ignored", "ignored", "ignored"]
     assert len(standin.writes) == 1

@@ -1,4 +1,5 @@
-"""The Service Bus edge over real AMQP: the azure-servicebus SDK against a loopback AMQP 1.0 peer (amqp_peer.py).
+"""The Service Bus edge over real AMQP: the azure-servicebus SDK against a loopback AMQP 1.0 peer
+(tests/support/amqp_peer.py).
 
 What the app puts on the wire when it sends (ServiceBusSender, the router's forward), and what
 ``python -m optout_core redrive`` does to rejected and dead-lettered messages.
@@ -12,15 +13,15 @@ from datetime import UTC, datetime
 import pytest
 from proton import Message, symbol
 
-from tests.support.amqp_peer import AmqpPeer
-from optout_dev.messages import CONTACTS, CORRELATION_ID, LOG_ID, OPERATION_ID, campaign_log, wire
-from optout_core.app import bounce, router, settle
+from optout_core.app import settle
 from optout_core.cli import redrive
-from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
 from optout_core.domain.model import Recipient, Route
-from optout_core.servicebus.sender import ServiceBusSender
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
+from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
+from optout_core.servicebus.sender import ServiceBusSender
+from optout_dev.messages import CONTACTS, CORRELATION_ID, LOG_ID, OPERATION_ID, campaign_log, wire
+from tests.support.amqp_peer import AmqpPeer
 
 SETTINGS = Settings.from_env({})
 CAMPAIGN_LOG, OPT_OUT, REJECTED = SETTINGS.campaign_log_queue, SETTINGS.opt_out_queue, SETTINGS.rejected_queue
@@ -51,10 +52,18 @@ def sender(peer):
 
 def test_a_sent_message_carries_its_id_properties_and_schedule_on_the_wire(peer, sender):
     at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    sender.send(OutboundMessage(
-        queue=OPT_OUT, body=b'{"version":1}', message_id="m-1", content_type="application/json",
-        correlation_id="c-1", subject="opt_out", application_properties={"log_id": LOG_ID, "n": 3, "ok": True},
-        scheduled_enqueue_time=at))
+    sender.send(
+        OutboundMessage(
+            queue=OPT_OUT,
+            body=b'{"version":1}',
+            message_id="m-1",
+            content_type="application/json",
+            correlation_id="c-1",
+            subject="opt_out",
+            application_properties={"log_id": LOG_ID, "n": 3, "ok": True},
+            scheduled_enqueue_time=at,
+        )
+    )
 
     [message] = peer.received_on(OPT_OUT)
     assert message.id == "m-1"
@@ -79,9 +88,15 @@ def test_one_client_and_one_sender_per_queue_serve_every_send(peer, sender):
 
 
 def test_the_routers_work_item_keeps_its_deterministic_message_id_on_the_wire(peer, sender):
-    item = WorkItem(route=Route.OPT_OUT, log_id=LOG_ID, recipient=Recipient("contact", CONTACTS[0]),
-                    activity_type="Spam Report", activity_code=100000003, operation_id=OPERATION_ID,
-                    correlation_id=CORRELATION_ID)
+    item = WorkItem(
+        route=Route.OPT_OUT,
+        log_id=LOG_ID,
+        recipient=Recipient("contact", CONTACTS[0]),
+        activity_type="Spam Report",
+        activity_code=100000003,
+        operation_id=OPERATION_ID,
+        correlation_id=CORRELATION_ID,
+    )
     sender.send(settle.forward(item, SETTINGS, source_message_id="sb-1"))
 
     [message] = peer.received_on(OPT_OUT)
@@ -97,25 +112,42 @@ def test_the_routers_work_item_keeps_its_deterministic_message_id_on_the_wire(pe
 
 def rejected_by_router(reason="no recipient", message_id="dv-1"):
     return settle.rejected_copy(
-        InboundMessage(wire(campaign_log()), message_id=message_id, delivery_count=1, correlation_id=CORRELATION_ID,
-                       application_properties={"EntityLogicalName": "concep_emailcampaignlog"}),
-        reason, "CampaignLogRouter", SETTINGS)
+        InboundMessage(
+            wire(campaign_log()),
+            message_id=message_id,
+            delivery_count=1,
+            correlation_id=CORRELATION_ID,
+            application_properties={"EntityLogicalName": "concep_emailcampaignlog"},
+        ),
+        reason,
+        "CampaignLogRouter",
+        SETTINGS,
+    )
 
 
 def rejected_by_opt_out(reason="403 missing privilege"):
     item = WorkItem(route=Route.OPT_OUT, log_id=LOG_ID, recipient=Recipient("contact", CONTACTS[1]))
     work = settle.forward(item, SETTINGS)
     return settle.rejected_copy(
-        InboundMessage(work.body, message_id=work.message_id, delivery_count=2,
-                       application_properties=work.application_properties),
-        reason, "BulkEmailOptOut", SETTINGS)
+        InboundMessage(
+            work.body, message_id=work.message_id, delivery_count=2, application_properties=work.application_properties
+        ),
+        reason,
+        "BulkEmailOptOut",
+        SETTINGS,
+    )
 
 
 def seed(peer, queue, outbound):
     """Put an OutboundMessage on the peer as the SDK would have sent it."""
-    message = Message(id=outbound.message_id, body=outbound.body, content_type=outbound.content_type,
-                      correlation_id=outbound.correlation_id, subject=outbound.subject,
-                      properties=dict(outbound.application_properties))
+    message = Message(
+        id=outbound.message_id,
+        body=outbound.body,
+        content_type=outbound.content_type,
+        correlation_id=outbound.correlation_id,
+        subject=outbound.subject,
+        properties=dict(outbound.application_properties),
+    )
     message.inferred = True  # the body is a data section
     peer.put(queue, message)
 
@@ -124,8 +156,9 @@ def run(peer, *argv):
     parser = argparse.ArgumentParser()
     redrive.add_arguments(parser)
     out, err = io.StringIO(), io.StringIO()
-    code = redrive.redrive(parser.parse_args(argv), SETTINGS, {"ServiceBusConnection": peer.connection_string},
-                           out=out, err=err)
+    code = redrive.redrive(
+        parser.parse_args(argv), SETTINGS, {"ServiceBusConnection": peer.connection_string}, out=out, err=err
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -159,8 +192,9 @@ def test_redrive_sends_each_rejected_message_back_to_the_queue_of_the_function_t
 
 
 def test_a_second_redrive_counts_the_second_trip():
-    held = redrive.Held(message_id="x:rejected", body=b"{}",
-                        application_properties={"original_message_id": "x", "redrive_count": 1})
+    held = redrive.Held(
+        message_id="x:rejected", body=b"{}", application_properties={"original_message_id": "x", "redrive_count": 1}
+    )
     copy = redrive.redrive_copy(held, OPT_OUT)
     assert copy.application_properties["redrive_count"] == 2
     assert copy.message_id == "x:redrive2"
@@ -189,15 +223,20 @@ def test_a_dry_run_only_peeks_and_says_what_it_would_do(peer):
     assert peer.received == []
     assert (REJECTED + "/$management", "com.microsoft:peek-message") in peer.management_requests
     assert f"would move dv-1:rejected (#1) → {CAMPAIGN_LOG} as dv-1:redrive1 [no recipient]" in out
-    assert (f"would move {LOG_ID}:opt_out:rejected (#2) → {OPT_OUT} as {LOG_ID}:opt_out:redrive1 "
-            "[403 missing privilege]") in out
+    assert (
+        f"would move {LOG_ID}:opt_out:rejected (#2) → {OPT_OUT} as {LOG_ID}:opt_out:redrive1 [403 missing privilege]"
+    ) in out
     assert "2 would move, 0 would skip" in out
 
 
 def test_a_message_without_a_target_stays_where_it_is(peer):
     unknown = rejected_by_router()
-    unknown = OutboundMessage(**{**unknown.__dict__, "application_properties": {
-        k: v for k, v in unknown.application_properties.items() if k != "rejected_by"}})
+    unknown = OutboundMessage(
+        **{
+            **unknown.__dict__,
+            "application_properties": {k: v for k, v in unknown.application_properties.items() if k != "rejected_by"},
+        }
+    )
     seed(peer, REJECTED, unknown)
     seed(peer, REJECTED, rejected_by_opt_out())
 
@@ -212,8 +251,11 @@ def test_a_message_without_a_target_stays_where_it_is(peer):
 
 def test_dead_lettered_messages_go_back_to_the_queue_they_died_on(peer):
     for number in range(2):
-        message = Message(id=f"{LOG_ID[:-1]}{number}:opt_out", body=b'{"version":1}',
-                          properties={"DeadLetterReason": "MaxDeliveryCountExceeded"})
+        message = Message(
+            id=f"{LOG_ID[:-1]}{number}:opt_out",
+            body=b'{"version":1}',
+            properties={"DeadLetterReason": "MaxDeliveryCountExceeded"},
+        )
         message.inferred = True
         peer.put(OPT_OUT_DEAD_LETTERS, message)
 
@@ -239,14 +281,17 @@ def test_a_failed_send_leaves_the_message_in_place_and_exits_1(peer):
     assert "1 moved" in out
 
 
-@pytest.mark.parametrize(("rejected_by", "to", "target"), [
-    ("CampaignLogRouter", None, CAMPAIGN_LOG),
-    ("BulkEmailOptOut", None, OPT_OUT),
-    ("BounceDetail", None, SETTINGS.bounce_queue),
-    ("SomethingElse", None, None),
-    ("SomethingElse", "elsewhere", "elsewhere"),
-    ("BulkEmailOptOut", "elsewhere", "elsewhere"),
-])
+@pytest.mark.parametrize(
+    ("rejected_by", "to", "target"),
+    [
+        ("CampaignLogRouter", None, CAMPAIGN_LOG),
+        ("BulkEmailOptOut", None, OPT_OUT),
+        ("BounceDetail", None, SETTINGS.bounce_queue),
+        ("SomethingElse", None, None),
+        ("SomethingElse", "elsewhere", "elsewhere"),
+        ("BulkEmailOptOut", "elsewhere", "elsewhere"),
+    ],
+)
 def test_the_target_is_the_rejecting_functions_trigger_queue_unless_to_names_one(rejected_by, to, target):
     held = redrive.Held(message_id="m", body=b"{}", application_properties={"rejected_by": rejected_by})
     source = redrive.parse_source("rejected", SETTINGS)
@@ -264,8 +309,10 @@ def test_progress_is_a_bar_redrawn_in_place_on_a_terminal_and_a_line_per_100_mes
     on_terminal.finish()
     assert terminal.getvalue().startswith("\r[#######.......................] 1/4 moved, 0 skipped")
     assert terminal.getvalue().endswith("\n") and "\n" not in terminal.getvalue()[:-1]
-    assert log.getvalue().splitlines() == ["redrive: 100 messages, 100 moved, 0 skipped",
-                                           "redrive: 200 messages, 200 moved, 0 skipped"]
+    assert log.getvalue().splitlines() == [
+        "redrive: 100 messages, 100 moved, 0 skipped",
+        "redrive: 200 messages, 200 moved, 0 skipped",
+    ]
 
 
 def test_an_empty_source_is_done(peer):

@@ -26,48 +26,67 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.core.credentials import AccessToken
 
-from optout_dev.messages import ACTIVITY, ENTITY, FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
 from optout_core.dataverse.client import DataverseClient
-from optout_dev.local import LocalPipeline
 from optout_core.domain.settings import Settings
-from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn, Fault
+from optout_dev.local import LocalPipeline
+from optout_dev.messages import ACTIVITY, ENTITY, FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
+from optout_dev.standin import Fault
+from tests.support.dataverse import running_standin
 
 MESSAGES = 10_000
 # The plan and the faults follow from this seed; a failure prints it (tests/stress/conftest.py).
 SEED = int(os.environ.get("OPTOUT_STORM_SEED", "20261128"))
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP = "Microsoft.Dynamics.CRM.lookuplogicalname"
-TABLES = {**DEFAULT_TABLES, ENTITY: {"concep_activitytype", "_concep_recipientid_value", "createdon",
-                                      "concep_bouncereason"}}
 TOKEN = "storm-token-0123456789abcdefghijklmnopqrstuvwxyz"
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 FAULTS = [
-    Fault(status=429, retry_after=0),   # Retry-After 0: waited in process
-    Fault(status=429, retry_after=2),   # longer than DATAVERSE_MAX_RETRY_AFTER_SECONDS: rescheduled
-    Fault(status=500), Fault(status=502), Fault(status=503), Fault(status=504),
-    Fault(status=503, delay=0.4),       # answers after the client's read timeout
-    Fault(drop=True),                   # connection dropped before the write
-    Fault(drop=True, after=True),       # write committed, answer lost
+    Fault(status=429, retry_after=0),  # Retry-After 0: waited in process
+    Fault(status=429, retry_after=2),  # longer than DATAVERSE_MAX_RETRY_AFTER_SECONDS: rescheduled
+    Fault(status=500),
+    Fault(status=502),
+    Fault(status=503),
+    Fault(status=504),
+    Fault(status=503, delay=0.4),  # answers after the client's read timeout
+    Fault(drop=True),  # connection dropped before the write
+    Fault(drop=True, after=True),  # write committed, answer lost
 ]
 FAULT_RATE = 0.08
 
 
 def _guid(rng):
-    return "%08x-%04x-4%03x-8%03x-%012x" % (rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12),
-                                           rng.getrandbits(12), rng.getrandbits(48))
+    return (
+        f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}"
+        f"-8{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}"
+    )
 
 
 def plan(rng):
     """The events, their bodies and what must become of them."""
-    kinds = (["opt_out"] * 44 + ["trimmed"] * 4 + ["bounce"] * 14 + ["user"] * 8 + ["open"] * 14
-             + ["deleted"] * 6 + ["ambiguous"] * 3 + ["foreign"] * 2 + ["garbage"] * 2 + ["update"] * 3)
+    kinds = (
+        ["opt_out"] * 44
+        + ["trimmed"] * 4
+        + ["bounce"] * 14
+        + ["user"] * 8
+        + ["open"] * 14
+        + ["deleted"] * 6
+        + ["ambiguous"] * 3
+        + ["foreign"] * 2
+        + ["garbage"] * 2
+        + ["update"] * 3
+    )
     events, rows, logs = [], defaultdict(set), {}
     tables = ["contact", "lead", "account"]
     while len(events) < MESSAGES:
         kind = rng.choice(kinds)
         table, recipient, log_id = rng.choice(tables), _guid(rng), _guid(rng)
-        common = dict(log_id=log_id, operation_id=_guid(rng), recipient=(table, recipient),
-                      name="Jane Doe <jane.doe@example.com>", extra_attributes={"concep_email": "jane.doe@example.com"})
+        common = {
+            "log_id": log_id,
+            "operation_id": _guid(rng),
+            "recipient": (table, recipient),
+            "name": "Jane Doe <jane.doe@example.com>",
+            "extra_attributes": {"concep_email": "jane.doe@example.com"},
+        }
         if kind == "opt_out":  # (and "trimmed" below: both expect the recipient opted out)
             body = wire(campaign_log(activity=rng.choice(["Spam Report", "Group Opt out", "Client Opt Out"]), **common))
             rows[table].add(recipient)
@@ -75,15 +94,23 @@ def plan(rng):
         elif kind == "trimmed":  # over Dataverse's size limit: the router reads the campaign log row itself
             activity = rng.choice(["Spam Report", "Group Opt out", "Client Opt Out"])
             body = wire(campaign_log(activity=activity, trimmed=True, **common))
-            logs[log_id] = {"concep_activitytype": ACTIVITY[activity],
-                            f"concep_activitytype@{FORMATTED}": activity,
-                            "_concep_recipientid_value": recipient, f"_concep_recipientid_value@{LOOKUP}": table,
-                            "createdon": "2025-03-14T09:26:53Z"}
+            logs[log_id] = {
+                "concep_activitytype": ACTIVITY[activity],
+                f"concep_activitytype@{FORMATTED}": activity,
+                "_concep_recipientid_value": recipient,
+                f"_concep_recipientid_value@{LOOKUP}": table,
+                "createdon": "2025-03-14T09:26:53Z",
+            }
             rows[table].add(recipient)
             expected = "applied"
         elif kind == "bounce":
-            body = wire(campaign_log(activity=rng.choice(["Hard Bounce", "Soft Bounce"]),
-                                     bounce_reason="550 5.1.1 <jane.doe@example.com> unknown", **common))
+            body = wire(
+                campaign_log(
+                    activity=rng.choice(["Hard Bounce", "Soft Bounce"]),
+                    bounce_reason="550 5.1.1 <jane.doe@example.com> unknown",
+                    **common,
+                )
+            )
             rows[table].add(recipient)
             expected = "applied"
         elif kind == "deleted":
@@ -96,8 +123,9 @@ def plan(rng):
             body = wire(campaign_log(activity="Spam Report", message_name="Update", **common))
             expected = "ignored"
         elif kind == "ambiguous":
-            body = wire(campaign_log(activity="Spam Report", lookups={"concep_leadid": reference("lead", _guid(rng))},
-                                     **common))
+            body = wire(
+                campaign_log(activity="Spam Report", lookups={"concep_leadid": reference("lead", _guid(rng))}, **common)
+            )
             expected = "rejected"
         elif kind == "foreign":
             body = wire(campaign_log(activity="Spam Report", organization_id=FOREIGN_ORG_ID, **common))
@@ -105,8 +133,9 @@ def plan(rng):
         else:
             body = wire(campaign_log(**common))[: rng.randrange(10, 400)]
             expected = "rejected"
-        events.append({"event": log_id, "kind": kind, "body": body, "expected": expected, "table": table,
-                       "recipient": recipient})
+        events.append(
+            {"event": log_id, "kind": kind, "body": body, "expected": expected, "table": table, "recipient": recipient}
+        )
         if rng.random() < 0.05 and len(events) < MESSAGES:  # Dataverse re-posts: the same body again
             events.append({**events[-1], "duplicate": True})
     return events, rows, logs
@@ -119,24 +148,34 @@ def storm():
     handler = _Capture()
     logging.getLogger().addHandler(handler)
     logging.getLogger("optout").setLevel(logging.INFO)
-    with DataverseStandIn(token=TOKEN, tables=TABLES, entity_sets={ENTITY: f"{ENTITY}s"}) as standin:
-        for table, ids in rows.items():
-            for row_id in ids:
-                standin.add_row(table, row_id, donotbulkemail=False)
+    with running_standin(token=TOKEN, recipients=rows, campaign_log=True) as standin:
         for log_id, row in logs.items():
             standin.add_row(ENTITY, log_id, **row)
         standin.set_fault_rate(FAULT_RATE, FAULTS, seed=SEED)
         for log_id in sorted(logs)[:3]:  # at least these row reads fail on both tries: Service Bus delivers again
             standin.inject(Fault(status=503, method="GET", path_contains=log_id), times=2)
         tokens = ExpiringTokens(standin)
-        settings = Settings.from_env({
-            "DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN, "EXPECTED_ORGANIZATION_ID": ORG_ID,
-            "BOUNCE_UPDATE": '{"description": "{activity_type}: {detail}"}',
-            "DATAVERSE_TIMEOUT_SECONDS": "0.25", "DATAVERSE_MAX_ATTEMPTS": "2", "DATAVERSE_BACKOFF_SECONDS": "0.001",
-            "DATAVERSE_BACKOFF_MAX_SECONDS": "0.01", "DATAVERSE_MAX_RETRY_AFTER_SECONDS": "1",
-            "THROTTLE_MAX_RESCHEDULES": "50"})
-        client = DataverseClient(standin.url, tokens, retry=settings.retry, timeout=settings.dataverse_timeout,
-                                 max_concurrency=settings.dataverse_concurrency)
+        settings = Settings.from_env(
+            {
+                "DATAVERSE_URL": standin.url,
+                "DATAVERSE_TOKEN": TOKEN,
+                "EXPECTED_ORGANIZATION_ID": ORG_ID,
+                "BOUNCE_UPDATE": '{"description": "{activity_type}: {detail}"}',
+                "DATAVERSE_TIMEOUT_SECONDS": "0.25",
+                "DATAVERSE_MAX_ATTEMPTS": "2",
+                "DATAVERSE_BACKOFF_SECONDS": "0.001",
+                "DATAVERSE_BACKOFF_MAX_SECONDS": "0.01",
+                "DATAVERSE_MAX_RETRY_AFTER_SECONDS": "1",
+                "THROTTLE_MAX_RESCHEDULES": "50",
+            }
+        )
+        client = DataverseClient(
+            standin.url,
+            tokens,
+            retry=settings.retry,
+            timeout=settings.dataverse_timeout,
+            max_concurrency=settings.dataverse_concurrency,
+        )
         local = LocalPipeline(settings, dataverse=client, honour_schedule=False, max_deliveries=10)
         started = time.perf_counter()
         with tokens.expiring(every=0.5), ThreadPoolExecutor(8) as pool:
@@ -149,16 +188,27 @@ def storm():
         bugs = standin.client_bugs
     logging.getLogger().removeHandler(handler)
     summary = {
-        "messages": len(events), "duplicates": sum(1 for e in events if e.get("duplicate")),
-        "seconds": round(elapsed, 1), "web_api_requests": len(requests), "writes": len(writes),
+        "messages": len(events),
+        "duplicates": sum(1 for e in events if e.get("duplicate")),
+        "seconds": round(elapsed, 1),
+        "web_api_requests": len(requests),
+        "writes": len(writes),
         "faults_injected": Counter(_fault_name(r) for r in requests if r.status not in (200, 204, 404)),
         "outcomes": Counter(r.outcome for r in results),
         "rescheduled": sum(1 for line in handler.lines if '"outcome": "rescheduled"' in line),
         "redelivered": sum(1 for line in handler.lines if '"outcome": "retry"' in line),
     }
     print("\nfault storm:", json.dumps(summary, default=dict, sort_keys=True))
-    return {"events": events, "rows": rows, "results": results, "final": final, "writes": writes,
-            "bugs": bugs, "logs": handler.lines, "summary": summary}
+    return {
+        "events": events,
+        "rows": rows,
+        "results": results,
+        "final": final,
+        "writes": writes,
+        "bugs": bugs,
+        "logs": handler.lines,
+        "summary": summary,
+    }
 
 
 class ExpiringTokens:
@@ -215,7 +265,7 @@ def test_every_message_has_exactly_one_final_outcome_and_the_counts_add_up(storm
 
 def test_each_event_ends_as_planned_and_a_duplicate_is_dropped(storm):
     by_event = defaultdict(list)
-    for event, result in zip(storm["events"], storm["results"]):
+    for event, result in zip(storm["events"], storm["results"], strict=True):
         by_event[event["event"]].append((event, result))
     for copies in by_event.values():
         expected = copies[0][0]["expected"]

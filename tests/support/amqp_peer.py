@@ -31,6 +31,7 @@ All proton objects live on the peer's own thread; tests talk to it through a loc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -84,8 +85,8 @@ class AmqpPeer:
         self._sequence = itertools.count(1)
         self._refused: dict[str, tuple[str, str]] = {}
         self.received: list[Received] = []
-        self.connections = 0          # AMQP connections opened by clients so far
-        self.token_requests = 0       # $cbs put-token requests answered
+        self.connections = 0  # AMQP connections opened by clients so far
+        self.token_requests = 0  # $cbs put-token requests answered
         self.management_requests: list[tuple[str, str]] = []  # (address, operation)
         self._broker = _Broker(self)
         self._container: Container | None = None
@@ -113,16 +114,14 @@ class AmqpPeer:
     def _run(self) -> None:
         try:
             self._container.run()
-        except BaseException as exc:  # a bug in the peer: reported by start() or stop()
+        except BaseException as exc:  # noqa: BLE001 (the peer thread keeps any failure; start() or stop() re-raises it)
             self._failure = exc
         finally:
             # proton's reactor ends without closing its sockets: close the listener and every connection's
             # socket, so clients get "connection refused/reset" rather than a socket nobody will ever answer.
             for sock in self._broker.sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
             self._started.set()
 
     def stop(self) -> None:
@@ -136,10 +135,8 @@ class AmqpPeer:
         if thread.is_alive():
             raise RuntimeError("the AMQP peer's thread did not stop")
         for fd in self._injector.pipe:  # proton leaves the injector's pipe open
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         if self._failure is not None:
             raise RuntimeError("the AMQP peer failed") from self._failure
 
@@ -152,8 +149,10 @@ class AmqpPeer:
     @property
     def connection_string(self) -> str:
         # UseDevelopmentEmulator=true: the SDK keeps the port and connects without TLS (as to the emulator).
-        return (f"Endpoint=sb://{self._host}:{self.port};SharedAccessKeyName=k;SharedAccessKey=v;"
-                "UseDevelopmentEmulator=true;")
+        return (
+            f"Endpoint=sb://{self._host}:{self.port};SharedAccessKeyName=k;SharedAccessKey=v;"
+            "UseDevelopmentEmulator=true;"
+        )
 
     # -- the store, for tests ------------------------------------------------------------------------------
 
@@ -173,8 +172,9 @@ class AmqpPeer:
         with self._lock:
             return [r.message for r in self.received if r.address == address and r.accepted]
 
-    def refuse_sends(self, queue: str, condition: str = "amqp:resource-limit-exceeded",
-                     description: str = "the queue is full") -> None:
+    def refuse_sends(
+        self, queue: str, condition: str = "amqp:resource-limit-exceeded", description: str = "the queue is full"
+    ) -> None:
         """Reject every transfer to ``queue`` from now on, with this AMQP error."""
         with self._lock:
             self._refused[queue] = (condition, description)
@@ -208,8 +208,8 @@ class _Broker(Handler):
         self.peer = peer
         self.acceptor: Any = None
         self.connections: list[Any] = []
-        self.inflight: dict[Delivery, _Inflight] = {}   # delivered in peek-lock, not settled yet
-        self.sockets: list[Any] = []                    # closed when the reactor ends
+        self.inflight: dict[Delivery, _Inflight] = {}  # delivered in peek-lock, not settled yet
+        self.sockets: list[Any] = []  # closed when the reactor ends
 
     # -- connections and links -------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class _Broker(Handler):
                 message.delivery_count = stored.delivery_count
                 # The SDK reads the 16-byte delivery tag as the message's lock token (a UUID).
                 delivery = message.send(link, tag=uuid.uuid4().bytes_le)
-                if link.snd_settle_mode != Link.SND_SETTLED:   # receive-and-delete clients pre-settle
+                if link.snd_settle_mode != Link.SND_SETTLED:  # receive-and-delete clients pre-settle
                     self.inflight[delivery] = _Inflight(address, stored, link)
         if link.drain_mode:
             link.drained()
@@ -398,11 +398,24 @@ class _Broker(Handler):
                 self.peer.management_requests.append((address, operation))
             status, body = self._manage(address.removesuffix(MANAGEMENT_SUFFIX), operation, request.body)
         response = Message(
-            address=request.reply_to, correlation_id=request.id, body=body,
-            properties={"status-code": status, "statusCode": status,
-                        "status-description": _DESCRIPTIONS[status], "statusDescription": _DESCRIPTIONS[status]})
-        reply = next((l for l in _links(link.connection)
-                      if l.is_sender and _address(l.remote_source.address) == address), None)
+            address=request.reply_to,
+            correlation_id=request.id,
+            body=body,
+            properties={
+                "status-code": status,
+                "statusCode": status,
+                "status-description": _DESCRIPTIONS[status],
+                "statusDescription": _DESCRIPTIONS[status],
+            },
+        )
+        reply = next(
+            (
+                out
+                for out in _links(link.connection)
+                if out.is_sender and _address(out.remote_source.address) == address
+            ),
+            None,
+        )
         if reply is not None and reply.credit > 0:
             response.send(reply, tag=uuid.uuid4().bytes)
 

@@ -1,22 +1,69 @@
-"""Helpers for tests that talk to the Dataverse stand-in."""
+"""Helpers for tests that talk to the Dataverse stand-in: one way to start a seeded one, app settings for it,
+and stopping it in the middle of a request."""
 
+from __future__ import annotations
+
+import contextlib
 import threading
 import time
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from optout_dev.messages import ACCOUNTS, CONTACTS, ENTITY, LEADS
+from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn
+
+TOKEN = "local-token"
+# The sample recipients (optout_dev.messages), as the demo Dataverse holds them: none opted out yet.
+SAMPLE_RECIPIENTS: Mapping[str, Collection[str]] = {"contact": CONTACTS, "lead": LEADS, "account": ACCOUNTS}
+# The campaign log table's columns the router reads back for a trimmed context (docs/dataverse-messages.md).
+CAMPAIGN_LOG_COLUMNS = frozenset(
+    {"concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"}
+)
 
 
-def standin_env(standin, **env) -> dict[str, str]:
+@contextlib.contextmanager
+def running_standin(
+    *,
+    recipients: Mapping[str, Collection[str]] = SAMPLE_RECIPIENTS,
+    campaign_log: bool = False,
+    token: str = TOKEN,
+    **options: Any,
+) -> Iterator[DataverseStandIn]:
+    """A running stand-in holding ``recipients`` (table -> row ids, each with ``donotbulkemail`` false; by default
+    the sample recipients, ``{}`` for none); stopped on exit.
+
+    ``campaign_log=True`` adds the campaign log table (``concep_emailcampaignlog``, entity set
+    ``concep_emailcampaignlogs``) so that trimmed contexts can be read back. Other keyword arguments go to
+    :class:`~optout_dev.standin.DataverseStandIn` (``app_user=False``, ``not_found_code=``, ``protection=``...).
+    """
+    if campaign_log:
+        options["tables"] = {**(options.get("tables") or DEFAULT_TABLES), ENTITY: CAMPAIGN_LOG_COLUMNS}
+        options["entity_sets"] = {**(options.get("entity_sets") or {}), ENTITY: f"{ENTITY}s"}
+    with DataverseStandIn(token=token, **options) as server:
+        for table, ids in recipients.items():
+            for row_id in ids:
+                server.add_row(table, row_id, donotbulkemail=False)
+        yield server
+
+
+def standin_env(standin: DataverseStandIn, **env: str) -> dict[str, str]:
     """App settings pointing at a running stand-in, with retries short enough for tests."""
-    return {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0",
-            "DATAVERSE_MAX_ATTEMPTS": "2", **env}
+    return {
+        "DATAVERSE_URL": standin.url,
+        "DATAVERSE_TOKEN": TOKEN,
+        "DATAVERSE_BACKOFF_SECONDS": "0",
+        "DATAVERSE_MAX_ATTEMPTS": "2",
+        **env,
+    }
 
 
-def stop_during_a_request(server, **request_kwargs) -> tuple[bool, list]:
+def stop_during_a_request(server: DataverseStandIn, **request_kwargs: Any) -> tuple[bool, list[Any]]:
     """Start a WhoAmI that the stand-in keeps waiting, then stop the server.
 
     Returns whether stop() came back well before the wait would have ended, and what the client saw."""
     import requests
 
-    outcome: list = []
+    outcome: list[Any] = []
 
     def call() -> None:
         try:

@@ -4,12 +4,13 @@ On Python 3.13+ the host talks gRPC to a small proxy worker, which calls the asy
 ``azure_functions_runtime`` package and hands them the generated protobuf classes as ``request.properties["protos"]``.
 This module plays the proxy's part: a fake ``protos`` namespace (plain classes that keep their keyword arguments),
 requests shaped like the host's, and the handlers' answers translated into what the host would conclude
-(see ../shared/domain/azure-functions-python.md §12 (c)).
+(see docs/functions-host.md §12 (c)).
 
 The runtime keeps module-level state (the function registry, the imported ``function_app`` module), so a process can
 initialise one function app, once. Build one ``Worker`` per test process, e.g. in a module- or session-scoped fixture,
 and ``close()`` it at the end.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import azure_functions_runtime as runtime
+import azure_functions_runtime as runtime  # type: ignore[import-untyped]
 
 __all__ = ["FunctionInfo", "Invocation", "Worker", "protos"]
 
 
 # --- fake protos --------------------------------------------------------------------------------------------------
+
 
 class _Message:
     """A protobuf message stand-in: keeps its keyword arguments as attributes."""
@@ -97,19 +99,20 @@ protos = types.SimpleNamespace(
 
 # --- results ------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FunctionInfo:
     """One entry of the worker's function metadata, as the host receives it."""
 
     name: str
     function_id: str
-    bindings: list[dict]  # parsed from raw_bindings (the JSON the host reads)
+    bindings: list[dict[str, Any]]  # parsed from raw_bindings (the JSON the host reads)
     language: str
     script_file: str
-    properties: dict = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
     retry_options: Any = None
 
-    def trigger(self) -> dict:
+    def trigger(self) -> dict[str, Any]:
         (trigger,) = [b for b in self.bindings if b["type"].endswith("Trigger")]
         return trigger
 
@@ -144,7 +147,8 @@ class Worker:
         if _initialised_in_this_process is not None:
             raise RuntimeError(
                 f"azure_functions_runtime was already initialised in this process (for {_initialised_in_this_process});"
-                " it keeps module-level state, so run one worker init per process")
+                " it keeps module-level state, so run one worker init per process"
+            )
         _initialised_in_this_process = self.app_dir
 
         # The proxy worker puts the app directory first on sys.path before indexing.
@@ -177,7 +181,7 @@ class Worker:
             runtime.stop_threadpool_executor()
             self._started_threadpool = False
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         self.init()
         return self
 
@@ -215,7 +219,7 @@ class Worker:
         delivery_count: int = 1,
         content_type: str | None = "application/json",
         correlation_id: str | None = None,
-        application_properties: dict | None = None,
+        application_properties: dict[str, Any] | None = None,
         enqueued_time: str = "2025-03-14T09:26:57.1234567Z",
         body_kind: str = "bytes",
         subject: str | None = None,
@@ -248,8 +252,9 @@ class Worker:
             "LockToken": TypedData(string=str(uuid.uuid4())),
             "ApplicationProperties": TypedData(json=properties),
             "UserProperties": TypedData(json=properties),
-            "sys": TypedData(json=json.dumps({
-                "MethodName": function_name, "UtcNow": enqueued_time, "RandGuid": str(uuid.uuid4())})),
+            "sys": TypedData(
+                json=json.dumps({"MethodName": function_name, "UtcNow": enqueued_time, "RandGuid": str(uuid.uuid4())})
+            ),
         }
         if content_type is not None:
             metadata["ContentType"] = TypedData(string=content_type)
@@ -261,9 +266,15 @@ class Worker:
 
         return self._invoke(info, trigger, data, metadata)
 
-    def invoke_service_bus_batch(self, function_name: str, bodies: list[bytes], *, delivery_counts: list[int] | None = None,
-                                 message_ids: list[str] | None = None,
-                                 enqueued_time: str = "2025-03-14T09:26:57.1234567Z") -> Invocation:
+    def invoke_service_bus_batch(
+        self,
+        function_name: str,
+        bodies: list[bytes],
+        *,
+        delivery_counts: list[int] | None = None,
+        message_ids: list[str] | None = None,
+        enqueued_time: str = "2025-03-14T09:26:57.1234567Z",
+    ) -> Invocation:
         """invocation_request for a ``cardinality="many"`` trigger, as the host sends a batch: the bodies as
         ``collection_bytes`` and each metadata field as a JSON array (``UserPropertiesArray`` selects batch mode)."""
         info = self.functions()[function_name]
@@ -282,12 +293,15 @@ class Worker:
             "LockTokenArray": TypedData(json=json.dumps([str(uuid.uuid4()) for _ in range(n)])),
             "ApplicationPropertiesArray": TypedData(json=json.dumps([{}] * n)),
             "UserPropertiesArray": TypedData(json=json.dumps([{}] * n)),
-            "sys": TypedData(json=json.dumps({
-                "MethodName": function_name, "UtcNow": enqueued_time, "RandGuid": str(uuid.uuid4())})),
+            "sys": TypedData(
+                json=json.dumps({"MethodName": function_name, "UtcNow": enqueued_time, "RandGuid": str(uuid.uuid4())})
+            ),
         }
         return self._invoke(info, trigger, data, metadata)
 
-    def _invoke(self, info: FunctionInfo, trigger: dict, data: TypedData, metadata: dict) -> Invocation:
+    def _invoke(
+        self, info: FunctionInfo, trigger: dict[str, Any], data: TypedData, metadata: dict[str, Any]
+    ) -> Invocation:
         invocation_id = str(uuid.uuid4())
         request = types.SimpleNamespace(
             request=types.SimpleNamespace(
@@ -312,4 +326,3 @@ class Worker:
             return Invocation(succeeded=True, exception_message=None)
         exception = response.result.exception
         return Invocation(succeeded=False, exception_message=exception.message, stack_trace=exception.stack_trace)
-

@@ -17,23 +17,39 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = {"domain": set(), "dataverse": {"domain"}, "servicebus": {"domain"},
-          "app": {"domain", "dataverse", "servicebus"}, "cli": {"domain", "dataverse", "servicebus", "app"}}
+LAYERS = {
+    "domain": set(),
+    "dataverse": {"domain"},
+    "servicebus": {"domain"},
+    "app": {"domain", "dataverse", "servicebus"},
+    "cli": {"domain", "dataverse", "servicebus", "app"},
+}
 
 
 def repository_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return [path for path in listed if (ROOT / path).exists()]
 
 
 def deployed(path: str) -> bool:
-    patterns = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     parts = path.split("/")
     prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    return not any(fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, pattern)
-                   for pattern in patterns for prefix, part in zip(prefixes, parts, strict=True))
+    return not any(
+        fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, pattern)
+        for pattern in patterns
+        for prefix, part in zip(prefixes, parts, strict=True)
+    )
 
 
 def imports(path: Path) -> set[str]:
@@ -52,9 +68,15 @@ DEPLOYED_PYTHON = [p for p in DEPLOYED if p.endswith(".py")]
 
 def test_the_deployed_app_is_the_function_app_and_the_core_it_imports():
     assert "function_app.py" in DEPLOYED and "host.json" in DEPLOYED and "requirements.txt" in DEPLOYED
-    assert not [p for p in DEPLOYED if p.startswith(("optout_dev/", "tests/", "bench/", "samples/", "optout_core/cli/"))]
+    assert not [
+        p for p in DEPLOYED if p.startswith(("optout_dev/", "tests/", "bench/", "samples/", "optout_core/cli/"))
+    ]
     assert {p.split("/")[1] for p in DEPLOYED_PYTHON if p.startswith("optout_core/") and p.count("/") > 1} == {
-        "domain", "dataverse", "servicebus", "app"}
+        "domain",
+        "dataverse",
+        "servicebus",
+        "app",
+    }
 
 
 @pytest.mark.parametrize("path", DEPLOYED_PYTHON)
@@ -90,10 +112,14 @@ def test_the_domain_does_no_io():
         for name in imports(path):
             top = name.split(".")[0]
             assert top in stdlib or name.startswith("optout_core.domain") or top in ("msgspec", "__future__"), (
-                f"{path.relative_to(ROOT)} imports {name}")
+                f"{path.relative_to(ROOT)} imports {name}"
+            )
 
 
 def test_one_module_sends_http_requests():
-    senders = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "optout_core").rglob("*.py")
-                     if any(name.split(".")[0] in ("requests", "urllib3", "httpx") for name in imports(p)))
+    senders = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "optout_core").rglob("*.py")
+        if any(name.split(".")[0] in ("requests", "urllib3", "httpx") for name in imports(p))
+    )
     assert senders == ["optout_core/dataverse/transport.py"]

@@ -1,4 +1,4 @@
-"""The $batch wire format (optout_core.batch): CRLF multipart requests and responses."""
+"""The $batch wire format (optout_core.dataverse.odata_batch): CRLF multipart requests and responses."""
 
 import pytest
 
@@ -8,16 +8,22 @@ CONTACT = "a1000000-0000-4000-8000-000000000001"
 
 
 def test_a_request_is_crlf_multipart_with_one_part_per_operation_and_no_changeset():
-    ops = [batch.Operation("PATCH", f"/api/data/v9.2/contacts({CONTACT})",
-                           {"Content-Type": "application/json", "If-Match": "*"}, b'{"donotbulkemail":true}'),
-           batch.Operation("GET", "/api/data/v9.2/WhoAmI")]
+    ops = [
+        batch.Operation(
+            "PATCH",
+            f"/api/data/v9.2/contacts({CONTACT})",
+            {"Content-Type": "application/json", "If-Match": "*"},
+            b'{"donotbulkemail":true}',
+        ),
+        batch.Operation("GET", "/api/data/v9.2/WhoAmI"),
+    ]
     content_type, body = batch.build(ops, boundary="batch_x")
     assert content_type == "multipart/mixed; boundary=batch_x"
     assert body.count(b"--batch_x\r\n") == 2 and body.endswith(b"--batch_x--\r\n")
     assert b"\n" not in body.replace(b"\r\n", b"")  # CRLF only: Dataverse refuses LF-only bodies
     assert f"PATCH /api/data/v9.2/contacts({CONTACT}) HTTP/1.1\r\n".encode() in body
     assert b"Content-Transfer-Encoding: binary\r\n" in body and b"changeset" not in body
-    assert b"If-Match: *\r\n\r\n{\"donotbulkemail\":true}\r\n" in body
+    assert b'If-Match: *\r\n\r\n{"donotbulkemail":true}\r\n' in body
 
 
 def test_a_batch_holds_1_to_1000_operations():
@@ -59,11 +65,17 @@ def test_lf_only_responses_are_read_too():
     assert [p.status for p in parts] == [204, 404, 429]
 
 
-@pytest.mark.parametrize("content_type, body", [
-    ("application/json", b"{}"),
-    ("multipart/mixed; boundary=other", RESPONSE),
-    ("multipart/mixed; boundary=batchresponse_1d2c", b"--batchresponse_1d2c\r\nContent-Type: application/http\r\n\r\nnot http\r\n--batchresponse_1d2c--"),
-])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/json", b"{}"),
+        ("multipart/mixed; boundary=other", RESPONSE),
+        (
+            "multipart/mixed; boundary=batchresponse_1d2c",
+            b"--batchresponse_1d2c\r\nContent-Type: application/http\r\n\r\nnot http\r\n--batchresponse_1d2c--",
+        ),
+    ],
+)
 def test_anything_else_is_a_format_error(content_type, body):
     with pytest.raises(batch.BatchFormatError):
         batch.parse(content_type, body)

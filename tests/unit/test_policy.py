@@ -17,7 +17,8 @@ def step(failure=TRANSIENT, *, attempt=1, put_backs=0, **kwargs):
 
 def test_a_permanent_failure_is_rejected_at_once_with_its_reason():
     assert step(Failure("Dataverse answered 400 (0x0: no column)", transient=False)) == Reject(
-        "Dataverse answered 400 (0x0: no column)")
+        "Dataverse answered 400 (0x0: no column)"
+    )
 
 
 def test_a_transient_failure_is_retried_in_process_while_tries_remain():

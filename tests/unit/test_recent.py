@@ -1,4 +1,4 @@
-"""The in-process duplicate guard (optout_core.dedupe.RecentWork)."""
+"""The in-process duplicate guard (optout_core.app.recent.RecentWork)."""
 
 import threading
 

@@ -1,4 +1,4 @@
-"""The retry policy (optout_core.retry.RetryPolicy) as a value: when to retry and how long to wait."""
+"""The retry policy (optout_core.domain.retry.RetryPolicy) as a value: when to retry and how long to wait."""
 
 import random
 

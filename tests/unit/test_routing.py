@@ -1,14 +1,26 @@
-"""The router's decision (optout_core.routing.decide), on bodies in the exact Dataverse wire shape."""
+"""The router's decision (optout_core.domain.routing.decide), on bodies in the exact Dataverse wire shape."""
 
 import json
 
 import pytest
 
-from optout_dev.messages import (ACCOUNTS, CONTACTS, FOREIGN_ORG_ID, LEADS, LOG_ID, MSBIN1_BODY, OMIT, ORG_ID, XML_BODY,
-                      campaign_log, reference, wire)
 from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.domain.routing import RowRequest, decide, decide_row
 from optout_core.domain.settings import Settings
+from optout_dev.messages import (
+    ACCOUNTS,
+    CONTACTS,
+    FOREIGN_ORG_ID,
+    LEADS,
+    LOG_ID,
+    MSBIN1_BODY,
+    OMIT,
+    ORG_ID,
+    XML_BODY,
+    campaign_log,
+    reference,
+    wire,
+)
 
 DEFAULTS = Settings.from_env({})
 
@@ -31,8 +43,9 @@ def test_each_opt_out_type_routes_to_opt_out_for_contact_lead_and_account(activi
 
 @pytest.mark.parametrize("activity", ["Hard Bounce", "Soft Bounce"])
 def test_bounce_types_route_to_bounce_with_their_detail_and_time(activity):
-    decision = decision_for(activity=activity, bounce_reason="550 5.1.1 mailbox unavailable",
-                            created_on_ms=1741944413000)
+    decision = decision_for(
+        activity=activity, bounce_reason="550 5.1.1 mailbox unavailable", created_on_ms=1741944413000
+    )
     assert decision.outcome is Outcome.ROUTED and decision.route is Route.BOUNCE
     assert decision.work_item.detail == "550 5.1.1 mailbox unavailable"
     assert decision.work_item.occurred_on == "2025-03-14T09:26:53Z"
@@ -57,8 +70,9 @@ def test_ordinary_activity_is_ignored_with_its_type_in_the_reason():
 
 def test_labels_match_ignoring_case_spaces_hyphens_and_underscores():
     settings = Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": "group-opt_OUT"})
-    decision = decision_for(activity={"__type": "OptionSetValue:x", "Value": 7}, activity_label="Group Opt out",
-                            settings=settings)
+    decision = decision_for(
+        activity={"__type": "OptionSetValue:x", "Value": 7}, activity_label="Group Opt out", settings=settings
+    )
     assert decision.route is Route.OPT_OUT
 
 
@@ -77,10 +91,14 @@ def test_activity_type_as_plain_text():
 
 
 def test_activity_type_as_lookup_uses_its_name_or_the_formatted_value():
-    named = campaign_log(extra_attributes={"concep_activitytype": reference("concep_activitytype", CONTACTS[2], "Spam Report")})
+    named = campaign_log(
+        extra_attributes={"concep_activitytype": reference("concep_activitytype", CONTACTS[2], "Spam Report")}
+    )
     assert decide(wire(named), DEFAULTS).route is Route.OPT_OUT
-    unnamed = campaign_log(extra_attributes={"concep_activitytype": reference("concep_activitytype", CONTACTS[2], None)},
-                           activity_label="Hard Bounce")
+    unnamed = campaign_log(
+        extra_attributes={"concep_activitytype": reference("concep_activitytype", CONTACTS[2], None)},
+        activity_label="Hard Bounce",
+    )
     assert decide(wire(unnamed), DEFAULTS).route is Route.BOUNCE
 
 
@@ -121,24 +139,35 @@ def test_a_trimmed_context_asks_for_the_campaign_log_row():
 
 
 def test_with_recipient_columns_the_row_request_selects_only_what_the_decision_reads():
-    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid;concep_leadid",
-                                  "CAMPAIGN_LOG_ENTITY_SET": "concep_emailcampaignlogset"})
+    settings = Settings.from_env(
+        {"RECIPIENT_COLUMNS": "concep_contactid;concep_leadid", "CAMPAIGN_LOG_ENTITY_SET": "concep_emailcampaignlogset"}
+    )
     request = decision_for(trimmed=True, settings=settings)
     assert request.entity_set == "concep_emailcampaignlogset"
-    assert request.select == ("concep_activitytype", "concep_bouncereason", "createdon",
-                              "_concep_contactid_value", "_concep_leadid_value")
+    assert request.select == (
+        "concep_activitytype",
+        "concep_bouncereason",
+        "createdon",
+        "_concep_contactid_value",
+        "_concep_leadid_value",
+    )
 
 
 def web_api_row(**columns):
     """A campaign log row as GET …?$select with Prefer: odata.include-annotations="*" returns it."""
-    return {"@odata.etag": 'W/"1"', "concep_emailcampaignlogid": LOG_ID, "createdon": "2025-03-14T09:26:53Z",
-            "concep_activitytype": 100000004,
-            "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Group Opt out",
-            "_concep_recipientid_value": LEADS[0],
-            "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "lead",
-            "_concep_recipientid_value@OData.Community.Display.V1.FormattedValue": "A Person",
-            "_ownerid_value": CONTACTS[2],
-            "_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "systemuser", **columns}
+    return {
+        "@odata.etag": 'W/"1"',
+        "concep_emailcampaignlogid": LOG_ID,
+        "createdon": "2025-03-14T09:26:53Z",
+        "concep_activitytype": 100000004,
+        "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Group Opt out",
+        "_concep_recipientid_value": LEADS[0],
+        "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "lead",
+        "_concep_recipientid_value@OData.Community.Display.V1.FormattedValue": "A Person",
+        "_ownerid_value": CONTACTS[2],
+        "_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "systemuser",
+        **columns,
+    }
 
 
 def test_the_row_is_decided_by_the_same_rules():
@@ -153,8 +182,9 @@ def test_the_row_is_decided_by_the_same_rules():
 
 def test_a_row_can_still_be_ignored_or_rejected():
     request = decision_for(trimmed=True)
-    open_row = web_api_row(**{"concep_activitytype": 100000001,
-                              "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Open"})
+    open_row = web_api_row(
+        **{"concep_activitytype": 100000001, "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Open"}
+    )
     assert decide_row(request, open_row, DEFAULTS).outcome is Outcome.IGNORED
     no_recipient = web_api_row(_concep_recipientid_value=None)
     assert decide_row(request, no_recipient, DEFAULTS).reason.startswith("no recipient")
@@ -169,16 +199,22 @@ CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
 
 
 def test_dataverse_properties_that_agree_with_the_body_pass():
-    properties = {CLAIMS + "EntityLogicalName": "concep_emailcampaignlog", CLAIMS + "RequestName": "Create",
-                  CLAIMS + "Organization": "whatever"}
+    properties = {
+        CLAIMS + "EntityLogicalName": "concep_emailcampaignlog",
+        CLAIMS + "RequestName": "Create",
+        CLAIMS + "Organization": "whatever",
+    }
     assert decide(wire(campaign_log()), DEFAULTS, properties=properties).outcome is Outcome.ROUTED
 
 
-@pytest.mark.parametrize("properties", [
-    {CLAIMS + "EntityLogicalName": "account"},
-    {CLAIMS + "RequestName": "Update"},
-    {"https://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName": "contact"},
-])
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {CLAIMS + "EntityLogicalName": "account"},
+        {CLAIMS + "RequestName": "Update"},
+        {"https://schemas.microsoft.com/xrm/2011/Claims/EntityLogicalName": "contact"},
+    ],
+)
 def test_dataverse_properties_that_contradict_the_body_are_rejected(properties):
     decision = decide(wire(campaign_log()), DEFAULTS, properties=properties)
     assert decision.outcome is Outcome.REJECTED and "altered or not posted" in decision.reason
@@ -190,8 +226,10 @@ def test_no_recipient_is_rejected():
 
 
 def test_several_different_recipients_are_ambiguous():
-    decision = decision_for(recipient=None, lookups={"concep_contactid": reference("contact", CONTACTS[0]),
-                                                    "concep_leadid": reference("lead", LEADS[0])})
+    decision = decision_for(
+        recipient=None,
+        lookups={"concep_contactid": reference("contact", CONTACTS[0]), "concep_leadid": reference("lead", LEADS[0])},
+    )
     assert decision.outcome is Outcome.REJECTED
     assert decision.reason.startswith("ambiguous recipient") and "RECIPIENT_COLUMNS" in decision.reason
 
@@ -203,12 +241,15 @@ def test_the_same_recipient_in_two_lookups_is_not_ambiguous():
 
 def test_recipient_columns_pick_the_first_non_empty_contact_lead_or_account_in_order():
     settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_ownerid; concep_contactid;concep_leadid"})
-    context = campaign_log(recipient=None, lookups={
-        "concep_ownerid": reference("systemuser", CONTACTS[2]),  # not a recipient table: skipped
-        "concep_contactid": None,                                  # empty: skipped
-        "concep_leadid": reference("lead", LEADS[1]),
-        "concep_accountid": reference("account", ACCOUNTS[0]),     # not listed: never considered
-    })
+    context = campaign_log(
+        recipient=None,
+        lookups={
+            "concep_ownerid": reference("systemuser", CONTACTS[2]),  # not a recipient table: skipped
+            "concep_contactid": None,  # empty: skipped
+            "concep_leadid": reference("lead", LEADS[1]),
+            "concep_accountid": reference("account", ACCOUNTS[0]),  # not listed: never considered
+        },
+    )
     assert decide(wire(context), settings).recipient == Recipient("lead", LEADS[1])
 
 
@@ -223,8 +264,15 @@ def test_owner_and_other_system_lookups_are_not_recipients():
     assert decision_for().recipient == Recipient("contact", CONTACTS[0])
 
 
-@pytest.mark.parametrize("bad_id", ["not-a-guid", "a1000000-0000-4000-8000-00000000000", "') or 1 eq 1 or ('",
-                                    "a1000000-0000-4000-8000-000000000001/../../accounts"])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "not-a-guid",
+        "a1000000-0000-4000-8000-00000000000",
+        "') or 1 eq 1 or ('",
+        "a1000000-0000-4000-8000-000000000001/../../accounts",
+    ],
+)
 def test_recipient_ids_must_be_guids_because_they_go_into_urls(bad_id):
     decision = decision_for(recipient=None, lookups={"concep_recipientid": reference("contact", bad_id)})
     assert decision.outcome is Outcome.REJECTED and "not a GUID" in decision.reason
@@ -250,8 +298,11 @@ def test_switched_off_bounce_is_not_forwarded_but_opt_outs_still_are():
 
 
 def test_unescaped_slashes_non_ascii_unknown_keys_and_offsets_are_read_alike():
-    context = campaign_log(name="Frühjahrs-Newsletter – Ελληνικά", BrandNewMember={"x": [1, 2]},
-                           OperationCreatedOn="/Date(1741944415000-0700)/")
+    context = campaign_log(
+        name="Frühjahrs-Newsletter – Ελληνικά",
+        BrandNewMember={"x": [1, 2]},
+        OperationCreatedOn="/Date(1741944415000-0700)/",
+    )
     escaped = decide(wire(context), DEFAULTS)
     plain = decide(wire(context, escape_slashes=False), DEFAULTS)
     bom = decide(wire(context, bom=True), DEFAULTS)
@@ -260,8 +311,9 @@ def test_unescaped_slashes_non_ascii_unknown_keys_and_offsets_are_read_alike():
 
 
 def test_a_context_missing_newer_top_level_keys_is_still_read():
-    context = campaign_log(InitiatingUserAgent=OMIT, UserAzureActiveDirectoryObjectId=OMIT,
-                           InitiatingUserAzureActiveDirectoryObjectId=OMIT)
+    context = campaign_log(
+        InitiatingUserAgent=OMIT, UserAzureActiveDirectoryObjectId=OMIT, InitiatingUserAzureActiveDirectoryObjectId=OMIT
+    )
     assert decide(wire(context), DEFAULTS).outcome is Outcome.ROUTED
 
 
@@ -270,17 +322,20 @@ def test_createdon_with_an_offset_is_read_as_utc_milliseconds():
     assert decide(wire(context), DEFAULTS).work_item.occurred_on == "2025-03-14T09:26:53Z"
 
 
-@pytest.mark.parametrize("body, content_type, words", [
-    (MSBIN1_BODY, "application/msbin1", "message format to JSON"),
-    (MSBIN1_BODY, "application/json", ".NET Binary"),
-    (XML_BODY, "application/xml", "XML"),
-    (XML_BODY, None, "XML"),
-    (b'{"a":1}', "text/plain", "not application/json"),
-    (b"", "application/json", "empty"),
-    (b"{\"MessageName\": \"Cre", "application/json", "not valid JSON"),
-    (b"\xff\xfe{}", "application/json", "not UTF-8"),
-    (b"[1, 2]", "application/json", "not a Dataverse"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (MSBIN1_BODY, "application/msbin1", "message format to JSON"),
+        (MSBIN1_BODY, "application/json", ".NET Binary"),
+        (XML_BODY, "application/xml", "XML"),
+        (XML_BODY, None, "XML"),
+        (b'{"a":1}', "text/plain", "not application/json"),
+        (b"", "application/json", "empty"),
+        (b'{"MessageName": "Cre', "application/json", "not valid JSON"),
+        (b"\xff\xfe{}", "application/json", "not UTF-8"),
+        (b"[1, 2]", "application/json", "not a Dataverse"),
+    ],
+)
 def test_unreadable_bodies_are_rejected_with_what_to_change(body, content_type, words):
     decision = decide(body, DEFAULTS, content_type=content_type)
     assert decision.outcome is Outcome.REJECTED
@@ -294,8 +349,12 @@ def test_a_body_with_charset_parameter_is_json():
 
 def test_wrong_types_in_fields_are_rejected_not_crashed():
     context = campaign_log()
-    for key, value in [("MessageName", 5), ("PrimaryEntityId", "zzz"), ("InputParameters", {"Target": 1}),
-                       ("OrganizationId", ["x"])]:
+    for key, value in [
+        ("MessageName", 5),
+        ("PrimaryEntityId", "zzz"),
+        ("InputParameters", {"Target": 1}),
+        ("OrganizationId", ["x"]),
+    ]:
         broken = dict(context, **{key: value})
         decision = decide(json.dumps(broken).encode(), DEFAULTS)
         assert decision.outcome is Outcome.REJECTED, key

@@ -1,4 +1,4 @@
-"""App settings (optout_core.settings): defaults, validation that names the setting, toggles."""
+"""App settings (optout_core.domain.settings): defaults, validation that names the setting, toggles."""
 
 import json
 from pathlib import Path
@@ -34,24 +34,27 @@ def test_activity_types_mix_labels_and_option_codes():
     assert not types.matches("Open", 100000001)
 
 
-@pytest.mark.parametrize("env, setting", [
-    ({"EXPECTED_ORGANIZATION_ID": "contoso"}, "EXPECTED_ORGANIZATION_ID"),
-    ({"OPT_OUT_UPDATE": "{donotbulkemail: true}"}, "OPT_OUT_UPDATE"),
-    ({"OPT_OUT_UPDATE": "[]"}, "OPT_OUT_UPDATE"),
-    ({"BOUNCE_UPDATE": '{"x_status": "{reason}"}'}, "BOUNCE_UPDATE"),
-    ({"DATAVERSE_URL": "http://contoso.crm.dynamics.com"}, "DATAVERSE_URL"),
-    ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com/api/data/v9.2"}, "DATAVERSE_URL"),
-    ({"DATAVERSE_URL": "contoso"}, "DATAVERSE_URL"),
-    ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com", "DATAVERSE_TOKEN": "t"}, "DATAVERSE_TOKEN"),
-    ({"DATAVERSE_MAX_ATTEMPTS": "0"}, "DATAVERSE_MAX_ATTEMPTS"),
-    ({"DATAVERSE_TIMEOUT_SECONDS": "soon"}, "DATAVERSE_TIMEOUT_SECONDS"),
-    ({"ACTIVITY_TYPE_COLUMN": "concep activity"}, "ACTIVITY_TYPE_COLUMN"),
-    ({"RECIPIENT_COLUMNS": "concep_contactid;x-y"}, "RECIPIENT_COLUMNS"),
-    ({"OPT_OUT_QUEUE": "opt out"}, "OPT_OUT_QUEUE"),
-    ({"AzureWebJobs.BulkEmailOptOut.Disabled": "maybe"}, "AzureWebJobs.BulkEmailOptOut.Disabled"),
-    ({"BOUNCE_ACTIVITY_TYPES": "Spam Report"}, "OPT_OUT_ACTIVITY_TYPES"),
-    ({"BOUNCE_QUEUE": "opt-out"}, "BOUNCE_QUEUE"),
-])
+@pytest.mark.parametrize(
+    "env, setting",
+    [
+        ({"EXPECTED_ORGANIZATION_ID": "contoso"}, "EXPECTED_ORGANIZATION_ID"),
+        ({"OPT_OUT_UPDATE": "{donotbulkemail: true}"}, "OPT_OUT_UPDATE"),
+        ({"OPT_OUT_UPDATE": "[]"}, "OPT_OUT_UPDATE"),
+        ({"BOUNCE_UPDATE": '{"x_status": "{reason}"}'}, "BOUNCE_UPDATE"),
+        ({"DATAVERSE_URL": "http://contoso.crm.dynamics.com"}, "DATAVERSE_URL"),
+        ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com/api/data/v9.2"}, "DATAVERSE_URL"),
+        ({"DATAVERSE_URL": "contoso"}, "DATAVERSE_URL"),
+        ({"DATAVERSE_URL": "https://contoso.crm.dynamics.com", "DATAVERSE_TOKEN": "t"}, "DATAVERSE_TOKEN"),
+        ({"DATAVERSE_MAX_ATTEMPTS": "0"}, "DATAVERSE_MAX_ATTEMPTS"),
+        ({"DATAVERSE_TIMEOUT_SECONDS": "soon"}, "DATAVERSE_TIMEOUT_SECONDS"),
+        ({"ACTIVITY_TYPE_COLUMN": "concep activity"}, "ACTIVITY_TYPE_COLUMN"),
+        ({"RECIPIENT_COLUMNS": "concep_contactid;x-y"}, "RECIPIENT_COLUMNS"),
+        ({"OPT_OUT_QUEUE": "opt out"}, "OPT_OUT_QUEUE"),
+        ({"AzureWebJobs.BulkEmailOptOut.Disabled": "maybe"}, "AzureWebJobs.BulkEmailOptOut.Disabled"),
+        ({"BOUNCE_ACTIVITY_TYPES": "Spam Report"}, "OPT_OUT_ACTIVITY_TYPES"),
+        ({"BOUNCE_QUEUE": "opt-out"}, "BOUNCE_QUEUE"),
+    ],
+)
 def test_a_bad_value_fails_fast_naming_the_setting(env, setting):
     with pytest.raises(SettingsError, match=setting.replace(".", r"\.")):
         Settings.from_env(env)
@@ -65,7 +68,9 @@ def test_a_static_token_is_honoured_only_for_loopback_urls():
 
 
 @pytest.mark.parametrize("name", ["AzureWebJobs.BounceDetail.Disabled", "AzureWebJobs_BounceDetail_Disabled"])
-@pytest.mark.parametrize("value, disabled", [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)])
+@pytest.mark.parametrize(
+    "value, disabled", [("true", True), ("True", True), ("1", True), ("false", False), ("0", False)]
+)
 def test_portal_toggles_in_both_spellings(name, value, disabled):
     # Linux plans expose the portal's AzureWebJobs.<name>.Disabled with periods turned into underscores.
     assert Settings.from_env({name: value}).is_enabled(BOUNCE) is not disabled
@@ -77,9 +82,14 @@ def test_bounce_update_placeholders_are_checked():
 
 
 def test_secrets_are_masked_in_the_effective_listing():
-    s = Settings.from_env({"DATAVERSE_URL": "http://127.0.0.1:1", "DATAVERSE_TOKEN": "very-secret",
-                           "ServiceBusConnection": "Endpoint=sb://x/;SharedAccessKey=abc"})
-    shown = dict((setting.name, value) for setting, value in s.effective())
+    s = Settings.from_env(
+        {
+            "DATAVERSE_URL": "http://127.0.0.1:1",
+            "DATAVERSE_TOKEN": "very-secret",
+            "ServiceBusConnection": "Endpoint=sb://x/;SharedAccessKey=abc",
+        }
+    )
+    shown = {setting.name: value for setting, value in s.effective()}
     assert shown["DATAVERSE_TOKEN"] == "***" and shown["ServiceBusConnection"] == "***"
     assert "very-secret" not in json.dumps(shown)
 

@@ -1,4 +1,4 @@
-"""The process-wide throttle gate (optout_core.throttle.ThrottleGate)."""
+"""The process-wide throttle gate (optout_core.dataverse.throttle.ThrottleGate)."""
 
 import threading
 import time

@@ -1,5 +1,5 @@
 """The test-message builder produces the documented Dataverse wire shape
-(../shared/domain/dataverse-messages.md §3-§7, §11), and the committed samples are up to date."""
+(docs/dataverse-messages.md §3-§7, §11), and the committed samples are up to date."""
 
 import json
 import types
@@ -14,12 +14,36 @@ from optout_dev import messages as m
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 TOP_LEVEL_KEYS = {  # §4
-    "BusinessUnitId", "CorrelationId", "Depth", "InitiatingUserAgent", "InitiatingUserAzureActiveDirectoryObjectId",
-    "InitiatingUserId", "InputParameters", "IsExecutingOffline", "IsInTransaction", "IsOfflinePlayback",
-    "IsolationMode", "MessageName", "Mode", "OperationCreatedOn", "OperationId", "OrganizationId",
-    "OrganizationName", "OutputParameters", "OwningExtension", "ParentContext", "PostEntityImages",
-    "PreEntityImages", "PrimaryEntityId", "PrimaryEntityName", "RequestId", "SecondaryEntityName",
-    "SharedVariables", "Stage", "UserAzureActiveDirectoryObjectId", "UserId",
+    "BusinessUnitId",
+    "CorrelationId",
+    "Depth",
+    "InitiatingUserAgent",
+    "InitiatingUserAzureActiveDirectoryObjectId",
+    "InitiatingUserId",
+    "InputParameters",
+    "IsExecutingOffline",
+    "IsInTransaction",
+    "IsOfflinePlayback",
+    "IsolationMode",
+    "MessageName",
+    "Mode",
+    "OperationCreatedOn",
+    "OperationId",
+    "OrganizationId",
+    "OrganizationName",
+    "OutputParameters",
+    "OwningExtension",
+    "ParentContext",
+    "PostEntityImages",
+    "PreEntityImages",
+    "PrimaryEntityId",
+    "PrimaryEntityName",
+    "RequestId",
+    "SecondaryEntityName",
+    "SharedVariables",
+    "Stage",
+    "UserAzureActiveDirectoryObjectId",
+    "UserId",
 }
 
 
@@ -41,8 +65,16 @@ def test_wire_is_one_line_with_escaped_slashes():
     assert b"/Date(1741944413000)/" in m.wire(m.campaign_log(), escape_slashes=False)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"name": "Frühjahrs-Newsletter – Ελληνικά"}, {"trimmed": True},
-                                    {"message_name": "Update"}, {"bounce_reason": "550 5.1.1 x\n\ty"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"name": "Frühjahrs-Newsletter – Ελληνικά"},
+        {"trimmed": True},
+        {"message_name": "Update"},
+        {"bounce_reason": "550 5.1.1 x\n\ty"},
+    ],
+)
 def test_wire_round_trips(kwargs):
     ctx = m.campaign_log(**kwargs)
     assert json.loads(m.wire(ctx)) == ctx
@@ -90,22 +122,31 @@ def test_type_tag_first_where_documented():
     for column in ("concep_activitytype", "statecode", "statuscode"):
         assert list(attrs[column]) == ["__type", "Value"]
         assert attrs[column]["__type"] == f"OptionSetValue:{m.CONTRACTS}"
-    assert list(m.reference("lead", m.LEADS[0])) == ["__type", "Id", "KeyAttributes", "LogicalName", "Name",
-                                                      "RowVersion"]
+    assert list(m.reference("lead", m.LEADS[0])) == [
+        "__type",
+        "Id",
+        "KeyAttributes",
+        "LogicalName",
+        "Name",
+        "RowVersion",
+    ]
     assert list(m.option(1)) == ["__type", "Value"]
     # untyped: the image entity, OwningExtension, primitives
     image = pairs(ctx["PostEntityImages"])["AsynchronousStepPrimaryName"]
     assert "__type" not in image and "__type" not in ctx["OwningExtension"]
-    assert pairs(image["Attributes"]) == {"concep_name": "Spring newsletter",
-                                          "concep_emailcampaignlogid": m.LOG_ID}
+    assert pairs(image["Attributes"]) == {"concep_name": "Spring newsletter", "concep_emailcampaignlogid": m.LOG_ID}
     assert attrs["createdon"] == "/Date(1741944413000)/"
     assert attrs["concep_bouncereason"] == "x"
 
 
 def test_primary_entity_id_matches_target_and_output():
     ctx = m.campaign_log(log_id="11111111-2222-4333-8444-555555555555")
-    assert ctx["PrimaryEntityId"] == target(ctx)["Id"] == pairs(ctx["OutputParameters"])["id"] \
+    assert (
+        ctx["PrimaryEntityId"]
+        == target(ctx)["Id"]
+        == pairs(ctx["OutputParameters"])["id"]
         == "11111111-2222-4333-8444-555555555555"
+    )
     assert pairs(target(ctx)["Attributes"])["concep_emailcampaignlogid"] == ctx["PrimaryEntityId"]
 
 
@@ -118,7 +159,11 @@ def test_parent_context_is_stage_30_with_caller_columns_only():
     parent_params = pairs(parent["InputParameters"])
     assert parent_params["SuppressDuplicateDetection"] is False
     assert [p["key"] for p in parent_params["Target"]["Attributes"]] == [
-        "concep_name", "concep_activitytype", "concep_recipientid", "concep_bouncereason"]
+        "concep_name",
+        "concep_activitytype",
+        "concep_recipientid",
+        "concep_bouncereason",
+    ]
     assert parent_params["Target"]["FormattedValues"] == []
 
 
@@ -140,8 +185,9 @@ def test_activity_forms():
 
 
 def test_separate_lookups():
-    ctx = m.campaign_log(recipient=None, lookups={"concep_contactid": m.reference("contact", m.CONTACTS[0]),
-                                                  "concep_leadid": None})
+    ctx = m.campaign_log(
+        recipient=None, lookups={"concep_contactid": m.reference("contact", m.CONTACTS[0]), "concep_leadid": None}
+    )
     attrs = pairs(target(ctx)["Attributes"])
     assert "concep_recipientid" not in attrs
     assert attrs["concep_contactid"]["Id"] == m.CONTACTS[0] and attrs["concep_leadid"] is None
@@ -154,8 +200,7 @@ def test_trimmed_drops_payload_keys():
     for key in ("InputParameters", "ParentContext", "PreEntityImages", "PostEntityImages"):
         assert key not in ctx
     assert ctx["PrimaryEntityId"] == pairs(ctx["OutputParameters"])["id"]
-    assert set(ctx) == TOP_LEVEL_KEYS - {"InputParameters", "ParentContext", "PreEntityImages",
-                                         "PostEntityImages"}
+    assert set(ctx) == TOP_LEVEL_KEYS - {"InputParameters", "ParentContext", "PreEntityImages", "PostEntityImages"}
 
 
 def test_bom_variant():
@@ -178,8 +223,10 @@ def test_non_json_bodies():
         m.MSBIN1_BODY.decode("utf-8")
     root = ET.fromstring(m.XML_BODY)
     assert root.tag == "{http://schemas.microsoft.com/xrm/2011/Contracts}RemoteExecutionContext"
-    assert m.XML_BODY.startswith(b'<RemoteExecutionContext xmlns="http://schemas.microsoft.com/xrm/2011/Contracts" '
-                                 b'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">')
+    assert m.XML_BODY.startswith(
+        b'<RemoteExecutionContext xmlns="http://schemas.microsoft.com/xrm/2011/Contracts" '
+        b'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+    )
 
 
 def _generator():

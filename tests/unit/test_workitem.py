@@ -1,15 +1,21 @@
-"""Work items (optout_core.workitem) and the bounce update built from them (optout_core.updates)."""
+"""Work items (optout_core.domain.workitem) and the bounce update built from them (optout_core.domain.bounce)."""
 
 import pytest
 
-from optout_core.domain.model import Recipient, Route
 from optout_core.domain.bounce import bounce_changes
+from optout_core.domain.model import Recipient, Route
 from optout_core.domain.workitem import InvalidWorkItem, WorkItem
 
-ITEM = WorkItem(route=Route.BOUNCE, log_id="5c1e8a72-4f10-f011-998a-6045bd0f2c11",
-                recipient=Recipient("lead", "b2000000-0000-4000-8000-000000000001"), activity_type="Hard Bounce",
-                activity_code=100000007, operation_id="6d1e8a72-4f10-f011-998a-6045bd0f2c11",
-                occurred_on="2025-03-14T09:26:53Z", detail="550 5.1.1 mailbox unavailable")
+ITEM = WorkItem(
+    route=Route.BOUNCE,
+    log_id="5c1e8a72-4f10-f011-998a-6045bd0f2c11",
+    recipient=Recipient("lead", "b2000000-0000-4000-8000-000000000001"),
+    activity_type="Hard Bounce",
+    activity_code=100000007,
+    operation_id="6d1e8a72-4f10-f011-998a-6045bd0f2c11",
+    occurred_on="2025-03-14T09:26:53Z",
+    detail="550 5.1.1 mailbox unavailable",
+)
 
 
 def test_round_trips_through_json():
@@ -20,17 +26,26 @@ def test_message_id_is_deterministic_per_log_and_route():
     assert ITEM.message_id == "5c1e8a72-4f10-f011-998a-6045bd0f2c11:bounce"
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"nope", "not a JSON work item"),
-    (b"[]", "object"),
-    (b'{"version": 2}', "version 2"),
-    (b'{"version": 1, "route": "delete"}', "unknown route"),
-    (b'{"version": 1, "route": "opt_out", "log_id": "x"}', "log_id"),
-    (b'{"version": 1, "route": "opt_out", "log_id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11",'
-     b' "recipient": {"table": "systemuser", "id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11"}}', "contact, lead or account"),
-    (b'{"version": 1, "route": "opt_out", "log_id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11",'
-     b' "recipient": {"table": "contact", "id": "1)/../accounts(2"}}', "not a GUID"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"nope", "not a JSON work item"),
+        (b"[]", "object"),
+        (b'{"version": 2}', "version 2"),
+        (b'{"version": 1, "route": "delete"}', "unknown route"),
+        (b'{"version": 1, "route": "opt_out", "log_id": "x"}', "log_id"),
+        (
+            b'{"version": 1, "route": "opt_out", "log_id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11",'
+            b' "recipient": {"table": "systemuser", "id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11"}}',
+            "contact, lead or account",
+        ),
+        (
+            b'{"version": 1, "route": "opt_out", "log_id": "5c1e8a72-4f10-f011-998a-6045bd0f2c11",'
+            b' "recipient": {"table": "contact", "id": "1)/../accounts(2"}}',
+            "not a GUID",
+        ),
+    ],
+)
 def test_anything_else_is_an_invalid_work_item_with_a_reason(body, words):
     with pytest.raises(InvalidWorkItem, match=words):
         WorkItem.from_json(body)
@@ -41,16 +56,26 @@ def test_empty_bounce_update_means_audit_only():
 
 
 def test_bounce_update_fills_placeholders_and_keeps_other_values():
-    template = {"x_emailstatus": 2, "x_bounced": True, "x_bouncedon": "{occurred_on}",
-                "x_note": "{activity_type} ({log_id}): {detail}"}
+    template = {
+        "x_emailstatus": 2,
+        "x_bounced": True,
+        "x_bouncedon": "{occurred_on}",
+        "x_note": "{activity_type} ({log_id}): {detail}",
+    }
     assert bounce_changes(template, ITEM) == {
-        "x_emailstatus": 2, "x_bounced": True, "x_bouncedon": "2025-03-14T09:26:53Z",
-        "x_note": "Hard Bounce (5c1e8a72-4f10-f011-998a-6045bd0f2c11): 550 5.1.1 mailbox unavailable"}
+        "x_emailstatus": 2,
+        "x_bounced": True,
+        "x_bouncedon": "2025-03-14T09:26:53Z",
+        "x_note": "Hard Bounce (5c1e8a72-4f10-f011-998a-6045bd0f2c11): 550 5.1.1 mailbox unavailable",
+    }
 
 
 def test_a_lone_placeholder_with_no_value_becomes_null_and_inside_text_empty():
     item = WorkItem(route=Route.BOUNCE, log_id=ITEM.log_id, recipient=ITEM.recipient)
-    assert bounce_changes({"x_on": "{occurred_on}", "x_note": "why: {detail}."}, item) == {"x_on": None, "x_note": "why: ."}
+    assert bounce_changes({"x_on": "{occurred_on}", "x_note": "why: {detail}."}, item) == {
+        "x_on": None,
+        "x_note": "why: .",
+    }
 
 
 def test_placeholder_values_are_not_reinterpreted():
