@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
-from optout_core.dataverse.transport import API, Operation, ReadBack, Request, Response, TokenCredential, Transport
+from optout_core.dataverse.transport import API, Operation, ReadBack, TokenCredential, Transport
 from optout_core.domain.model import ENTITY_SETS
 from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy

@@ -19,15 +19,19 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
 
 @dataclass(frozen=True, slots=True)
-class Operation:
+class Request:
+    """One Web API request, sent alone or as a part of a ``$batch``."""
+
     method: str
-    path: str  # e.g. /api/data/v9.2/contacts(<guid>)
+    path: str  # from the environment root, e.g. /api/data/v9.2/contacts(<guid>)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class PartResponse:
+class Response:
+    """One answer: to a request sent alone, or to a part of a ``$batch``."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes
@@ -37,7 +41,7 @@ class BatchFormatError(ValueError):
     """The response is not the multipart document a $batch answer must be."""
 
 
-def build(operations: Sequence[Operation], *, boundary: str | None = None) -> tuple[str, bytes]:
+def build(operations: Sequence[Request], *, boundary: str | None = None) -> tuple[str, bytes]:
     """The Content-Type and body of a ``$batch`` request: one part per operation, no changeset, so that
     with ``Prefer: odata.continue-on-error`` one failed part does not roll back the others."""
     if not operations or len(operations) > MAX_OPERATIONS:
@@ -58,12 +62,12 @@ def build(operations: Sequence[Operation], *, boundary: str | None = None) -> tu
     return f"multipart/mixed; boundary={boundary}", bytes(out)
 
 
-def parse(content_type: str, body: bytes) -> list[PartResponse]:
+def parse(content_type: str, body: bytes) -> list[Response]:
     """The embedded responses of a ``$batch`` answer, in order (changeset responses flattened)."""
     match = _BOUNDARY.search(content_type or "")
     if match is None:
         raise BatchFormatError(f"no multipart boundary in Content-Type {content_type!r}")
-    parts: list[PartResponse] = []
+    parts: list[Response] = []
     for part in _split(body, match.group(1).encode()):
         headers, content = _head(part)
         inner_type = headers.get("content-type", "")
@@ -74,7 +78,7 @@ def parse(content_type: str, body: bytes) -> list[PartResponse]:
         if status is None:
             raise BatchFormatError("a part holds no HTTP status line")
         inner_headers, inner_body = _head(content.split(b"\n", 1)[1] if b"\n" in content else b"")
-        parts.append(PartResponse(int(status.group(1)), inner_headers, inner_body.rstrip(b"\r\n")))
+        parts.append(Response(int(status.group(1)), inner_headers, inner_body.rstrip(b"\r\n")))
     return parts
 
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from optout_core.dataverse import odata_batch
@@ -33,6 +33,7 @@ from optout_core.dataverse.errors import (
     DataverseUnavailable,
     from_answer,
 )
+from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.domain.policy import FailurePolicy, RetryNow, next_step
 
@@ -55,21 +56,6 @@ class TokenCredential(Protocol):
     """``azure.core.credentials.TokenCredential``, as far as this client uses it."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str  # from the environment root, e.g. /api/data/v9.2/contacts(<guid>)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +257,7 @@ class Transport:
 
     def _exchange_batch(self, requests: list[Request]) -> tuple[list[Answer], int]:
         """One ``$batch`` request: each operation's answer, in order. A whole-batch failure is every part's."""
-        content_type, body = odata_batch.build(
-            [odata_batch.Operation(r.method, r.path, r.headers, r.body) for r in requests]
-        )
+        content_type, body = odata_batch.build(requests)
         headers = {"Content-Type": content_type, "Prefer": "odata.continue-on-error"}
         answer, count = self._exchange(Request("POST", f"{API}/$batch", headers, body))
         if isinstance(answer, _Lost):
@@ -287,7 +271,7 @@ class Transport:
         if len(parts) != len(requests):  # an answer we cannot match to the operations: as good as lost
             unmatched = _Lost(sent=True, cause="Dataverse's $batch answer did not match the request")
             return [unmatched] * len(requests), count
-        return [Response(p.status, p.headers, p.body) for p in parts], count
+        return list(parts), count
 
     # -- one HTTP exchange ------------------------------------------------------------------------
 

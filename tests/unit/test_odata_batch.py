@@ -9,13 +9,13 @@ CONTACT = "a1000000-0000-4000-8000-000000000001"
 
 def test_a_request_is_crlf_multipart_with_one_part_per_operation_and_no_changeset():
     ops = [
-        batch.Operation(
+        batch.Request(
             "PATCH",
             f"/api/data/v9.2/contacts({CONTACT})",
             {"Content-Type": "application/json", "If-Match": "*"},
             b'{"donotbulkemail":true}',
         ),
-        batch.Operation("GET", "/api/data/v9.2/WhoAmI"),
+        batch.Request("GET", "/api/data/v9.2/WhoAmI"),
     ]
     content_type, body = batch.build(ops, boundary="batch_x")
     assert content_type == "multipart/mixed; boundary=batch_x"
@@ -27,7 +27,7 @@ def test_a_request_is_crlf_multipart_with_one_part_per_operation_and_no_changese
 
 
 def test_a_batch_holds_1_to_1000_operations():
-    op = batch.Operation("GET", "/api/data/v9.2/WhoAmI")
+    op = batch.Request("GET", "/api/data/v9.2/WhoAmI")
     assert batch.build([op] * 1000)
     for count in (0, 1001):
         with pytest.raises(ValueError):
