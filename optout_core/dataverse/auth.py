@@ -1,22 +1,58 @@
-"""Which credential signs Dataverse requests."""
+"""Which credential signs Dataverse requests, and how a token Dataverse refused is replaced.
+
+azure-identity credentials hand back their cached token until it nears expiry, so asking again after a 401
+usually returns the very token that was refused. :func:`access_token` asks with a claims request instead,
+which makes the MSAL-based credentials skip their cache (see docs/credentials.md for what each credential
+does with it, with sources).
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings, is_loopback_url
 
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken
+
+log = logging.getLogger("optout.dataverse")
+
+# The ``claims`` parameter of a Bearer challenge, quoted or bare (RFC 9110 auth-param).
+_CLAIMS_PARAMETER = re.compile(r'(?:^|[\s,])claims\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
+
+
+class AccessTokenLike(Protocol):
+    """``azure.core.credentials.AccessToken``, as far as this client uses it."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_on(self) -> int: ...
+
+
+class TokenCredentialLike(Protocol):
+    """``azure.core.credentials.TokenCredential``: every azure-identity credential, and the ones below."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+
 
 class StaticTokenCredential:
-    """A fixed bearer token for loopback stand-ins. Settings refuse it for any other URL."""
+    """A fixed bearer token for loopback stand-ins. Settings refuse it for any other URL.
+
+    It accepts and ignores ``claims``: a refused static token has no replacement."""
 
     def __init__(self, token: str, lifetime: float = 3600.0) -> None:
         self._token = token
         self._lifetime = lifetime
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         from azure.core.credentials import AccessToken
 
         return AccessToken(self._token, int(time.time() + self._lifetime))
@@ -38,3 +74,71 @@ def dataverse_credential(settings: Settings) -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def access_token(
+    credential: TokenCredentialLike,
+    scope: str,
+    *,
+    refused: AccessTokenLike | None = None,
+    challenge: str | None = None,
+) -> AccessTokenLike:
+    """A token for ``scope``: the credential's cached one, or, given ``refused`` (the token Dataverse just
+    answered 401 to), one obtained past the credential's cache where the credential allows it.
+
+    ``challenge`` is that 401's ``WWW-Authenticate`` value. When it carries a claims challenge (Continuous
+    Access Evaluation, or a revoked managed-identity token), those claims are asked for. Otherwise the credential
+    is asked plainly first (it may already hold a newer token); if it answers with the refused token again, it
+    is asked once more with a claims request (``nbf`` = now, the shape of a CAE revocation challenge), which
+    ``ManagedIdentityCredential``, ``ClientSecretCredential``, ``EnvironmentCredential`` and
+    ``DefaultAzureCredential`` (through whichever credential served it) answer from their token endpoint, not
+    their cache. A credential that cannot (``AzureCliCredential`` raises on claims) or whose claims request
+    fails leaves the plainly obtained token: the caller's retry then meets the same 401, as it would have.
+    """
+    if refused is None:
+        return credential.get_token(scope)
+    claims = challenge_claims(challenge) if challenge else None
+    cached: AccessTokenLike | None = None
+    if claims is None:
+        cached = credential.get_token(scope)
+        if cached.token != refused.token:
+            return cached  # the credential already holds a newer token
+        claims = _fresh_token_claims()
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        fresh = credential.get_token(scope, claims=claims)
+    except ClientAuthenticationError as exc:
+        log.warning(
+            "dataverse token: %s could not issue a token past its cache (%s); using its cached token",
+            type(credential).__name__,
+            exc.message,
+        )
+        return cached if cached is not None else credential.get_token(scope)
+    if fresh.token == refused.token:
+        log.warning("dataverse token: %s issued the refused token again", type(credential).__name__)
+    return fresh
+
+
+def challenge_claims(challenge: str) -> str | None:
+    """The claims JSON of a ``WWW-Authenticate`` claims challenge (its base64url ``claims`` parameter), or None.
+
+    Accepted whatever the ``error`` parameter says (``insufficient_claims`` per Entra's documentation,
+    ``invalid_token`` in some services' revocation challenges); a value that is not base64 JSON is ignored.
+    """
+    match = _CLAIMS_PARAMETER.search(challenge)
+    if not match:
+        return None
+    encoded = (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+    try:
+        decoded = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+        parsed = json.loads(decoded)
+    except ValueError:  # not base64, not UTF-8, or not JSON
+        return None
+    return decoded if isinstance(parsed, dict) and parsed else None
+
+
+def _fresh_token_claims() -> str:
+    """A claims request for a token issued from now on: what a CAE revocation challenge asks for."""
+    now = str(int(time.time()))
+    return json.dumps({"access_token": {"nbf": {"essential": True, "value": now}}}, separators=(",", ":"))

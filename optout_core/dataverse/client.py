@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optout_core.dataverse.auth import TokenCredentialLike
 from optout_core.dataverse.errors import DataverseError
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
-from optout_core.dataverse.transport import API, Operation, ReadBack, TokenCredential, Transport
+from optout_core.dataverse.transport import API, Operation, ReadBack, Transport
 from optout_core.domain.model import ENTITY_SETS
 from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
@@ -60,7 +61,7 @@ class DataverseClient:
     def __init__(
         self,
         url: str,
-        credential: TokenCredential,
+        credential: TokenCredentialLike,
         *,
         retry: RetryPolicy = _DEFAULT_RETRY,
         timeout: float = 30.0,

@@ -24,9 +24,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from optout_core.dataverse import odata_batch
+from optout_core.dataverse.auth import AccessTokenLike, TokenCredentialLike, access_token
 from optout_core.dataverse.errors import (
     LOST_ANSWER_STATUSES,
     DataverseError,
@@ -45,17 +46,6 @@ _USER_AGENT = "optout (Dataverse Web API client; python-requests)"
 # Refresh a cached token this long before it expires, so a request never leaves with a dying token.
 _TOKEN_MARGIN_SECONDS = 300
 log = logging.getLogger("optout.dataverse")
-
-
-class AccessTokenLike(Protocol):
-    token: str
-    expires_on: int
-
-
-class TokenCredential(Protocol):
-    """``azure.core.credentials.TokenCredential``, as far as this client uses it."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +76,22 @@ class _Lost:
 
 @dataclass(frozen=True, slots=True)
 class _Refused:
-    """The whole ``$batch`` request was answered with an error: it stands for each of its parts."""
+    """An error answer that stands for each part of a ``$batch`` (or a final 401), with what it refused."""
 
     answer: Response
+    what: str
 
 
 Answer = Response | _Lost | _Refused
 _HELD = Response(204, {}, b"")  # the row already holds the write: as good as the write's own 204
+_NOT_RENEWED = " and the credential gave the refused token again (a static token, or one it cannot renew)"
 
 
 class Transport:
     def __init__(
         self,
         url: str,
-        credential: TokenCredential,
+        credential: TokenCredentialLike,
         *,
         policy: FailurePolicy,
         timeout: float,
@@ -188,7 +180,7 @@ class Transport:
                         lost.add(index)
                     failure = DataverseUnavailable(answer.cause)
                     continue
-                response, what = (answer.answer, " to $batch") if isinstance(answer, _Refused) else (answer, "")
+                response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
                 if 200 <= response.status < 300 or (response.status == 404 and operation.missing_ok):
                     results[index] = response
                     continue
@@ -260,10 +252,10 @@ class Transport:
         content_type, body = odata_batch.build(requests)
         headers = {"Content-Type": content_type, "Prefer": "odata.continue-on-error"}
         answer, count = self._exchange(Request("POST", f"{API}/$batch", headers, body))
-        if isinstance(answer, _Lost):
+        if isinstance(answer, (_Lost, _Refused)):
             return [answer] * len(requests), count
         if answer.status != 200:
-            return [_Refused(answer)] * len(requests), count
+            return [_Refused(answer, " to $batch")] * len(requests), count
         try:
             parts = odata_batch.parse(answer.headers.get("Content-Type", ""), answer.body)
         except odata_batch.BatchFormatError:
@@ -275,22 +267,32 @@ class Transport:
 
     # -- one HTTP exchange ------------------------------------------------------------------------
 
-    def _exchange(self, request: Request) -> tuple[Response | _Lost, int]:
-        """Send once; on a 401, once more with a freshly issued token. The answer and the requests made."""
+    def _exchange(self, request: Request) -> tuple[Response | _Lost | _Refused, int]:
+        """Send once; on a 401, once more with a token obtained anew (see :func:`auth.access_token`).
+        The answer and the requests made."""
         import requests  # lazy: the router never pays for it
 
-        count = 0
-        for fresh in (False, True):
-            count += 1
+        token = self._access_token()
+        for count in (1, 2):
             try:
-                answer = self._http(request, self._access_token(fresh=fresh))
+                answer = self._http(request, token)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # Only a failed connect proves the request never left; anything later may have committed.
                 sent = not isinstance(exc, requests.ConnectTimeout)
                 return _Lost(sent=sent, cause=f"Dataverse unreachable: {type(exc).__name__}"), count
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+                # The answer was cut off mid-body: the request arrived, and a write may have committed.
+                return _Lost(sent=True, cause=f"Dataverse's answer was cut off: {type(exc).__name__}"), count
             if answer.status != 401:
-                break
-        return answer, count
+                return answer, count
+            if count == 1:
+                refused, token = (
+                    token,
+                    self._access_token(refused=token, challenge=answer.headers.get("WWW-Authenticate")),
+                )
+                if token == refused:  # the credential cannot issue another token (a static one, or a cache)
+                    return _Refused(answer, _NOT_RENEWED), count
+        return _Refused(answer, " to a token obtained anew after a first 401"), count
 
     def _http(self, request: Request, token: str) -> Response:
         import requests
@@ -333,11 +335,15 @@ class Transport:
                 self._session = session
             return self._session
 
-    def _access_token(self, *, fresh: bool) -> str:
+    def _access_token(self, *, refused: str | None = None, challenge: str | None = None) -> str:
+        """The token to send: the cached one while it is good, or — after Dataverse refused ``refused`` — one
+        obtained anew (once: threads that saw the same refused token share the replacement)."""
         with self._lock:
             token = self._token
-            if fresh or token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
-                token = self._token = self._credential.get_token(self._scope)
+            if refused is not None and token is not None and token.token == refused:
+                token = self._token = access_token(self._credential, self._scope, refused=token, challenge=challenge)
+            elif token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
+                token = self._token = access_token(self._credential, self._scope)
             return token.token
 
     def close(self) -> None:
