@@ -7,6 +7,7 @@ in-memory queue (with duplicate detection) in place of Service Bus and the real 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -54,8 +55,9 @@ class RunResult:
 class LocalPipeline:
     """Runs message bodies through router → opt-out/bounce, in process. Safe to call from several threads.
 
-    A rescheduled work item (long 429) is delivered again once it is due; ``honour_schedule=False``
-    delivers it at once (tests that inject long Retry-After values). A work item whose function raised
+    A rescheduled work item (put back) is delivered again once it is due; ``honour_schedule=False``
+    delivers it at once and moves this pipeline's clock on by the time skipped, so retry windows still
+    close (tests that inject long Retry-After values or long outages). A work item whose function raised
     is delivered again, as Service Bus would, up to ``max_deliveries`` times in all; then it is ``failed``
     (deployed: it would wait in the dead-letter queue).
     """
@@ -70,7 +72,9 @@ class LocalPipeline:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.queues = InMemoryQueues()
-        self.services = Services(settings, sender=self.queues, dataverse=dataverse)
+        self._skipped = 0.0
+        self._skip_lock = threading.Lock()
+        self.services = Services(settings, sender=self.queues, dataverse=dataverse, clock=self._clock)
         self._honour_schedule = honour_schedule
         self._max_deliveries = max_deliveries
         self._sleep = sleep
@@ -143,8 +147,19 @@ class LocalPipeline:
         raise AssertionError("max_deliveries is at least 1")
 
     def _wait_until(self, due: datetime | None) -> None:
-        if due is not None and self._honour_schedule:
-            self._sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        if due is None:
+            return
+        wait = max(0.0, (due - datetime.now(UTC)).total_seconds())
+        if self._honour_schedule:
+            self._sleep(wait)
+        else:
+            with self._skip_lock:
+                self._skipped += wait
+
+    def _clock(self) -> float:
+        """Unix time, moved on by the waits skipped (``honour_schedule=False``)."""
+        with self._skip_lock:
+            return time.time() + self._skipped
 
 
 def _result(

@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from optout_core.app.outcome import OutcomeRecord, log_outcome
+from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
+from optout_core.app.recent import Claim
 from optout_core.app.services import Services
-from optout_core.app.settle import after_failure, duplicate, recipient_missing, take_in
+from optout_core.app.settle import after_failure, duplicate, put_back, recipient_missing, take_in
 from optout_core.domain.model import OPT_OUT, Outcome
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage
 
 # Opt-outs of one recipient in one batch: (message index, its record so far, its work item).
 _Group = list[tuple[int, OutcomeRecord, WorkItem]]
+BUSY_DELAY = 5.0  # seconds before a copy that met another batch's in-flight copy is tried again
 
 
 def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[OutcomeRecord]:
@@ -42,8 +44,13 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
             results[index] = taken
             continue
         record, item = taken
-        if item.key in claimed or not services.recent.claim(item.key):
+        claim = Claim.DONE if item.key in claimed else services.recent.try_claim(item.key)
+        if claim is Claim.DONE:
             results[index] = duplicate(record, item, started)
+            continue
+        if claim is Claim.BUSY:  # another batch of this worker is writing it: never wait on it (no deadlock)
+            cause = f"a copy of work item {item.key} is being written by another batch of this worker"
+            results[index] = put_back(record, item, BUSY_DELAY, services, started, cause=cause)
             continue
         claimed.add(item.key)
         groups.setdefault((item.recipient.table, item.recipient.id), []).append((index, record, item))
@@ -52,6 +59,15 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
     try:
         if groups:
             _write_groups(groups, msgs, services, results, finished, started)
+    except Exception as exc:
+        # Every message still gets its one outcome line before the host hands the batch back to Service Bus.
+        for members in groups.values():
+            for index, record, _ in members:
+                if results[index] is None:
+                    results[index] = log_outcome(
+                        record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:1000]), started
+                    )
+        raise
     finally:
         for key in claimed:
             services.recent.release(key, done=key in finished)
@@ -75,7 +91,9 @@ def _write_groups(
     again = any(
         (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
     )
-    result = services.dataverse.update_many(writes, verify_first=again)
+    # The host does not renew the lock of a batch: what is not written within the budget is put back.
+    deadline = time.monotonic() + services.settings.opt_out_batch_budget
+    result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline)
     requests = result.requests  # the batch's requests are reported once, on its first message
     for members, outcome in zip(groups.values(), result.outcomes, strict=True):
         for index, record, item in members:

@@ -50,7 +50,7 @@ class OutcomeRecord:
 def log_outcome(record: OutcomeRecord, started: float) -> OutcomeRecord:
     """Stamp the time since ``started`` (a ``time.perf_counter()``) on ``record``, log its line, return it."""
     record = record.but(duration_ms=(time.perf_counter() - started) * 1000)
-    level = logging.WARNING if record.outcome in (Outcome.REJECTED, RETRY) else logging.INFO
+    level = logging.WARNING if record.outcome in (Outcome.REJECTED, Outcome.FAILED, RETRY) else logging.INFO
     log.log(level, "outcome %s", record.line())
     return record
 

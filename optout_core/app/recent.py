@@ -12,6 +12,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from enum import Enum
+
+
+class Claim(Enum):
+    CLAIMED = "claimed"  # the caller does the work and must release it
+    DONE = "done"  # finished recently: a duplicate
+    BUSY = "busy"  # another caller is doing it right now
 
 
 class RecentWork:
@@ -35,6 +42,18 @@ class RecentWork:
                 return False
             self._in_flight.add(key)
             return True
+
+    def try_claim(self, key: str) -> Claim:
+        """Like :meth:`claim`, but never waits: ``BUSY`` when another caller holds the key right now. A batch
+        uses this, so that two batches holding copies of A and B in opposite order cannot wait on each other."""
+        with self._changed:
+            if key in self._in_flight:
+                return Claim.BUSY
+            finished = self._done.get(key)
+            if finished is not None and self._clock() - finished < self._ttl:
+                return Claim.DONE
+            self._in_flight.add(key)
+            return Claim.CLAIMED
 
     def release(self, key: str, *, done: bool) -> None:
         """End a claim; ``done`` marks the work finished (False when it failed and may be retried)."""

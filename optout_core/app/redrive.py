@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optout_core.domain.model import FUNCTIONS
 from optout_core.domain.settings import Settings
+from optout_core.domain.workitem import InvalidWorkItem, WorkItem
 from optout_core.servicebus.envelopes import OutboundMessage
 
 REJECTED = "rejected"
@@ -108,13 +109,16 @@ def redrive_copy(held: Held, target: str) -> OutboundMessage:
     original: the work queues' duplicate detection would otherwise drop a copy sent within a day of the
     original send without a word. It is still the same when a run sent a copy but could not complete the
     original, so the copy a later run sends again is the one duplicate detection drops.
+
+    A work item's body starts a new retry window (its first attempt and last error are cleared); its put-back
+    count is kept, so that its later put-back copies still get MessageIds of their own.
     """
     properties = dict(held.application_properties)
     properties[REDRIVE_COUNT] = _count(properties.get(REDRIVE_COUNT)) + 1
     message_id = f"{properties.get('original_message_id') or held.message_id}:redrive{properties[REDRIVE_COUNT]}"
     return OutboundMessage(
         queue=target,
-        body=held.body or b"",
+        body=_new_window(held.body or b""),
         message_id=message_id,
         content_type=held.content_type,
         correlation_id=held.correlation_id,
@@ -200,3 +204,11 @@ def _count(value: Any) -> int:
 def shown(reason: str) -> str:
     reason = " ".join(reason.split())
     return reason if len(reason) <= _SHOWN_REASON else reason[: _SHOWN_REASON - 1] + "…"
+
+
+def _new_window(body: bytes) -> bytes:
+    try:
+        item = WorkItem.from_json(body)
+    except InvalidWorkItem:
+        return body  # a campaign log context (for the router), or not a work item this version reads: as it is
+    return replace(item, first_attempt=None, last_error=None).to_json()

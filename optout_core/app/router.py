@@ -8,6 +8,7 @@ rejected message with its reason).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
@@ -33,7 +34,8 @@ def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
     record = _record(msg, decision)
     with outcome_or_retry(record, started):
         if decision.work_item is not None:
-            services.sender.send(forward(decision.work_item, settings, source_message_id=msg.message_id))
+            item = replace(decision.work_item, first_attempt=services.clock())  # its retry window opens now
+            services.sender.send(forward(item, settings, source_message_id=msg.message_id))
         elif decision.outcome is Outcome.REJECTED:
             services.sender.send(rejected_copy(msg, decision.reason, ROUTER.name, settings))
     return log_outcome(record, started)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from optout_core.app.recent import RecentWork
@@ -29,7 +30,9 @@ class Dataverse(Protocol):
         self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False
     ) -> WriteResult: ...
 
-    def update_many(self, writes: Sequence[Write], *, verify_first: bool = False) -> BatchResult: ...
+    def update_many(
+        self, writes: Sequence[Write], *, verify_first: bool = False, deadline: float | None = None
+    ) -> BatchResult: ...
 
     def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None: ...
 
@@ -46,8 +49,10 @@ class Services:
         sender: QueueSender | None = None,
         dataverse: Dataverse | None = None,
         env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # Unix time: when an event's retry window opened, and how old it is
         self._sender = sender
         self._dataverse = dataverse
         self._env = env

@@ -15,10 +15,10 @@ from typing import Any
 
 from optout_core.app.outcome import _MAX_REASON, OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
-from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.errors import DataverseError, Undetermined
 from optout_core.domain.errors import PermanentError
 from optout_core.domain.model import Function, Outcome, function_for
-from optout_core.domain.policy import HandBack, Reject, next_step
+from optout_core.domain.policy import Fail, HandBack, Reject, next_step
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
@@ -73,16 +73,34 @@ def after_failure(
     services: Services,
     started: float,
 ) -> OutcomeRecord:
-    """Act on what the failure policy says about a write that failed: put back, reject, or hand back."""
+    """Act on what the failure policy says about a write that failed: put back, reject, fail or hand back."""
+    now = services.clock()
+    first_attempt = item.first_attempt if item.first_attempt is not None else now
     step = next_step(
-        error.failure, attempt=error.attempts, put_backs=item.reschedules, policy=services.settings.failure_policy
+        error.failure,
+        attempt=error.attempts,
+        put_backs=item.reschedules,
+        age=now - first_attempt,
+        policy=services.settings.failure_policy,
     )
+    # "Could not tell whether an earlier write took effect" is not a reason: keep the last real error.
+    reason = item.last_error if isinstance(error, Undetermined) and item.last_error else str(error)
     if isinstance(step, Reject):
         return reject(record, msg, step.reason, services, started)
+    if isinstance(step, Fail):
+        return reject(
+            record,
+            msg,
+            f"still failing when its retry window closed: {reason}",
+            services,
+            started,
+            outcome=Outcome.FAILED,
+        )
     if isinstance(step, HandBack):
         with outcome_or_retry(record, started):
             raise error
-    return put_back(record, item, step.delay, services, started, cause=str(error))
+    later = replace(item, first_attempt=first_attempt, last_error=reason)
+    return put_back(record, later, step.delay, services, started, cause=str(error))
 
 
 def put_back(
@@ -104,12 +122,19 @@ def put_back(
 
 
 def reject(
-    record: OutcomeRecord, msg: InboundMessage, reason: str, services: Services, started: float
+    record: OutcomeRecord,
+    msg: InboundMessage,
+    reason: str,
+    services: Services,
+    started: float,
+    *,
+    outcome: Outcome = Outcome.REJECTED,
 ) -> OutcomeRecord:
-    """Keep the message, with its reason, on the rejected queue; the original then completes."""
-    record = record.but(outcome=Outcome.REJECTED, reason=reason)
+    """Keep the message, with its reason, on the rejected queue (as ``rejected``, or ``failed`` when its retry
+    window closed); the original then completes."""
+    record = record.but(outcome=outcome, reason=reason)
     with outcome_or_retry(record, started):
-        services.sender.send(rejected_copy(msg, reason, record.function, services.settings))
+        services.sender.send(rejected_copy(msg, reason, record.function, services.settings, outcome=outcome))
     return log_outcome(record, started)
 
 
@@ -139,10 +164,13 @@ def forward(
     )
 
 
-def rejected_copy(msg: InboundMessage, reason: str | None, function: str, settings: Settings) -> OutboundMessage:
+def rejected_copy(
+    msg: InboundMessage, reason: str | None, function: str, settings: Settings, *, outcome: Outcome = Outcome.REJECTED
+) -> OutboundMessage:
     """The original body and properties, plus why and where it was rejected, for inspection and redrive."""
     properties = {
         **msg.application_properties,
+        "outcome": str(outcome),
         "rejected_reason": (reason or "")[:_MAX_REASON],
         "rejected_by": function,
         "rejected_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from optout_core.dataverse.errors import DataverseError, advice
+from optout_core.dataverse.errors import DataverseError, SignInFailed, advice, sign_in_advice
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.retry import RetryPolicy
 from optout_core.domain.settings import Settings
@@ -57,10 +57,12 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     )
     try:
         who = client.whoami()
+    except SignInFailed as exc:
+        return Diagnosis(False, str(exc))
     except DataverseError as exc:
         return Diagnosis(False, _explain_dataverse(exc, settings))
     except Exception as exc:  # noqa: BLE001 — sign-in failures come from azure-identity/msal, typed loosely
-        return Diagnosis(False, _explain_sign_in(exc))
+        return Diagnosis(False, sign_in_advice(exc))
     finally:
         client.close()
     organization = str(who.get("OrganizationId", "")).lower()
@@ -86,18 +88,3 @@ def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:
     if hint:
         return f"Dataverse answered {exc.status} to WhoAmI ({exc.code or 'no code'}): {hint}"
     return f"Dataverse answered {exc.status} to WhoAmI: {exc}"
-
-
-def _explain_sign_in(exc: Exception) -> str:
-    text = str(exc)
-    if "AADSTS7000222" in text or "AADSTS7000215" in text:
-        return (
-            "sign-in failed: the client secret has expired or is wrong (AADSTS7000222/7000215); create a "
-            "new secret, or better, use the Function App's managed identity"
-        )
-    if "AADSTS700016" in text:
-        return "sign-in failed: the application (client) id is not found in this tenant (AADSTS700016)"
-    if "AADSTS500011" in text:
-        return "sign-in failed: the resource principal for DATAVERSE_URL is not in this tenant (AADSTS500011)"
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    return f"sign-in failed ({type(exc).__name__}): {first_line[:300]}"

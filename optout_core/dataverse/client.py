@@ -92,10 +92,14 @@ class DataverseClient:
             raise result
         return WriteResult(found=result.status != 404, requests=requests)
 
-    def update_many(self, writes: Sequence[Write], *, verify_first: bool = False) -> BatchResult:
+    def update_many(
+        self, writes: Sequence[Write], *, verify_first: bool = False, deadline: float | None = None
+    ) -> BatchResult:
         """Apply many updates through ``$batch``, each with its own outcome; parts that succeeded are never
-        sent again."""
-        results, requests = self._transport.perform([_patch(w) for w in writes], batch=True, verify_first=verify_first)
+        sent again. No retry starts after ``deadline`` (``time.monotonic()``): what is left gets its error."""
+        results, requests = self._transport.perform(
+            [_patch(w) for w in writes], batch=True, verify_first=verify_first, deadline=deadline
+        )
         outcomes = [
             WriteOutcome(error=r) if isinstance(r, DataverseError) else WriteOutcome(found=r.status != 404)
             for r in results

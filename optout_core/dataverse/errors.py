@@ -9,6 +9,8 @@ in :func:`advice`, and shared by the outcome reasons and ``check --connect``.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from collections.abc import Mapping
 
@@ -17,6 +19,7 @@ from optout_core.domain.retry import RetryPolicy
 
 # A gateway that answers 502/504 may have passed the request on: the write may have committed.
 LOST_ANSWER_STATUSES = frozenset({502, 504})
+log = logging.getLogger("optout.dataverse")
 NO_APPLICATION_USER = "0x80072560"
 
 
@@ -57,14 +60,28 @@ class DataverseUnavailable(DataverseError, TransientError):
     """429, 5xx, 408, timeouts or connection errors that outlived the retry policy."""
 
 
-def from_answer(status: int, headers: Mapping[str, str], body: bytes, what: str = "") -> DataverseError:
+class SignInFailed(DataverseRejected):
+    """No token could be had: the identity or its configuration is wrong (a redriven copy runs once it is fixed)."""
+
+
+def sign_in_failure(exc: Exception) -> SignInFailed:
+    return SignInFailed(sign_in_advice(exc))
+
+
+class Undetermined(DataverseUnavailable):
+    """A read-back could not tell whether an earlier, unanswered write took effect: never write blind."""
+
+
+def from_answer(
+    status: int, headers: Mapping[str, str], body: bytes, what: str = "", retry_after_cap: float = 300.0
+) -> DataverseError:
     """The error a non-success answer (or ``$batch`` part) stands for, with the Web API's code and message
-    and, when permanent, the administrator's advice."""
+    and, when permanent, the administrator's advice. A 429's Retry-After is read within ``retry_after_cap``."""
     code, message = _error_body(body)
     request_id = headers.get("x-ms-service-request-id")
     reason = f"Dataverse answered {status}{what}{_describe(code, message)}"
     if RetryPolicy.is_transient_status(status):
-        retry_after = retry_after_seconds(headers) if status == 429 else None
+        retry_after = retry_after_seconds(headers, retry_after_cap) if status == 429 else None
         return DataverseUnavailable(
             reason, status=status, code=code, message=message, request_id=request_id, retry_after=retry_after
         )
@@ -96,20 +113,35 @@ def advice(status: int | None, code: str | None) -> str:
     return ""
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``Retry-After`` as seconds: Dataverse sends delta-seconds; an HTTP date is tolerated."""
+def retry_after_seconds(headers: Mapping[str, str], cap: float = 300.0) -> float | None:
+    """``Retry-After`` as seconds, at most ``cap``: Dataverse sends delta-seconds; an HTTP date is tolerated.
+
+    A value beyond the cap (``10000000000``, a date in 2100) is treated as the cap; a non-finite, negative or
+    unreadable one as absent (the caller's normal back-off). Either is logged, with the value as sent.
+    """
     value = headers.get("Retry-After") or headers.get("retry-after")  # $batch part headers are lower-cased
     if not value:
         return None
+    seconds: float | None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = _http_date_from_now(value)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        log.warning("Retry-After %r is not a usable number of seconds: using the normal back-off", value[:40])
+        return None
+    if seconds > cap:
+        log.warning("Retry-After %r is beyond DATAVERSE_RETRY_AFTER_CAP_SECONDS: clamped to %g s", value[:40], cap)
+        return cap
+    return seconds
+
+
+def _http_date_from_now(value: str) -> float | None:
     from email.utils import parsedate_to_datetime  # rare: Dataverse sends seconds
 
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -126,3 +158,19 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
 def _describe(code: str | None, message: str | None) -> str:
     parts = [p for p in (code, message) if p]
     return f" ({': '.join(parts)})" if parts else ""
+
+
+def sign_in_advice(exc: Exception) -> str:
+    """What a failed sign-in means, in administrator language (AADSTS codes named); never the token."""
+    text = str(exc)
+    if "AADSTS7000222" in text or "AADSTS7000215" in text:
+        return (
+            "sign-in failed: the client secret has expired or is wrong (AADSTS7000222/7000215); create a "
+            "new secret, or better, use the Function App's managed identity"
+        )
+    if "AADSTS700016" in text:
+        return "sign-in failed: the application (client) id is not found in this tenant (AADSTS700016)"
+    if "AADSTS500011" in text:
+        return "sign-in failed: the resource principal for DATAVERSE_URL is not in this tenant (AADSTS500011)"
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return f"sign-in failed ({type(exc).__name__}): {first_line[:300]}"

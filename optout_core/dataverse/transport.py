@@ -31,8 +31,11 @@ from optout_core.dataverse.auth import AccessTokenLike, TokenCredentialLike, acc
 from optout_core.dataverse.errors import (
     LOST_ANSWER_STATUSES,
     DataverseError,
+    DataverseRejected,
     DataverseUnavailable,
+    Undetermined,
     from_answer,
+    sign_in_failure,
 )
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
@@ -102,6 +105,7 @@ class Transport:
         self._credential = credential
         self._scope = f"{self.url}/.default"
         self._policy = policy
+        self._cap = policy.retry_after_cap
         self._timeout = timeout
         self._gate = gate
         self._sleep = sleep
@@ -110,53 +114,72 @@ class Transport:
         self._session: requests.Session | None = None
 
     def perform(
-        self, operations: Sequence[Operation], *, batch: bool, verify_first: bool = False
+        self,
+        operations: Sequence[Operation],
+        *,
+        batch: bool,
+        verify_first: bool = False,
+        deadline: float | None = None,
     ) -> tuple[list[Result], int]:
         """Each operation's final answer (2xx, or 404 when ``missing_ok``) or error, and the requests it took.
 
         ``verify_first``: an earlier attempt may already have applied the writes (a redelivered message), so
-        they are read back before anything is sent.
+        they are read back before anything is sent. ``deadline`` (``time.monotonic()``): no retry starts after
+        it; what is left gets its transient error, for the caller to put back.
         """
         results: list[Result | None] = [None] * len(operations)
         pending = list(range(len(operations)))
         uncertain = set(pending) if verify_first else set()
         attempt = requests = 0
-        while pending:
-            failure: DataverseError | None = None
-            checkable = [i for i in pending if i in uncertain and operations[i].read_back is not None]
-            if checkable:
-                held, failure, sent = self._read_back(operations, checkable, batch)
-                requests += sent
-                if failure is None:
-                    for index, response in held.items():
-                        results[index] = response
+        last_real: DataverseError | None = None  # the last error from a write itself, not from a read-back
+        try:
+            while pending:
+                failure: DataverseError | None = None
+                checkable = [i for i in pending if i in uncertain and operations[i].read_back is not None]
+                if checkable:
+                    held, failure, sent = self._read_back(operations, checkable, batch)
+                    requests += sent
+                    for index, answer in held.items():
+                        results[index] = answer
                     pending = [i for i in pending if i not in held]
-                    uncertain.clear()  # the rest is known not to hold its write yet
-            if failure is None and pending:
-                retry, failure, lost, sent = self._send(operations, pending, results, batch)
-                requests += sent
-                pending, uncertain = retry, lost
-            if not pending:
-                break
-            assert failure is not None
-            attempt += 1
-            step = next_step(failure.failure, attempt=attempt, put_backs=0, policy=self._policy, can_put_back=False)
-            if not isinstance(step, RetryNow):
-                failure.requests, failure.attempts = requests, attempt
+                    if failure is None:
+                        uncertain.clear()  # the rest is known not to hold its write yet
+                if failure is None and pending:
+                    retry, failure, lost, sent = self._send(operations, pending, results, batch)
+                    requests += sent
+                    pending, uncertain = retry, lost
+                    last_real = failure or last_real
+                if not pending:
+                    break
+                assert failure is not None
+                attempt += 1
+                step = next_step(failure.failure, attempt=attempt, policy=self._policy, can_put_back=False)
+                if isinstance(step, RetryNow) and deadline is not None and time.monotonic() + step.delay > deadline:
+                    log.info("dataverse: the time budget is used up; %d operation(s) left for later", len(pending))
+                elif isinstance(step, RetryNow):
+                    log.info(
+                        "dataverse retry: %d operation(s), attempt=%d delay=%.2fs cause=%s",
+                        len(pending),
+                        attempt,
+                        step.delay,
+                        failure,
+                    )
+                    if step.throttled:
+                        self._gate.hold(step.delay)  # every worker of this process waits, not just this one
+                    else:
+                        self._sleep(step.delay)
+                    continue
+                # The reason is the last real error, never a later read-back's "cannot tell".
+                report = last_real if isinstance(failure, Undetermined) and last_real is not None else failure
+                report.requests, report.attempts = requests, attempt
                 for index in pending:
-                    results[index] = failure
+                    results[index] = report
                 break
-            log.info(
-                "dataverse retry: %d operation(s), attempt=%d delay=%.2fs cause=%s",
-                len(pending),
-                attempt,
-                step.delay,
-                failure,
-            )
-            if step.throttled:
-                self._gate.hold(step.delay)  # every worker of this process waits, not just this one
-            else:
-                self._sleep(step.delay)
+        except DataverseRejected as refused:  # no token at all: every operation still open is refused alike
+            refused.requests, refused.attempts = requests, attempt + 1
+            for index in pending:
+                if results[index] is None:
+                    results[index] = refused
         return [r if r is not None else _HELD for r in results], requests
 
     # -- one round: every pending operation sent once ------------------------------------------------
@@ -184,7 +207,7 @@ class Transport:
                 if 200 <= response.status < 300 or (response.status == 404 and operation.missing_ok):
                     results[index] = response
                     continue
-                error = from_answer(response.status, response.headers, response.body, what)
+                error = from_answer(response.status, response.headers, response.body, what, self._cap)
                 if isinstance(error, DataverseUnavailable):
                     retry.append(index)
                     if response.status in LOST_ANSWER_STATUSES:
@@ -196,10 +219,11 @@ class Transport:
 
     def _read_back(
         self, operations: Sequence[Operation], indexes: list[int], batch: bool
-    ) -> tuple[dict[int, Response], DataverseError | None, int]:
-        """Reads the rows of possibly-applied writes: index → answer for those already holding their write
-        (a 204) or gone (the 404). A failure when any read could not tell."""
-        held: dict[int, Response] = {}
+    ) -> tuple[dict[int, Result], Undetermined | None, int]:
+        """Reads the rows of possibly-applied writes. Index → final result for those already holding their write
+        (a 204), gone (the 404) or whose read was refused for good (the error, e.g. a column that does not exist:
+        the write would be refused too); and :class:`Undetermined` when a read could not tell."""
+        settled: dict[int, Result] = {}
         sent = 0
         reads = []
         for index in indexes:
@@ -211,23 +235,26 @@ class Transport:
             for index, answer in zip(chunk, answers, strict=True):
                 check = operations[index].read_back
                 assert check is not None
-                if not isinstance(answer, Response) or answer.status not in (200, 404):
-                    return (
-                        held,
-                        DataverseUnavailable("Dataverse did not answer whether earlier writes took effect"),
-                        sent,
-                    )
-                if answer.status == 404:
-                    held[index] = answer
+                if isinstance(answer, _Lost):
+                    return settled, Undetermined(f"Dataverse did not answer a read-back: {answer.cause}"), sent
+                response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
+                if response.status == 404:
+                    settled[index] = response
                     continue
+                if response.status != 200:
+                    error = from_answer(response.status, response.headers, response.body, what, self._cap)
+                    if isinstance(error, DataverseRejected):
+                        settled[index] = error
+                        continue
+                    return settled, Undetermined(f"Dataverse did not answer a read-back: {error}"), sent
                 try:
-                    row = json.loads(answer.body)
+                    row = json.loads(response.body)
                 except ValueError:
-                    return held, DataverseUnavailable("Dataverse's read-back answer was not JSON"), sent
+                    return settled, Undetermined("Dataverse's read-back answer was not JSON"), sent
                 if all(row.get(column) == value for column, value in check.expected.items()):
                     log.info("dataverse read-back: row already holds the update; not written again")
-                    held[index] = _HELD
-        return held, None, sent
+                    settled[index] = _HELD
+        return settled, None, sent
 
     def _exchange_all(
         self, requests: list[Request], indexes: list[int], batch: bool
@@ -337,13 +364,21 @@ class Transport:
 
     def _access_token(self, *, refused: str | None = None, challenge: str | None = None) -> str:
         """The token to send: the cached one while it is good, or — after Dataverse refused ``refused`` — one
-        obtained anew (once: threads that saw the same refused token share the replacement)."""
+        obtained anew (once: threads that saw the same refused token share the replacement). A sign-in that
+        fails raises :class:`DataverseRejected`, explained as ``check --connect`` would."""
+        from azure.core.exceptions import ClientAuthenticationError
+
         with self._lock:
             token = self._token
-            if refused is not None and token is not None and token.token == refused:
-                token = self._token = access_token(self._credential, self._scope, refused=token, challenge=challenge)
-            elif token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
-                token = self._token = access_token(self._credential, self._scope)
+            try:
+                if refused is not None and token is not None and token.token == refused:
+                    token = self._token = access_token(
+                        self._credential, self._scope, refused=token, challenge=challenge
+                    )
+                elif token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
+                    token = self._token = access_token(self._credential, self._scope)
+            except ClientAuthenticationError as exc:
+                raise sign_in_failure(exc) from None
             return token.token
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # any function: kept on the rejected queue, with the reason
     APPLIED = "applied"  # writer: the recipient row was updated (or audited only)
     RECIPIENT_MISSING = "recipient_missing"  # writer: the row no longer exists; never re-created
+    FAILED = "failed"  # writer: still failing when its retry window closed; kept on the rejected queue
     RESCHEDULED = "rescheduled"  # writer: throttled for long; the work item waits on its queue
 
 

@@ -8,7 +8,11 @@ item whose write failed, the router for a campaign log it could not re-read — 
 * :class:`PutBack` — end this delivery and put the work item back on its queue, due after ``delay`` seconds,
   instead of holding a worker thread or using up Service Bus's delivery count;
 * :class:`HandBack` — raise, so Service Bus delivers the message again (there is nothing to put back);
-* :class:`Reject` — keep the message on the rejected queue with the reason: retrying cannot help.
+* :class:`Reject` — refused for good: keep the message on the rejected queue with Dataverse's reason;
+* :class:`Fail` — still failing transiently when the retry window since the event's first attempt closed:
+  keep it on the rejected queue as ``failed``, with the last real error, for redrive and alerting.
+
+A transient failure never becomes a rejection: only time ends its retries.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class Failure:
 
     reason: str
     transient: bool  # a later try may succeed (429, 5xx, 408, timeouts, lost answers)
-    retry_after: float | None = None  # seconds the server asked us to wait (429)
+    retry_after: float | None = None  # seconds the server asked us to wait (429), already within the cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,32 +53,46 @@ class Reject:
     reason: str
 
 
-Step = RetryNow | PutBack | HandBack | Reject
+@dataclass(frozen=True, slots=True)
+class Fail:
+    reason: str
+
+
+Step = RetryNow | PutBack | HandBack | Reject | Fail
 
 
 @dataclass(frozen=True)
 class FailurePolicy:
-    """The numbers the policy works with: in-process retries, and how often a work item may be put back."""
+    """The numbers the policy works with.
+
+    ``retry``: tries in process. ``window``: how long after an event's first attempt transient failures are
+    still retried by putting the work item back (DATAVERSE_RETRY_WINDOW_SECONDS). ``retry_after_cap``: the
+    longest Retry-After honoured at all (DATAVERSE_RETRY_AFTER_CAP_SECONDS). ``put_back_max``: the longest
+    back-off between two put-backs when the server named no Retry-After.
+    """
 
     retry: RetryPolicy = RetryPolicy()
-    max_put_backs: int = 10
+    window: float = 259200.0
+    retry_after_cap: float = 300.0
+    put_back_max: float = 900.0
 
     def __post_init__(self) -> None:
-        if self.max_put_backs < 0:
-            raise ValueError("max_put_backs cannot be negative")
+        if min(self.window, self.retry_after_cap, self.put_back_max) < 0:
+            raise ValueError("windows and delays cannot be negative")
 
-    def put_back_delay(self, put_backs: int, retry_after: float | None) -> float:
-        """The server's Retry-After when it gave one, else a back-off that doubles with each put-back."""
-        if retry_after is not None:
-            return retry_after
-        return float(min(self.retry.backoff_max, self.retry.backoff * 2**put_backs))
+    def put_back_delay(self, put_backs: int, rng: random.Random | None = None) -> float:
+        """A back-off that doubles with each put-back, capped, with equal jitter (never below half the step)."""
+        step = min(self.put_back_max, self.retry.backoff * 2.0 ** min(put_backs, 64))
+        draw = rng.random() if rng is not None else random.random()
+        return float(step / 2 + draw * step / 2)
 
 
 def next_step(
     failure: Failure,
     *,
     attempt: int,
-    put_backs: int,
+    put_backs: int = 0,
+    age: float = 0.0,
     policy: FailurePolicy,
     can_put_back: bool = True,
     rng: random.Random | None = None,
@@ -82,16 +100,20 @@ def next_step(
     """What to do after ``failure``.
 
     ``attempt`` counts the tries of this request already made in this process (1 after the first failure);
-    ``put_backs`` how often the work item was already put back on its queue; ``can_put_back`` is False where
-    there is no work item to put back (the router), so Service Bus's own redelivery is the retry.
+    ``put_backs`` how often the work item was already put back on its queue; ``age`` the seconds since the
+    event's first attempt; ``can_put_back`` is False where there is no work item to put back (the router), so
+    Service Bus's own redelivery is the retry.
     """
     if not failure.transient:
         return Reject(failure.reason)
-    delay = policy.retry.delay(attempt, retry_after=failure.retry_after, rng=rng)
+    retry_after = None if failure.retry_after is None else min(failure.retry_after, policy.retry_after_cap)
+    delay = policy.retry.delay(attempt, retry_after=retry_after, rng=rng)
     if delay is not None:
-        return RetryNow(delay, throttled=failure.retry_after is not None)
+        return RetryNow(delay, throttled=retry_after is not None)
     if not can_put_back:
         return HandBack(failure.reason)
-    if put_backs < policy.max_put_backs:
-        return PutBack(policy.put_back_delay(put_backs, failure.retry_after))
-    return Reject(f"still failing after {put_backs} reschedules: {failure.reason}")
+    remaining = policy.window - age
+    if remaining <= 0:
+        return Fail(failure.reason)
+    wanted = retry_after if retry_after is not None else policy.put_back_delay(put_backs, rng)
+    return PutBack(min(wanted, remaining))  # the last try falls when the window closes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,7 +86,9 @@ class Settings:
     dataverse_timeout: float = 30.0
     dataverse_concurrency: int = 8
     retry: RetryPolicy = RetryPolicy()
-    max_reschedules: int = 10
+    retry_after_cap: float = 300.0
+    retry_window: float = 259200.0
+    opt_out_batch_budget: float = 60.0
     disabled: frozenset[str] = frozenset()
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -149,7 +152,9 @@ class Settings:
                 backoff_max=_number(raw, "DATAVERSE_BACKOFF_MAX_SECONDS", minimum=0),
                 max_retry_after=_number(raw, "DATAVERSE_MAX_RETRY_AFTER_SECONDS", minimum=0),
             ),
-            max_reschedules=int(_number(raw, "THROTTLE_MAX_RESCHEDULES", minimum=0, integer=True)),
+            retry_after_cap=_number(raw, "DATAVERSE_RETRY_AFTER_CAP_SECONDS", minimum=0),
+            retry_window=_number(raw, "DATAVERSE_RETRY_WINDOW_SECONDS", minimum=0),
+            opt_out_batch_budget=_number(raw, "OPT_OUT_BATCH_BUDGET_SECONDS", minimum=1),
             disabled=frozenset(f.name for f in FUNCTIONS if _toggle(env, f.name)),
             raw=MappingProxyType(raw),
         )
@@ -167,7 +172,7 @@ class Settings:
 
     @property
     def failure_policy(self) -> FailurePolicy:
-        return FailurePolicy(retry=self.retry, max_put_backs=self.max_reschedules)
+        return FailurePolicy(retry=self.retry, window=self.retry_window, retry_after_cap=self.retry_after_cap)
 
     def effective(self) -> list[tuple[Setting, str]]:
         """Each setting with the value in force, secrets masked (for ``check``)."""
@@ -241,7 +246,9 @@ def _number(raw: Mapping[str, str], name: str, *, minimum: float, integer: bool 
         value = int(raw[name]) if integer else float(raw[name])
     except ValueError:
         raise SettingsError(f"{name} must be a {'whole ' if integer else ''}number, not {raw[name]!r}") from None
-    if value < minimum or value != value:
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, not {raw[name]!r}")
+    if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, not {raw[name]!r}")
     return value
 

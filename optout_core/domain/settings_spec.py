@@ -115,20 +115,32 @@ SPEC: tuple[Setting, ...] = (
     Setting(
         "DATAVERSE_MAX_ATTEMPTS",
         "5",
-        "Tries per Web API write (first included) before the message goes back to Service Bus.",
+        "Tries per Web API request in process (first included) before the work item is put back on its queue.",
     ),
     Setting("DATAVERSE_BACKOFF_SECONDS", "1", "First back-off after a 5xx/timeout; doubles per try, with jitter."),
     Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries."),
     Setting(
         "DATAVERSE_MAX_RETRY_AFTER_SECONDS",
         "30",
-        "Longest 429 Retry-After waited in-process; longer ones return the message to Service Bus.",
+        "Longest 429 Retry-After waited in process; a longer one puts the work item back on its queue, due after it.",
     ),
     Setting(
-        "THROTTLE_MAX_RESCHEDULES",
-        "10",
-        "How often one work item may be put back on its queue (a long 429 Retry-After, or a transient failure that "
-        "outlived DATAVERSE_MAX_ATTEMPTS) before it is rejected with its last error.",
+        "DATAVERSE_RETRY_AFTER_CAP_SECONDS",
+        "300",
+        "Longest Retry-After honoured at all (Dataverse's window is 5 minutes); a larger one is treated as this, "
+        "and a non-finite, negative or unreadable one as the normal back-off. Either is logged.",
+    ),
+    Setting(
+        "DATAVERSE_RETRY_WINDOW_SECONDS",
+        "259200",
+        "How long after its first attempt an event keeps being retried (put back on its queue with growing "
+        "delays) through transient failures; then it ends as failed, kept on REJECTED_QUEUE for redrive.",
+    ),
+    Setting(
+        "OPT_OUT_BATCH_BUDGET_SECONDS",
+        "60",
+        "Time one BulkEmailOptOut batch may spend on Dataverse; what is not written by then is put back. Keep it "
+        "well below the opt-out queue's lock duration (the host does not renew locks for batches).",
     ),
     Setting(
         "ServiceBusConnection",

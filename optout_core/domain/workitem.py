@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,9 @@ class WorkItem:
     correlation_id: str | None = None
     occurred_on: str | None = None  # ISO 8601 UTC of the log's createdon
     detail: str | None = None  # bounce detail column, bounces only
-    reschedules: int = 0  # times put back on its queue after a long 429
+    reschedules: int = 0  # times put back on its queue (never reset: each put-back copy needs its own MessageId)
+    first_attempt: float | None = None  # when the event was first forwarded (Unix time): its retry window opens
+    last_error: str | None = None  # the last real error of a put-back copy: the reason if the window closes
 
     @property
     def key(self) -> str:
@@ -60,6 +63,8 @@ class WorkItem:
             "occurred_on": self.occurred_on,
             "detail": self.detail,
             "reschedules": self.reschedules,
+            "first_attempt": self.first_attempt,
+            "last_error": self.last_error,
         }
         # ASCII escapes: a lone surrogate in a label or bounce detail cannot break the UTF-8 body.
         return json.dumps(document, separators=(",", ":")).encode("ascii")
@@ -91,6 +96,7 @@ class WorkItem:
             raise InvalidWorkItem("recipient id is not a GUID")
         code = document.get("activity_code")
         reschedules = document.get("reschedules", 0)
+        first_attempt = document.get("first_attempt")
         return cls(
             route=route,
             log_id=log_id,
@@ -104,6 +110,13 @@ class WorkItem:
             reschedules=reschedules
             if isinstance(reschedules, int) and not isinstance(reschedules, bool) and reschedules >= 0
             else 0,
+            first_attempt=float(first_attempt)
+            if isinstance(first_attempt, (int, float))
+            and not isinstance(first_attempt, bool)
+            and math.isfinite(first_attempt)
+            and first_attempt >= 0
+            else None,
+            last_error=_optional_text(document, "last_error"),
         )
 
 

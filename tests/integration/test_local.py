@@ -9,6 +9,7 @@ from pathlib import Path
 
 from optout_core.cli.check import connect
 from optout_core.domain.settings import Settings
+from optout_core.domain.workitem import WorkItem
 from optout_dev.demo import DELETED, SEED, run_demo, sample_files
 from optout_dev.local import LocalPipeline
 from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
@@ -85,13 +86,22 @@ def test_run_a_repeated_log_writes_once(standin):
     assert len(standin.writes) == 1
 
 
-def test_run_a_bounce_follows_the_same_failure_policy_as_an_opt_out(standin):
+def outage_for(standin, **env):
+    """A local pipeline against a stand-in that answers 503 to everything, with a one-minute retry window and
+    put-backs delivered at once (the pipeline's clock moves on by the wait skipped)."""
     standin.set_fault_rate(1.0, [Fault(status=503)])
-    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}', THROTTLE_MAX_RESCHEDULES="3")
+    settings = Settings.from_env(
+        standin_env(standin, DATAVERSE_RETRY_WINDOW_SECONDS="60", DATAVERSE_BACKOFF_SECONDS="1", **env)
+    )
+    return LocalPipeline(settings, honour_schedule=False)
+
+
+def test_run_a_bounce_follows_the_same_failure_policy_as_an_opt_out(standin):
+    local = outage_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}')
     result = local.run("m.json", wire(campaign_log(activity="Hard Bounce")))
-    assert result.outcome == "rejected" and "still failing after 3 reschedules" in result.reason
-    assert result.dataverse_requests == 8  # 4 deliveries of 2 tries
-    assert len(local.queues.messages("rejected")) == 1
+    assert result.outcome == "failed" and "retry window closed" in result.reason and "503" in result.reason
+    [kept] = local.queues.messages("rejected")
+    assert kept.application_properties["outcome"] == "failed"
 
 
 def test_run_a_trimmed_log_whose_row_cannot_be_read_is_failed_after_its_deliveries(standin):
@@ -101,13 +111,16 @@ def test_run_a_trimmed_log_whose_row_cannot_be_read_is_failed_after_its_deliveri
     assert result.outcome == "failed" and result.dataverse_requests == 2 and "503" in result.reason
 
 
-def test_run_an_opt_out_dataverse_keeps_refusing_is_put_back_then_kept_on_the_rejected_queue(standin):
-    standin.set_fault_rate(1.0, [Fault(status=503)])
-    local = local_for(standin, THROTTLE_MAX_RESCHEDULES="3")
+def test_an_outage_longer_than_the_retry_window_ends_each_opt_out_as_failed_never_rejected(standin):
+    local = outage_for(standin)
     result = local.run("m.json", wire(campaign_log()))
-    assert result.outcome == "rejected" and "still failing after 3 reschedules" in result.reason
-    assert result.dataverse_requests == 8  # 4 deliveries of 2 tries
-    assert len(local.queues.messages("rejected")) == 1
+    # Put back with growing delays (1, 2, 4 … s, jittered) until the minute since its first attempt is over.
+    assert result.outcome == "failed", result
+    assert result.reason.startswith("still failing when its retry window closed: Dataverse answered 503")
+    [kept] = local.queues.messages("rejected")
+    assert kept.application_properties["outcome"] == "failed"
+    assert kept.application_properties["rejected_reason"] == result.reason
+    assert 4 <= WorkItem.from_json(kept.body).reschedules <= 12
 
 
 def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):

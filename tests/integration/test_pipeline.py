@@ -238,17 +238,20 @@ def test_a_long_retry_after_reschedules_the_work_item_instead_of_sleeping(standi
     assert applied.outcome is Outcome.APPLIED
 
 
-def test_reschedules_are_bounded_then_the_work_item_is_kept_on_the_rejected_queue(standin):
+def test_put_backs_end_when_the_retry_window_closes_then_the_work_item_is_kept_as_failed(standin):
     services = services_for(
-        standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", THROTTLE_MAX_RESCHEDULES="1", BOUNCE_UPDATE=MARK_BOUNCED
+        standin, DATAVERSE_MAX_RETRY_AFTER_SECONDS="5", DATAVERSE_RETRY_WINDOW_SECONDS="30", BOUNCE_UPDATE=MARK_BOUNCED
     )
     work = routed(services, activity="Hard Bounce")
     standin.inject(Fault(status=429, retry_after=60, method="PATCH"), times=2)
     assert bounce.record_bounce(inbound(work.body), services).outcome is Outcome.RESCHEDULED
     later = services.sender.messages("bounce")[-1]  # put back: read back first, then written (429 again)
+    real_clock = services.clock
+    services.clock = lambda: real_clock() + 60  # the second delivery comes after the window closed
     handled = bounce.record_bounce(inbound(later.body), services)
-    assert handled.outcome is Outcome.REJECTED and "still failing after 1 reschedules" in handled.reason
-    assert len(services.sender.messages("rejected")) == 1
+    assert handled.outcome is Outcome.FAILED and "retry window closed" in handled.reason and "429" in handled.reason
+    [kept] = services.sender.messages("rejected")
+    assert kept.application_properties["outcome"] == "failed"
 
 
 def test_a_trimmed_context_is_decided_from_the_row_read_from_the_web_api(standin):
@@ -288,8 +291,30 @@ def test_duplicates_arriving_together_write_once(standin):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda n: opt_out(inbound(work.body, message_id=f"copy-{n}"), services), range(4)))
     outcomes = sorted(str(r.outcome) for r in results)
-    assert outcomes == ["applied", "ignored", "ignored", "ignored"]
+    # A copy that meets the first in flight is put back (a batch never waits on another: no deadlock); one
+    # that arrives after it finished is a recognised duplicate.
+    assert outcomes[0] == "applied" and set(outcomes[1:]) <= {"ignored", "rescheduled"}, outcomes
     assert len(standin.writes) == 1
+    for later in services.sender.messages("opt-out")[1:]:
+        assert opt_out(inbound(later.body, message_id=later.message_id), services).outcome is Outcome.IGNORED
+    assert len(standin.writes) == 1
+
+
+def test_two_batches_holding_copies_in_opposite_order_never_wait_on_each_other(standin):
+    services = services_for(standin)
+    first = routed(services, activity="Spam Report", recipient=("contact", CONTACTS[0]))
+    second = routed(services, activity="Spam Report", log_id=LEADS[1], recipient=("contact", CONTACTS[1]))
+    standin.inject(Fault(status=503, delay=0.3), times=2)  # both batches are in flight together
+    batches = [[first, second], [second, first]]
+    with ThreadPoolExecutor(2) as pool:
+        done = [
+            pool.submit(opt_out_batch, [inbound(m.body, message_id=f"{m.message_id}-{n}") for m in batch], services)
+            for n, batch in enumerate(batches)
+        ]
+        results = [future.result(timeout=30) for future in done]  # before the fix: both wait forever
+    outcomes = sorted(str(r.outcome) for batch in results for r in batch)
+    assert outcomes.count("applied") == 2 and set(outcomes) <= {"applied", "ignored", "rescheduled"}, outcomes
+    assert len(standin.writes) == 2
 
 
 def test_a_redelivered_work_item_reads_back_before_writing(standin):

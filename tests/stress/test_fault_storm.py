@@ -166,7 +166,7 @@ def storm():
                 "DATAVERSE_BACKOFF_SECONDS": "0.001",
                 "DATAVERSE_BACKOFF_MAX_SECONDS": "0.01",
                 "DATAVERSE_MAX_RETRY_AFTER_SECONDS": "1",
-                "THROTTLE_MAX_RESCHEDULES": "50",
+                "DATAVERSE_RETRY_WINDOW_SECONDS": "3600",
             }
         )
         client = DataverseClient(

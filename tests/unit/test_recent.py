@@ -2,7 +2,7 @@
 
 import threading
 
-from optout_core.app.recent import RecentWork
+from optout_core.app.recent import Claim, RecentWork
 
 
 def test_the_first_claim_wins_and_a_finished_key_is_skipped():
@@ -43,3 +43,18 @@ def test_memory_is_bounded_by_count_and_age():
     recent.release("a", done=True)
     now[0] = 11
     assert recent.claim("c")  # older than the ttl
+
+
+def test_try_claim_never_waits_for_a_claim_another_caller_holds():
+    recent = RecentWork()
+    assert recent.try_claim("a") is Claim.CLAIMED
+    assert recent.try_claim("a") is Claim.BUSY  # claim() would wait here until "a" is released
+    recent.release("a", done=True)
+    assert recent.try_claim("a") is Claim.DONE
+
+
+def test_a_busy_key_is_free_again_when_its_claim_fails():
+    recent = RecentWork()
+    assert recent.try_claim("b") is Claim.CLAIMED
+    recent.release("b", done=False)
+    assert recent.try_claim("b") is Claim.CLAIMED
