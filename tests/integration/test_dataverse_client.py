@@ -7,7 +7,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from optout_core.dataverse.client import DataverseClient, Write
-from optout_core.dataverse.errors import DataverseRejected, DataverseUnavailable
+from optout_core.dataverse.errors import DataverseRejected, DataverseUnavailable, SignInFailed
 from optout_core.domain.errors import PermanentError, TransientError
 from optout_core.domain.retry import RetryPolicy
 from optout_dev.standin import Fault
@@ -344,3 +344,48 @@ def test_a_batch_failing_transiently_throughout_reports_a_transient_error_per_wr
     )
     assert all(isinstance(o.error, DataverseUnavailable) for o in result.outcomes)
     assert result.requests == 3 and standin.writes == []
+
+
+def test_a_read_back_refused_for_good_rejects_at_once_with_dataverses_code_not_cannot_tell(standin, sleeps):
+    client = client_for(standin, sleeps)
+    result = client.update_many([Write("contact", CONTACT, {"x_nosuchcolumn": True})], verify_first=True)
+    [outcome] = result.outcomes
+    assert isinstance(outcome.error, DataverseRejected) and outcome.error.code == "0x0"
+    assert "x_nosuchcolumn" in str(outcome.error) and sleeps == [] and result.requests == 1
+    with pytest.raises(DataverseRejected, match="x_nosuchcolumn"):
+        client.update("contact", CONTACT, {"x_nosuchcolumn": True}, verify_first=True)
+    assert standin.writes == []
+
+
+def test_a_credential_that_cannot_sign_in_is_refused_with_what_check_connect_would_say(standin, sleeps):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class Expired:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("AADSTS7000222: The provided client secret keys for app '…' are expired.")
+
+    client = DataverseClient(standin.url, Expired(), retry=RetryPolicy(attempts=3), timeout=2, sleep=sleeps)
+    [outcome] = client.update_many([Write("contact", CONTACT, {"donotbulkemail": True})]).outcomes
+    assert isinstance(outcome.error, SignInFailed) and "client secret has expired" in str(outcome.error)
+    with pytest.raises(SignInFailed):
+        client.whoami()
+    assert standin.requests == [] and sleeps == []
+
+
+def test_no_retry_starts_after_the_deadline(standin, sleeps):
+    standin.inject(Fault(status=429, retry_after=5))  # within max_retry_after: normally waited in process
+    client = client_for(standin, sleeps, max_retry_after=30)
+    result = client.update_many([Write("contact", CONTACT, {"donotbulkemail": True})], deadline=time.monotonic() + 1)
+    [outcome] = result.outcomes
+    assert isinstance(outcome.error, DataverseUnavailable) and outcome.error.retry_after == 5
+    assert sleeps == [] and result.requests == 1 and standin.writes == []
+
+
+def test_a_refused_static_token_says_it_could_not_be_renewed(standin, sleeps):
+    from optout_core.dataverse.auth import StaticTokenCredential
+
+    client = DataverseClient(standin.url, StaticTokenCredential("wrong"), retry=RetryPolicy(), timeout=2, sleep=sleeps)
+    with pytest.raises(DataverseRejected) as caught:
+        client.whoami()
+    assert caught.value.status == 401 and "gave the refused token again" in str(caught.value)
+    assert len(standin.requests) == 1  # the same token is not sent twice

@@ -1,6 +1,12 @@
 """BulkEmailOptOut over a batch (optout_core.app.opt_out.opt_out_batch): one $batch, coalesced recipients, one outcome
 per message."""
 
+import json
+import logging
+import time
+
+import pytest
+
 from optout_core.app import opt_out
 from optout_core.app.services import Services
 from optout_core.domain.model import Outcome, Recipient, Route
@@ -117,3 +123,28 @@ def test_a_burst_of_1000_needs_one_request(standin):
     handled = opt_out.opt_out_batch([work(n, t, r) for n, (t, r) in enumerate(recipients)], services)
     assert all(h.outcome is Outcome.APPLIED for h in handled) and len(handled) == 1000
     assert len(standin.requests) == 1 and len(standin.writes) == 5
+
+
+def test_a_batch_whose_writer_raises_still_logs_one_outcome_per_message(standin, caplog):
+    class Broken:
+        def update_many(self, writes, **kwargs):
+            raise OverflowError("cannot convert float infinity to integer")
+
+    services = Services(Settings.from_env(standin_env(standin)), sender=InMemoryQueues(), dataverse=Broken())
+    msgs = [work(1, "contact", CONTACTS[0]), work(2, "lead", LEADS[0]), InboundMessage(body=b"{}", message_id="bad")]
+    with caplog.at_level(logging.INFO, logger="optout"), pytest.raises(OverflowError):
+        opt_out.opt_out_batch(msgs, services)
+    lines = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records if r.name == "optout"]
+    assert sorted(line["outcome"] for line in lines) == ["rejected", "retry", "retry"]
+    assert {line["message_id"] for line in lines} == {m.message_id for m in msgs}
+
+
+def test_a_batch_that_outlives_its_time_budget_puts_back_what_it_has_not_written(standin):
+    # A 429 whose Retry-After would be waited in process (within DATAVERSE_MAX_RETRY_AFTER_SECONDS), but not
+    # within the batch's budget: the host does not renew a batch's lock, so the work item is put back at once.
+    services = services_for(standin, OPT_OUT_BATCH_BUDGET_SECONDS="1", DATAVERSE_MAX_RETRY_AFTER_SECONDS="30")
+    standin.inject(Fault(status=429, retry_after=20))
+    started = time.monotonic()
+    [handled] = opt_out.opt_out_batch([work(1, "contact", CONTACTS[0])], services)
+    assert time.monotonic() - started < 10
+    assert handled.outcome is Outcome.RESCHEDULED and "waiting 20 s" in handled.reason

@@ -150,12 +150,14 @@ def test_a_transient_failure_puts_the_bounce_back_on_its_queue(standin):
     assert bounce.record_bounce(inbound(later.body, message_id=later.message_id), services).outcome is Outcome.APPLIED
 
 
-def test_a_transient_failure_reading_a_trimmed_log_raises_for_redelivery(standin):
+def test_a_transient_failure_reading_a_trimmed_log_raises_for_redelivery_and_logs_its_outcome(standin, caplog):
     services = services_for(standin)
     standin.inject(Fault(status=503), times=3)
-    with pytest.raises(DataverseUnavailable):
+    with caplog.at_level(logging.INFO, logger="optout"), pytest.raises(DataverseUnavailable):
         router.route(inbound(wire(campaign_log(trimmed=True))), services)
     assert services.sender.messages("rejected") == [] and services.sender.messages("opt-out") == []
+    [line] = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records if r.name == "optout"]
+    assert line["outcome"] == "retry" and line["log_id"] == LOG_ID and "503" in line["reason"]
 
 
 def test_a_malformed_work_item_is_rejected_not_retried():
