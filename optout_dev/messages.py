@@ -51,6 +51,8 @@ __all__ = [
     "OMIT",
     "reference",
     "option",
+    "options",
+    "typed",
     "campaign_log",
     "wire",
     "MSBIN1_BODY",
@@ -128,6 +130,20 @@ def option(code: int) -> dict[str, Any]:
     return {"__type": f"OptionSetValue:{CONTRACTS}", "Value": code}
 
 
+def options(*codes: int) -> list[dict[str, Any]]:
+    """A multi-select choice value (OptionSetValueCollection): a bare array of tagged OptionSetValues.
+
+    An array cannot carry a ``__type`` member, so the collection itself is untagged; its items are tagged
+    (observed [CAPTURE-AX]: ``"shko_choices": [{"__type": "OptionSetValue:…", "Value": …}, …]``)."""
+    return [option(code) for code in codes]
+
+
+def typed(type_name: str, value: Any) -> dict[str, Any]:
+    """A typed wrapper, ``{"__type": "DateTime:#System", "__value": …}``: a primitive written with its type
+    hint, as some senders do for dates and GUIDs (§7 "typed wrapper"). ``__type`` first."""
+    return {"__type": type_name, "__value": value}
+
+
 def _kv(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": value}
 
@@ -168,6 +184,18 @@ def _set(pairs: list[dict[str, Any]], key: str, value: Any) -> None:
     pairs.append(_kv(key, value))
 
 
+def _reference_parameters(message_name: str, entity: str, log_id: str) -> list[dict[str, Any]] | None:
+    """The InputParameters of a message that names the row by EntityReference (SDK request members), else None."""
+    row = reference(entity, log_id)
+    if message_name == "Delete":
+        return [_kv("Target", row)]
+    if message_name == "Assign":
+        return [_kv("Target", row), _kv("Assignee", reference("systemuser", USER_ID))]
+    if message_name == "SetState":
+        return [_kv("EntityMoniker", row), _kv("State", option(1)), _kv("Status", option(2))]
+    return None
+
+
 def _organization_name(organization_id: str) -> str:
     # Online orgs often show "unq" + the first 29 hex digits of the org id (§4: the format varies).
     return "unq" + organization_id.replace("-", "")[:29]
@@ -178,7 +206,7 @@ def _organization_name(organization_id: str) -> str:
 
 def campaign_log(
     *,
-    activity: str | int | dict[str, Any] | None = "Group Opt out",
+    activity: str | int | bool | list[dict[str, Any]] | dict[str, Any] | None = "Group Opt out",
     activity_label: str | None | EllipsisType = ...,
     recipient: tuple[str, str] | None = ("contact", CONTACTS[0]),
     lookups: dict[str, dict[str, Any] | None] | None = None,
@@ -189,6 +217,7 @@ def campaign_log(
     message_name: str = "Create",
     entity: str = ENTITY,
     created_on_ms: int = 1741944413000,
+    wrap_dates: bool = False,
     bounce_reason: str | None = None,
     name: str = "Spring newsletter",
     extra_attributes: dict[str, Any] | None = None,
@@ -198,9 +227,12 @@ def campaign_log(
     """The full RemoteExecutionContext of an async post-operation Create (readable form, unescaped ``/``).
 
     activity        a label from ACTIVITY -> OptionSetValue + FormattedValues label;
-                    an int -> OptionSetValue without a label; any other str or a dict -> the value as-is;
+                    an int -> OptionSetValue without a label; True/False -> a yes/no column (a plain JSON
+                    boolean, labelled "Yes"/"No"); a list such as ``options(…)`` -> a multi-select choice
+                    (OptionSetValueCollection: a bare array of OptionSetValues, labelled "A; B" when every
+                    code is in ACTIVITY); any other str or a dict -> the value as-is;
                     None -> no activity-type column at all.
-    activity_label  ``...`` = default (the label when `activity` is a known label, else none);
+    activity_label  ``...`` = default (the label described above, else none);
                     None = no formatted value; a str = that formatted value.
     recipient       (table, id[, name]) for concep_recipientid, or None to leave the column out.
     lookups         extra/alternative lookup columns: {column: reference(...) or None (= null value)};
@@ -211,6 +243,11 @@ def campaign_log(
                     does over 192 KB (§6). The `MessageMaxSizeExceeded` flag is a message property, not body.
     message_name    "Create" (default) or e.g. "Update": an Update's Target holds only the caller's columns
                     plus the key and modified* columns, and OutputParameters is empty.
+                    "Delete" and "Assign" carry the row as an EntityReference Target (Assign adds an
+                    ``Assignee``), "SetState" as an ``EntityMoniker`` with ``State``/``Status`` options, as
+                    their SDK requests declare them; the column arguments are then unused.
+    wrap_dates      write the Target's ``createdon``/``modifiedon`` as typed wrappers
+                    ``{"__type": "DateTime:#System", "__value": "/Date(ms)/"}`` instead of bare date strings.
     top_level_overrides  PascalCase top-level keys to set/replace after building (e.g. Stage=30, Mode=0,
                     OrganizationName="x", PrimaryEntityId="..."); a value of OMIT (``...``) deletes the key.
                     Keys stay sorted.
@@ -225,10 +262,14 @@ def campaign_log(
     label: str | None
     if activity is None:
         activity_value, label = None, None
-    elif isinstance(activity, bool):
-        raise TypeError("activity must be a label, an option code, a raw dict/str or None")
+    elif isinstance(activity, bool):  # a yes/no column: a plain boolean, its label Yes/No (observed)
+        activity_value, label = activity, "Yes" if activity else "No"
     elif isinstance(activity, int):
         activity_value, label = option(activity), None
+    elif isinstance(activity, list):  # a multi-select choice: labels joined with "; " (observed)
+        names = {code: known for known, code in ACTIVITY.items()}
+        labels = [names.get(item.get("Value", 0), "") if isinstance(item, dict) else "" for item in activity]
+        activity_value, label = activity, "; ".join(labels) if labels and all(labels) else None
     elif isinstance(activity, str) and activity in ACTIVITY:
         activity_value, label = option(ACTIVITY[activity]), activity
     else:
@@ -260,6 +301,9 @@ def campaign_log(
                 out.append(pair)
         return out
 
+    def date(ms: int) -> str | dict[str, Any]:
+        return typed("DateTime:#System", _date(ms)) if wrap_dates else _date(ms)
+
     owner = ("systemuser", USER_ID)
     if is_create:
         # full row after platform defaults (§5): key first, then caller columns, then system columns
@@ -269,9 +313,9 @@ def campaign_log(
         attributes = merged(
             attributes,
             [
-                _kv("createdon", _date(created_on_ms)),
+                _kv("createdon", date(created_on_ms)),
                 _kv("createdby", reference(*owner)),
-                _kv("modifiedon", _date(modified_ms)),
+                _kv("modifiedon", date(modified_ms)),
                 _kv("modifiedby", reference(*owner)),
                 _kv("ownerid", reference(*owner)),
                 _kv("owningbusinessunit", reference("businessunit", BUSINESS_UNIT_ID)),
@@ -293,7 +337,7 @@ def campaign_log(
             caller_columns(),
             [
                 _kv(primary_key, log_id),
-                _kv("modifiedon", _date(modified_ms)),
+                _kv("modifiedon", date(modified_ms)),
                 _kv("modifiedby", reference(*owner)),
                 _kv("modifiedonbehalfby", None),
             ],
@@ -385,6 +429,12 @@ def campaign_log(
         shared=shared,
         parent=parent,
     )
+    by_reference = _reference_parameters(message_name, entity, log_id)
+    if by_reference is not None:  # the row travels as an EntityReference: no Entity, no output, no images
+        for each in (ctx, parent):
+            each["InputParameters"] = copy.deepcopy(by_reference)
+            each["SharedVariables"] = []
+        ctx["OutputParameters"], ctx["PostEntityImages"] = [], []
 
     if trimmed:
         for key in ("InputParameters", "ParentContext", "PreEntityImages", "PostEntityImages"):

@@ -4,7 +4,9 @@ Pure functions over bytes and plain data. The body is .NET ``DataContractJsonSer
 dictionaries are ``[{"key": …, "value": …}]`` arrays, complex values carry a ``"__type"`` tag, dates
 are ``/Date(ms±hhmm)/`` and every ``/`` is escaped as ``\\/`` (``json.loads`` undoes that). Unknown
 keys are ignored: Microsoft keeps adding members. Anything unreadable raises :class:`UnreadableMessage`
-with a reason that tells the administrator what to change.
+with a reason that tells the administrator what to change, except a Target that is not a readable Entity:
+that is kept as the reason of a :class:`HeaderOnlyContext`, because a Delete or Assign names the row by
+EntityReference and must be ignored on its message name, not rejected for its Target.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
 _JSON_TYPES = ("application/json", "text/json")
 _XML_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<")  # matched in place: no copy of the body
 _LOOKUP_VALUE = re.compile(r"_(\w+)_value")
+_OPTION_CODES = re.compile(r"-?\d{1,10}(?:,-?\d{1,10})*")  # a multi-select choice as the Web API returns it
 _LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
 _FORMATTED = "OData.Community.Display.V1.FormattedValue"
 
@@ -55,8 +58,8 @@ class ContextHeader:
     operation_id: str | None
     correlation_id: str | None
 
-    def trimmed(self) -> TrimmedContext:
-        return TrimmedContext(
+    def _header(self) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+        return (
             self.message_name,
             self.entity_name,
             self.primary_id,
@@ -65,22 +68,28 @@ class ContextHeader:
             self.correlation_id,
         )
 
+    def trimmed(self) -> TrimmedContext:
+        return TrimmedContext(*self._header())
+
+    def without_target(self, problem: str) -> HeaderOnlyContext:
+        return HeaderOnlyContext(*self._header(), problem)
+
     def with_target(self, target: Mapping[str, Any], formatted: Mapping[str, str]) -> CampaignLogContext:
-        return CampaignLogContext(
-            self.message_name,
-            self.entity_name,
-            self.primary_id,
-            self.organization_id,
-            self.operation_id,
-            self.correlation_id,
-            target,
-            formatted,
-        )
+        return CampaignLogContext(*self._header(), target, formatted)
 
 
 @dataclass(frozen=True, slots=True)
 class TrimmedContext(ContextHeader):
     """A context Dataverse trimmed (over its size limit): no Target, so the row must be read from the Web API."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOnlyContext(ContextHeader):
+    """A context whose Target is not a readable Entity: a Delete's or Assign's Target is an EntityReference,
+    and a malformed payload cannot be read. Only the header is usable, so the router decides on it (the
+    wrong table is rejected, a non-Create ignored) and rejects a Create for ``problem``."""
+
+    problem: str  # why the Target could not be read, as an administrator reads it
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +101,7 @@ class CampaignLogContext(ContextHeader):
 
     def created_on(self) -> str | None:
         """The log's ``createdon`` as ISO 8601 UTC (``2025-03-14T09:26:53Z``), or None."""
-        value = self.target.get("createdon")
+        value = unwrap(self.target.get("createdon"))  # also {"__type": "DateTime:#System", "__value": …}
         return iso_utc(value) if isinstance(value, str) else None
 
 
@@ -101,7 +110,8 @@ def context_from_row(base: TrimmedContext, row: Mapping[str, Any]) -> CampaignLo
 
     The row comes from ``GET …(<id>)`` with ``Prefer: odata.include-annotations="*"``: a lookup arrives
     as ``_<column>_value`` plus a ``…@Microsoft.Dynamics.CRM.lookuplogicalname`` annotation, a choice as
-    its integer plus a ``…@OData.Community.Display.V1.FormattedValue`` annotation.
+    its integer plus a ``…@OData.Community.Display.V1.FormattedValue`` annotation, a multi-select choice as
+    a string of comma-separated codes plus its labels (read as the list of codes a context carries).
     """
     attributes: dict[str, Any] = {}
     formatted: dict[str, str] = {}
@@ -118,6 +128,8 @@ def context_from_row(base: TrimmedContext, row: Mapping[str, Any]) -> CampaignLo
                 else {"LogicalName": table, "Id": value, "Name": label if isinstance(label, str) else None}
             )
             key = column
+        elif isinstance(value, str) and isinstance(label, str) and _OPTION_CODES.fullmatch(value):
+            attributes[key] = [int(code) for code in value.split(",")]  # text has no formatted value
         else:
             attributes[key] = value
         if isinstance(label, str):
@@ -164,8 +176,16 @@ def _fast_decoder() -> Any:
     return decode, refused
 
 
-def load_context(body: bytes, content_type: str | None = "application/json") -> CampaignLogContext | TrimmedContext:
-    """Decode and read one message body, or raise :class:`UnreadableMessage` saying why."""
+type Context = CampaignLogContext | TrimmedContext | HeaderOnlyContext
+
+
+def load_context(body: bytes, content_type: str | None = "application/json") -> Context:
+    """Decode and read one message body, or raise :class:`UnreadableMessage` saying why.
+
+    The body and header must be readable. The payload (``InputParameters`` and its Target) is read only
+    as far as it can be: a missing Target makes a :class:`TrimmedContext`, a Target that is not a readable
+    Entity a :class:`HeaderOnlyContext`, so the header is checked before the Target's problem is reported.
+    """
     _check_format(body, content_type)
     decode, refused = _fast_decoder()
     try:
@@ -184,14 +204,15 @@ def load_context(body: bytes, content_type: str | None = "application/json") -> 
         operation_id=_guid(document, "OperationId"),
         correlation_id=_guid(document, "CorrelationId"),
     )
-    target = _target(document)
-    if target is None:
-        return header.trimmed()
-    formatted = pairs(target.get("FormattedValues"), "Target.FormattedValues")
-    return header.with_target(
-        pairs(target.get("Attributes"), "Target.Attributes"),
-        {k: v for k, v in formatted.items() if isinstance(v, str)},
-    )
+    try:
+        target = _target(document)
+        if target is None:
+            return header.trimmed()
+        attributes = pairs(target.get("Attributes"), "Target.Attributes")
+        formatted = pairs(target.get("FormattedValues"), "Target.FormattedValues")
+    except UnreadableMessage as exc:
+        return header.without_target(str(exc))
+    return header.with_target(attributes, {k: v for k, v in formatted.items() if isinstance(v, str)})
 
 
 def pairs(items: Any, where: str) -> dict[str, Any]:

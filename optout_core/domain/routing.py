@@ -16,6 +16,7 @@ from typing import Any
 from optout_core.domain.execution_context import (
     CampaignLogContext,
     ContextHeader,
+    HeaderOnlyContext,
     TrimmedContext,
     UnreadableMessage,
     as_option_code,
@@ -118,6 +119,14 @@ def decide(
             stop.outcome,
             stop.reason,
             log_id=context.primary_id,
+            operation_id=context.operation_id,
+            correlation_id=context.correlation_id,
+        )
+    if isinstance(context, HeaderOnlyContext):  # a Create (checked above) whose Target is not an Entity
+        return Decision(
+            Outcome.REJECTED,
+            context.problem,
+            log_id=log_id,
             operation_id=context.operation_id,
             correlation_id=context.correlation_id,
         )
@@ -260,6 +269,13 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
     formatted = context.formatted.get(column)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise _Stop(Outcome.IGNORED, f"the campaign log's {column} is empty")
+    kind = _unsupported_kind(value)
+    if kind is not None:
+        raise _Stop(
+            Outcome.REJECTED,
+            f"the campaign log's {column} is {kind}: yes/no and multi-select choice columns are not "
+            "supported; set ACTIVITY_TYPE_COLUMN to a choice, text or lookup column",
+        )
     if isinstance(value, str):
         return ActivityType(value.strip(), None)
     reference = as_reference(value)
@@ -275,6 +291,16 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
     if code is None:
         raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
     return ActivityType((formatted or "").strip() or None, code)
+
+
+def _unsupported_kind(value: Any) -> str | None:
+    """'a yes/no column' for a boolean, 'a multi-select choice column' for an OptionSetValueCollection
+    (a bare array of OptionSetValues), else None."""
+    if isinstance(value, bool):
+        return "a yes/no column"
+    if isinstance(value, list) and all(as_option_code(item) is not None for item in value):
+        return "a multi-select choice column"
+    return None
 
 
 def _route(activity: ActivityType, settings: Settings) -> Route:

@@ -44,15 +44,27 @@ class ActivityTypes:
     codes: frozenset[int] = frozenset()
 
     @classmethod
-    def parse(cls, text: str) -> ActivityTypes:
+    def parse(cls, text: str, setting: str = "activity types", *, required: bool = False) -> ActivityTypes:
+        """A ``;``-list of labels and option codes. Blank entries (``a;;b``, a trailing ``;``) are skipped;
+        an entry whose label normalises to nothing (``" - "``, ``"_"``) can never match and is refused,
+        and so is a ``required`` list left without any entry. Errors name ``setting``."""
         labels, codes = set(), set()
         for entry in (part.strip() for part in text.split(";")):
             if not entry:
                 continue
             if re.fullmatch(r"-?\d+", entry):
                 codes.add(int(entry))
+            elif normalised := normalise_label(entry):
+                labels.add(normalised)
             else:
-                labels.add(normalise_label(entry))
+                raise SettingsError(
+                    f"{setting}: {entry!r} is not an activity type: labels match ignoring case, spaces, "
+                    "hyphens and underscores, so it matches nothing; list labels or option codes"
+                )
+        if required and not labels and not codes:
+            raise SettingsError(
+                f"{setting} must list at least one activity type (a label or an option code), not {text!r}"
+            )
         return cls(frozenset(labels), frozenset(codes))
 
     def matches(self, label: str | None, code: int | None) -> bool:
@@ -96,9 +108,10 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read every setting from ``env`` (os.environ, or a dict in tests), applying defaults."""
         raw = {s.name: _value(env, s.name, s.default) for s in SPEC}
-        opt_out = ActivityTypes.parse(raw["OPT_OUT_ACTIVITY_TYPES"])
-        bounce = ActivityTypes.parse(raw["BOUNCE_ACTIVITY_TYPES"])
-        user = ActivityTypes.parse(raw["USER_OPT_OUT_ACTIVITY_TYPES"])
+        # Without an opt-out type every opt-out would be ignored; the other two lists may be emptied with ";".
+        opt_out = ActivityTypes.parse(raw["OPT_OUT_ACTIVITY_TYPES"], "OPT_OUT_ACTIVITY_TYPES", required=True)
+        bounce = ActivityTypes.parse(raw["BOUNCE_ACTIVITY_TYPES"], "BOUNCE_ACTIVITY_TYPES")
+        user = ActivityTypes.parse(raw["USER_OPT_OUT_ACTIVITY_TYPES"], "USER_OPT_OUT_ACTIVITY_TYPES")
         _no_overlap(
             ("OPT_OUT_ACTIVITY_TYPES", opt_out),
             ("BOUNCE_ACTIVITY_TYPES", bounce),
@@ -139,8 +152,8 @@ class Settings:
                 if c.strip()
             ),
             bounce_detail_column=_identifier(raw, "BOUNCE_DETAIL_COLUMN").lower(),
-            opt_out_update=_update(raw, "OPT_OUT_UPDATE", required=True),
-            bounce_update=_update(raw, "BOUNCE_UPDATE", required=False),
+            opt_out_update=_never_allowing("OPT_OUT_UPDATE", _update(raw, "OPT_OUT_UPDATE", required=True)),
+            bounce_update=_never_allowing("BOUNCE_UPDATE", _update(raw, "BOUNCE_UPDATE", required=False)),
             dataverse_url=url,
             dataverse_token=token,
             azure_client_id=raw["AZURE_CLIENT_ID"] or None,
@@ -280,6 +293,21 @@ def _update(raw: Mapping[str, str], name: str, *, required: bool) -> Mapping[str
                     f"use {', '.join('{' + p + '}' for p in BOUNCE_PLACEHOLDERS)}"
                 )
     return MappingProxyType(value)
+
+
+def _never_allowing[U: (Mapping[str, Any], Mapping[str, Any] | None)](name: str, update: U) -> U:
+    """An update whose ``donot…`` columns are all set to true, or a SettingsError naming the column.
+
+    ``{"donotbulkemail": false}`` (or null) in OPT_OUT_UPDATE would be PATCHed and recorded as *applied* while
+    allowing the very mail the recipient opted out of; in BOUNCE_UPDATE it would re-allow mail to a recipient
+    whose address bounced."""
+    for column, value in (update or {}).items():
+        if column.casefold().startswith("donot") and value is not True:
+            raise SettingsError(
+                f"{name} sets {column} to {json.dumps(value)}: every donot… column it names must be set to true "
+                "(anything else would allow mail optout exists to stop)"
+            )
+    return update
 
 
 def _dataverse_url(text: str) -> str | None:

@@ -67,6 +67,7 @@ from optout_dev.messages import (
     XML_BODY,
     campaign_log,
     option,
+    options,
     reference,
     wire,
 )
@@ -200,6 +201,8 @@ NOT_UTF8 = "body is not UTF-8 text (invalid byte at offset "
 NOT_GUID_RECIPIENT = "the recipient id in concep_recipientid is not a GUID"
 NO_RECIPIENT = "no recipient: the campaign log references no contact, lead or account"
 NOT_ACTIVITY = "the campaign log's concep_activitytype is neither a choice, text nor a lookup"
+UNSUPPORTED_KIND = "yes/no and multi-select choice columns are not supported"
+SUPPORTED_KINDS = "set ACTIVITY_TYPE_COLUMN to a choice, text or lookup column"
 ROW_GONE = f"the context was trimmed and campaign log {LOG_ID} no longer exists in Dataverse"
 NOT_ENTITY = "InputParameters.Target is not an Entity"
 MSBIN = "body is .NET Binary (application/msbin1)"
@@ -412,13 +415,31 @@ def _cases() -> list[Case]:
             "activity-type-boolean",
             wire(campaign_log(activity=None, extra_attributes={"concep_activitytype": True})),
             X,
-            (NOT_ACTIVITY,),
+            ("the campaign log's concep_activitytype is a yes/no column", UNSUPPORTED_KIND, SUPPORTED_KINDS),
+        )
+    )
+    add(
+        Case(
+            "activity-type-boolean-labelled",
+            wire(campaign_log(activity=False)),
+            X,
+            ("the campaign log's concep_activitytype is a yes/no column", UNSUPPORTED_KIND, SUPPORTED_KINDS),
+            absent=(NOT_ACTIVITY,),
         )
     )
     add(
         Case(
             "activity-type-array-multiselect",
-            wire(campaign_log(activity=[option(100000003), option(100000004)])),
+            wire(campaign_log(activity=options(100000003, 100000004))),
+            X,
+            ("the campaign log's concep_activitytype is a multi-select choice column", UNSUPPORTED_KIND),
+            absent=(NOT_ACTIVITY,),
+        )
+    )
+    add(
+        Case(
+            "activity-type-array-of-strings",
+            wire(campaign_log(activity=["Spam Report"], activity_label=None)),
             X,
             (NOT_ACTIVITY,),
         )
@@ -525,6 +546,51 @@ def _cases() -> list[Case]:
         )
     )
     add(Case("Target-tagged-OptionSetValue", edited(set_target(__type=OPTION)), X, (NOT_ENTITY,)))
+    add(
+        Case(
+            "Create-with-EntityReference-Target",
+            wire(campaign_log(message_name="Delete", MessageName="Create")),
+            X,
+            (NOT_ENTITY,),
+        )
+    )
+
+    # -- messages that name the log by EntityReference: the header decides before the Target is read --
+    for name in ("Delete", "Assign", "SetState"):
+        add(
+            Case(
+                f"message-{name}-EntityReference",
+                wire(campaign_log(message_name=name)),
+                I,
+                (f"message '{name}' is not Create", "register the step on Create"),
+                absent=(NOT_ENTITY,),
+            )
+        )
+    add(
+        Case(
+            "message-Delete-foreign-table",
+            wire(campaign_log(message_name="Delete", entity="contact")),
+            X,
+            ("table 'contact' is not the campaign log table", "CAMPAIGN_LOG_TABLE"),
+        )
+    )
+    add(
+        Case(
+            "message-Delete-foreign-organisation",
+            wire(campaign_log(message_name="Delete", organization_id=FOREIGN_ORG_ID)),
+            X,
+            (f"organisation {FOREIGN_ORG_ID} is not EXPECTED_ORGANIZATION_ID",),
+            env=STRICT_ORG,
+        )
+    )
+    add(
+        Case(
+            "message-Update-InputParameters-string",
+            wire(campaign_log(message_name="Update", InputParameters="Target")),
+            I,
+            ("message 'Update' is not Create",),
+        )
+    )
 
     # -- other wrong __type tags --------------------------------------------------------------------
     add(
@@ -1092,6 +1158,15 @@ def _cases() -> list[Case]:
     )
 
     # -- createdon out of range (informational only: the message still routes) ----------------------
+    add(
+        Case(
+            "createdon-typed-DateTime-wrapper-unwrapped",
+            wire(campaign_log(wrap_dates=True)),
+            R,
+            recipient=CONTACT,
+            occurred_on="2025-03-14T09:26:53Z",
+        )
+    )
     add(
         Case(
             "createdon-date-ms-out-of-range",

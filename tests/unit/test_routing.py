@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.domain.routing import RowRequest, decide, decide_row
 from optout_core.domain.settings import Settings
@@ -18,6 +19,7 @@ from optout_dev.messages import (
     ORG_ID,
     XML_BODY,
     campaign_log,
+    options,
     reference,
     wire,
 )
@@ -116,6 +118,32 @@ def test_null_activity_type_is_ignored():
 def test_non_create_messages_are_ignored():
     decision = decision_for(message_name="Update")
     assert decision.outcome is Outcome.IGNORED and "'Update' is not Create" in decision.reason
+
+
+@pytest.mark.parametrize("message_name", ["Delete", "Assign", "SetState"])
+def test_messages_naming_the_log_by_entity_reference_are_ignored_as_non_creates(message_name):
+    # Delete and Assign carry an EntityReference Target (SetState an EntityMoniker): the message name
+    # is checked before the Target is read, so these are ignored as the step on the wrong message.
+    decision = decision_for(message_name=message_name)
+    assert decision.outcome is Outcome.IGNORED, decision.reason
+    assert f"message '{message_name}' is not Create" in decision.reason
+    assert decision.log_id == LOG_ID and decision.work_item is None
+
+
+def test_a_foreign_table_delete_is_still_rejected_naming_the_setting():
+    decision = decision_for(message_name="Delete", entity="contact")
+    assert decision.outcome is Outcome.REJECTED and "CAMPAIGN_LOG_TABLE" in decision.reason
+
+
+def test_a_create_whose_target_is_not_an_entity_is_rejected_after_the_header_checks():
+    context = campaign_log(message_name="Delete", MessageName="Create")
+    decision = decide(wire(context), DEFAULTS)
+    assert decision.outcome is Outcome.REJECTED
+    assert decision.reason == "InputParameters.Target is not an Entity"
+    assert decision.log_id == LOG_ID
+    # the header still comes first: the same body from another table names the table
+    foreign = decide(wire(campaign_log(message_name="Delete", MessageName="Create", entity="contact")), DEFAULTS)
+    assert foreign.outcome is Outcome.REJECTED and "CAMPAIGN_LOG_TABLE" in foreign.reason
 
 
 def test_other_tables_are_rejected_naming_the_setting():
@@ -315,6 +343,55 @@ def test_a_context_missing_newer_top_level_keys_is_still_read():
         InitiatingUserAgent=OMIT, UserAzureActiveDirectoryObjectId=OMIT, InitiatingUserAzureActiveDirectoryObjectId=OMIT
     )
     assert decide(wire(context), DEFAULTS).outcome is Outcome.ROUTED
+
+
+def test_a_createdon_wrapped_as_a_typed_datetime_is_unwrapped():
+    decision = decision_for(activity="Hard Bounce", bounce_reason="550", wrap_dates=True)
+    assert decision.work_item.occurred_on == "2025-03-14T09:26:53Z"
+    settings = Settings.from_env({"BOUNCE_UPDATE": '{"x_bouncedon": "{occurred_on}"}'})
+    assert bounce_changes(settings.bounce_update, decision.work_item) == {"x_bouncedon": "2025-03-14T09:26:53Z"}
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (True, "a yes/no column"),
+        (False, "a yes/no column"),
+        (options(100000003), "a multi-select choice column"),
+        (options(100000003, 100000004), "a multi-select choice column"),
+    ],
+)
+def test_yes_no_and_multi_select_activity_columns_are_rejected_saying_what_is_supported(value, kind):
+    decision = decision_for(activity=value)
+    assert decision.outcome is Outcome.REJECTED
+    assert f"the campaign log's concep_activitytype is {kind}" in decision.reason
+    assert "yes/no and multi-select choice columns are not supported" in decision.reason
+    assert "ACTIVITY_TYPE_COLUMN" in decision.reason and "choice, text or lookup" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "value, label, kind",
+    [
+        (True, "Yes", "a yes/no column"),
+        ("100000003,100000004", "Spam Report; Group Opt out", "a multi-select choice column"),
+        ("100000003", "Spam Report", "a multi-select choice column"),
+    ],
+)
+def test_a_re_read_row_names_yes_no_and_multi_select_columns_alike(value, label, kind):
+    # The Web API returns a multi-select choice as a string of comma-separated codes with its labels.
+    row = web_api_row(
+        **{"concep_activitytype": value, "concep_activitytype@OData.Community.Display.V1.FormattedValue": label}
+    )
+    decision = decide_row(decision_for(trimmed=True), row, DEFAULTS)
+    assert decision.outcome is Outcome.REJECTED
+    assert f"concep_activitytype is {kind}: yes/no and multi-select choice columns are not supported" in decision.reason
+
+
+def test_a_re_read_text_column_of_digits_is_still_text():
+    row = web_api_row(concep_activitytype="100000003,100000004")
+    del row["concep_activitytype@OData.Community.Display.V1.FormattedValue"]
+    decision = decide_row(decision_for(trimmed=True), row, DEFAULTS)
+    assert decision.outcome is Outcome.IGNORED and "'100000003,100000004'" in decision.reason
 
 
 def test_createdon_with_an_offset_is_read_as_utc_milliseconds():

@@ -60,6 +60,75 @@ def test_a_bad_value_fails_fast_naming_the_setting(env, setting):
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [";", " - ", ";;", " ; - ; _ ;", "-", "__", "Spam Report; - ", "100000003;--"],
+)
+def test_an_opt_out_list_without_a_usable_entry_or_with_an_empty_label_is_refused(value):
+    # ";" or " - " would leave no opt-out type at all: every Spam Report would then be ignored.
+    with pytest.raises(SettingsError, match="OPT_OUT_ACTIVITY_TYPES"):
+        Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": value})
+
+
+@pytest.mark.parametrize("name", ["BOUNCE_ACTIVITY_TYPES", "USER_OPT_OUT_ACTIVITY_TYPES"])
+@pytest.mark.parametrize("value", [" - ", "Hard Bounce;_", "-;;"])
+def test_a_label_that_normalises_to_nothing_is_refused_in_every_list(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("name", ["BOUNCE_ACTIVITY_TYPES", "USER_OPT_OUT_ACTIVITY_TYPES"])
+def test_the_bounce_and_user_opt_out_lists_may_be_emptied_explicitly(name):
+    # An empty value means the default; ";" lists nothing. Neither list can defeat an opt-out.
+    settings = Settings.from_env({name: ";"})
+    types = settings.bounce_types if name == "BOUNCE_ACTIVITY_TYPES" else settings.user_opt_out_types
+    assert types == ActivityTypes()
+    assert settings.opt_out_types.matches("Spam Report", None)
+
+
+def test_the_refusal_says_what_an_entry_is():
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": "Spam Report; _ - "})
+    assert "'_ -' is not an activity type" in str(raised.value)
+    assert "matches nothing" in str(raised.value) and "option codes" in str(raised.value)
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": ";"})
+    assert "at least one" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"donotbulkemail": false}',
+        '{"donotbulkemail": null}',
+        '{"donotbulkemail": "true"}',
+        '{"donotbulkemail": 1}',
+        '{"donotbulkemail": true, "donotemail": false}',
+        '{"DoNotBulkEmail": false}',
+        '{"donotbulkemail": true, "donotbulkemail": false}',
+        "null",
+        "{}",
+        "[]",
+        '"donotbulkemail"',
+    ],
+)
+def test_an_opt_out_update_that_would_allow_bulk_email_is_refused(value):
+    with pytest.raises(SettingsError, match="OPT_OUT_UPDATE"):
+        Settings.from_env({"OPT_OUT_UPDATE": value})
+
+
+def test_an_opt_out_update_names_the_column_that_must_be_true():
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"OPT_OUT_UPDATE": '{"donotbulkemail": true, "donotemail": false}'})
+    assert "donotemail" in str(raised.value) and "true" in str(raised.value)
+
+
+def test_an_opt_out_update_may_set_more_columns():
+    value = '{"donotbulkemail": true, "donotemail": true, "description": "opted out", "x_count": 0}'
+    settings = Settings.from_env({"OPT_OUT_UPDATE": value})
+    assert dict(settings.opt_out_update) == json.loads(value)
+
+
 def test_a_static_token_is_honoured_only_for_loopback_urls():
     s = Settings.from_env({"DATAVERSE_URL": "http://127.0.0.1:8080/", "DATAVERSE_TOKEN": "local"})
     assert s.dataverse_url == "http://127.0.0.1:8080" and s.dataverse_token == "local"
@@ -113,3 +182,9 @@ def test_the_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [s.name for s in SPEC if f"`{s.name}`" not in readme]
     assert missing == []
+
+
+def test_a_bounce_update_that_would_re_allow_bulk_email_is_refused():
+    with pytest.raises(SettingsError, match="BOUNCE_UPDATE sets donotbulkemail to false"):
+        Settings.from_env({"BOUNCE_UPDATE": '{"donotbulkemail": false, "description": "{detail}"}'})
+    assert Settings.from_env({"BOUNCE_UPDATE": '{"donotbulkemail": true}'}).bounce_update == {"donotbulkemail": True}

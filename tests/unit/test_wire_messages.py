@@ -257,3 +257,53 @@ def test_samples_have_distinct_ids_and_wire_form():
         operation_ids.add(str(uuid.UUID(ctx["OperationId"])))
     count = len(list(SAMPLES.glob("[0-9]*.json")))
     assert len(log_ids) == len(operation_ids) == count
+
+
+@pytest.mark.parametrize(
+    "message_name, parameters",
+    [
+        ("Delete", {"Target"}),
+        ("Assign", {"Target", "Assignee"}),
+        ("SetState", {"EntityMoniker", "State", "Status"}),
+    ],
+)
+def test_messages_that_name_the_row_by_entity_reference(message_name, parameters):
+    ctx = m.campaign_log(message_name=message_name)
+    params = pairs(ctx["InputParameters"])
+    assert set(params) == parameters and ctx["MessageName"] == message_name
+    row = params.get("Target") or params["EntityMoniker"]
+    assert list(row) == ["__type", "Id", "KeyAttributes", "LogicalName", "Name", "RowVersion"]
+    assert row["__type"] == f"EntityReference:{m.CONTRACTS}" and row["Id"] == ctx["PrimaryEntityId"]
+    assert row["LogicalName"] == ctx["PrimaryEntityName"]
+    assert ctx["OutputParameters"] == [] and ctx["PostEntityImages"] == []
+    assert pairs(ctx["ParentContext"]["InputParameters"]) == params
+    body = m.wire(ctx)
+    assert b'"__type":"EntityReference:http:\\/\\/schemas.microsoft.com\\/xrm\\/2011\\/Contracts"' in body
+    assert json.loads(body) == ctx and body.count(b"/") == body.count(b"\\/")
+
+
+def test_wrapped_dates_are_typed_values_with_type_first():
+    ctx = m.campaign_log(wrap_dates=True)
+    attrs = pairs(target(ctx)["Attributes"])
+    assert attrs["createdon"] == {"__type": "DateTime:#System", "__value": "/Date(1741944413000)/"}
+    assert list(attrs["createdon"]) == ["__type", "__value"] and list(attrs["modifiedon"]) == ["__type", "__value"]
+    body = m.wire(ctx)
+    assert b'{"__type":"DateTime:#System","__value":"\\/Date(1741944413000)\\/"}' in body
+    assert m.typed("Guid:#System", m.LOG_ID) == {"__type": "Guid:#System", "__value": m.LOG_ID}
+    update = pairs(target(m.campaign_log(message_name="Update", wrap_dates=True))["Attributes"])
+    assert update["modifiedon"]["__type"] == "DateTime:#System"
+
+
+def test_yes_no_and_multi_select_activity_columns():
+    at = lambda ctx: pairs(target(ctx)["Attributes"])["concep_activitytype"]  # noqa: E731
+    fv = lambda ctx: pairs(target(ctx)["FormattedValues"]).get("concep_activitytype")  # noqa: E731
+    yes = m.campaign_log(activity=True)
+    assert at(yes) is True and fv(yes) == "Yes"
+    assert fv(m.campaign_log(activity=False)) == "No"
+    chosen = m.options(m.ACTIVITY["Spam Report"], m.ACTIVITY["Group Opt out"])
+    assert chosen == [m.option(100000003), m.option(100000004)]
+    many = m.campaign_log(activity=chosen)
+    assert at(many) == chosen and fv(many) == "Spam Report; Group Opt out"
+    assert fv(m.campaign_log(activity=m.options(7))) is None
+    body = m.wire(many)
+    assert b'"value":[{"__type":"OptionSetValue:http:\\/\\/schemas.microsoft.com\\/xrm\\/2011\\/Contracts"' in body

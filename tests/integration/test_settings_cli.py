@@ -1,0 +1,60 @@
+"""Settings that would silently defeat opt-outs are refused by every command, not only by ``Settings``.
+
+``check`` prints ``INVALID`` naming the setting and exits 1; ``explain`` and ``run`` stop with a
+configuration error (exit 2) before reading a single message.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optout_core.domain.settings_spec import SPEC
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = "samples/01-spam-report-contact.json"
+
+DEFEATING = [
+    ("OPT_OUT_ACTIVITY_TYPES", ";"),
+    ("OPT_OUT_ACTIVITY_TYPES", " - "),
+    ("OPT_OUT_UPDATE", '{"donotbulkemail": false}'),
+    ("OPT_OUT_UPDATE", '{"donotbulkemail": null}'),
+]
+
+
+def cli(*args, env):
+    """``python -m optout_core …`` with none of the app's settings inherited from this process."""
+    names = {setting.name for setting in SPEC}
+    clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("AzureWebJobs")}
+    return subprocess.run(
+        [sys.executable, "-m", "optout_core", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("name, value", DEFEATING)
+def test_check_refuses_a_setting_that_defeats_opt_outs_and_names_it(name, value):
+    result = cli("check", env={name: value})
+    assert result.returncode != 0, result.stdout
+    assert "INVALID" in result.stdout and name in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("command", ["explain", "run"])
+@pytest.mark.parametrize("name, value", DEFEATING)
+def test_explain_and_run_refuse_it_before_reading_a_message(command, name, value):
+    result = cli(command, SAMPLE, env={name: value})
+    assert result.returncode == 2, result.stdout
+    assert "configuration error" in result.stderr and name in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_check_accepts_the_defaults():
+    result = cli("check", env={})
+    assert result.returncode == 0, result.stdout
+    assert "INVALID" not in result.stdout
