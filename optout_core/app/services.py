@@ -87,6 +87,7 @@ def build_dataverse_client(settings: Settings) -> DataverseClient:
         settings.dataverse_url,
         dataverse_credential(settings),
         retry=settings.retry,
+        retry_after_cap=settings.retry_after_cap,
         timeout=settings.dataverse_timeout,
         max_concurrency=settings.dataverse_concurrency,
     )

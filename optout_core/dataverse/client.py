@@ -64,6 +64,7 @@ class DataverseClient:
         credential: TokenCredentialLike,
         *,
         retry: RetryPolicy = _DEFAULT_RETRY,
+        retry_after_cap: float = 300.0,
         timeout: float = 30.0,
         max_concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
@@ -72,7 +73,7 @@ class DataverseClient:
         self._transport = Transport(
             url,
             credential,
-            policy=FailurePolicy(retry=retry),
+            policy=FailurePolicy(retry=retry, retry_after_cap=retry_after_cap),
             timeout=timeout,
             gate=gate or ThrottleGate(max_concurrency, sleep=sleep),
             sleep=sleep,

@@ -327,3 +327,13 @@ def test_a_redelivered_work_item_reads_back_before_writing(standin):
     handled = bounce.record_bounce(redelivered, services)
     assert handled.outcome is Outcome.APPLIED
     assert standin.writes == [] and [r.method for r in standin.requests] == ["GET"]
+
+
+def test_the_retry_after_cap_is_a_setting_that_reaches_the_client(standin):
+    services = services_for(standin, DATAVERSE_RETRY_AFTER_CAP_SECONDS="45", DATAVERSE_MAX_RETRY_AFTER_SECONDS="5")
+    work = routed(services, activity="Spam Report")
+    standin.inject(Fault(status=429, retry_after=10_000_000_000))
+    handled = opt_out(inbound(work.body, message_id=work.message_id), services)
+    assert handled.outcome is Outcome.RESCHEDULED and "waiting 45 s" in handled.reason
+    later = services.sender.messages("opt-out")[-1]
+    assert 35 < (later.scheduled_enqueue_time - datetime.now(UTC)).total_seconds() <= 45
