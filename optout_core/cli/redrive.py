@@ -104,7 +104,7 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
             raise UsageError(f"--to {to} is the queue being redriven")
         if args.max is not None and args.max < 1:
             raise UsageError("--max must be at least 1")
-        client = _client(env)
+        client = service_bus_client(env)  # the same connection settings as the sender and the triggers
     except UsageError as exc:
         print(f"redrive: {exc}", file=err)
         return 2
@@ -268,10 +268,6 @@ def _abandon(receiver: Any, messages: Iterable[Any]) -> None:
     for message in messages:
         with contextlib.suppress(Exception):  # its lock expires anyway; the message is never lost
             receiver.abandon_message(message)
-
-
-def _client(env: Mapping[str, str]) -> Any:
-    return service_bus_client(env)  # the same connection settings as the sender and the triggers
 
 
 class _Progress:

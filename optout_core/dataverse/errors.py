@@ -64,10 +64,6 @@ class SignInFailed(DataverseRejected):
     """No token could be had: the identity or its configuration is wrong (a redriven copy runs once it is fixed)."""
 
 
-def sign_in_failure(exc: Exception) -> SignInFailed:
-    return SignInFailed(sign_in_advice(exc))
-
-
 class Undetermined(DataverseUnavailable):
     """A read-back could not tell whether an earlier, unanswered write took effect: never write blind."""
 

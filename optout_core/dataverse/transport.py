@@ -33,9 +33,10 @@ from optout_core.dataverse.errors import (
     DataverseError,
     DataverseRejected,
     DataverseUnavailable,
+    SignInFailed,
     Undetermined,
     from_answer,
-    sign_in_failure,
+    sign_in_advice,
 )
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
@@ -378,7 +379,7 @@ class Transport:
                 elif token is None or token.expires_on - _TOKEN_MARGIN_SECONDS <= time.time():
                     token = self._token = access_token(self._credential, self._scope)
             except ClientAuthenticationError as exc:
-                raise sign_in_failure(exc) from None
+                raise SignInFailed(sign_in_advice(exc)) from None
             return token.token
 
     def close(self) -> None:

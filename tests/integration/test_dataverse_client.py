@@ -389,3 +389,18 @@ def test_a_refused_static_token_says_it_could_not_be_renewed(standin, sleeps):
         client.whoami()
     assert caught.value.status == 401 and "gave the refused token again" in str(caught.value)
     assert len(standin.requests) == 1  # the same token is not sent twice
+
+
+def test_an_answer_cut_off_mid_body_is_a_lost_answer_read_back_not_written_twice(standin, sleeps):
+    standin.inject(Fault(cut=True, status=502))  # the PATCH commits, then its answer is cut off
+    result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
+    assert result.found and len(standin.writes) == 1
+    assert [r.method for r in standin.requests][-1] == "GET"  # the read-back found the write
+
+
+def test_a_batch_answer_cut_off_mid_body_is_read_back_not_written_twice(standin, sleeps):
+    ids = seeded(standin, 3)
+    standin.inject(Fault(cut=True))  # the whole batch commits, then its answer is cut off
+    result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
+    assert all(o.found and o.error is None for o in result.outcomes)
+    assert len(standin.writes) == 3 and result.requests == 2
