@@ -65,7 +65,8 @@ class SignInFailed(DataverseRejected):
 
 
 class Undetermined(DataverseUnavailable):
-    """A read-back could not tell whether an earlier, unanswered write took effect: never write blind."""
+    """A read-back could not tell whether an earlier, unanswered write took effect: never write blind. Its
+    message is the read's own real error (a 503, a timeout), never a vaguer "could not tell"."""
 
 
 def from_answer(

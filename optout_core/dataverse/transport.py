@@ -237,7 +237,7 @@ class Transport:
                 check = operations[index].read_back
                 assert check is not None
                 if isinstance(answer, _Lost):
-                    return settled, Undetermined(f"Dataverse did not answer a read-back: {answer.cause}"), sent
+                    return settled, Undetermined(answer.cause), sent
                 response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
                 if response.status == 404:
                     settled[index] = response
@@ -247,7 +247,7 @@ class Transport:
                     if isinstance(error, DataverseRejected):
                         settled[index] = error
                         continue
-                    return settled, Undetermined(f"Dataverse did not answer a read-back: {error}"), sent
+                    return settled, Undetermined(str(error)), sent
                 try:
                     row = json.loads(response.body)
                 except ValueError:

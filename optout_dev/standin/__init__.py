@@ -58,7 +58,9 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   failing front end would answer. ``Fault(inner=True)`` applies to one operation inside a ``$batch``
   instead (so part 3 can answer 429 while the others succeed); an inner ``drop`` loses the whole
   batch answer after the operations before it ran, an inner ``after`` runs the operation, then reports
-  the fault in its part.
+  the fault in its part. ``Fault(cut=True)`` serves the request (a whole ``$batch``), then cuts its answer
+  off mid-body (``requests`` raises ``ChunkedEncodingError``); ``retry_after_header`` sends any text as
+  ``Retry-After`` (``inf``, ``10000000000``, an HTTP date) to try a client's reading of it.
 
 Deliberate deviations, each one loud rather than silently different:
 

@@ -7,7 +7,7 @@ import math
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optout_dev.standin.responses import Response, error, phrase
 
@@ -51,12 +51,29 @@ class Fault:
     # Match one operation inside a $batch (method/path are the inner request's, path resolved to
     # /api/data/v9.2/...), not an HTTP request.
     inner: bool = False
+    # Sent as the Retry-After header exactly as given ("10000000000", "inf", "-5", "soon", an HTTP date),
+    # instead of the numeric retry_after.
+    retry_after_header: str | None = None
+    # Serve the request first (a write commits, a $batch runs whole), then cut its answer off mid-body: the
+    # status line and headers go out with a Content-Length larger than the part of the body that follows,
+    # then the connection closes. An answer without a body to cut (a PATCH's 204) is replaced by this
+    # fault's own error answer (``status``: a gateway's 502 page, say), cut the same way. ``requests``
+    # raises ``requests.exceptions.ChunkedEncodingError`` (urllib3's ``ProtocolError("Connection broken:
+    # IncompleteRead(...)")``) while reading the body, i.e. from ``Session.send`` before any status is seen.
+    cut: bool = False
 
     def __post_init__(self) -> None:
         if not self.drop and not 400 <= self.status <= 599:
             raise ValueError(f"Fault.status must be an HTTP error status (400-599), got {self.status}")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("Fault.retry_after must be >= 0")
+        if self.retry_after_header is not None:
+            if self.retry_after is not None:
+                raise ValueError("Fault.retry_after and Fault.retry_after_header exclude each other")
+            if any(c in self.retry_after_header for c in "\r\n\0"):
+                raise ValueError("Fault.retry_after_header must be one header line")
+        if self.cut and (self.drop or self.inner):
+            raise ValueError("Fault(cut=True) cuts an HTTP answer: not with drop=True or inner=True")
         if self.delay < 0:
             raise ValueError("Fault.delay must be >= 0")
 
@@ -124,25 +141,33 @@ class FaultInjector:
         return None
 
 
-def fault_response(fault: Fault, *, stopping: threading.Event, challenge: str) -> Response:
+def fault_response(
+    fault: Fault, *, stopping: threading.Event, challenge: str, served: Response | None = None
+) -> Response:
     """The answer a fault gives (after its delay; a dropped connection if the stand-in stops meanwhile).
-    ``challenge`` is the ``WWW-Authenticate`` value a 401 carries."""
+    ``challenge`` is the ``WWW-Authenticate`` value a 401 carries; ``served`` the answer the request got when
+    it was served first (``after`` or ``cut``), which a ``cut`` fault sends cut off when it has a body."""
     if fault.delay and stopping.wait(fault.delay):
         return Response(0, drop=True)  # stopping: don't keep the client (or stop()) waiting
     if fault.drop:
         return Response(0, drop=True)
+    if fault.cut and served is not None and (served.drop or (served.body and served.status not in (204, 304))):
+        return served if served.drop else replace(served, cut=True)
     default_code, default_message = _FAULT_DEFAULTS.get(fault.status, ("", phrase(fault.status)))
     headers: list[tuple[str, str]] = []
     retry_after = fault.retry_after
     if retry_after is None and fault.status == 429:
         retry_after = _DEFAULT_RETRY_AFTER_429
-    if retry_after is not None:
+    if fault.retry_after_header is not None:
+        headers.append(("Retry-After", fault.retry_after_header))
+    elif retry_after is not None:
         headers.append(("Retry-After", str(math.ceil(retry_after))))
     if fault.status == 401:
         headers.append(("WWW-Authenticate", challenge))
-    return error(
+    answer = error(
         fault.status,
         default_code if fault.code is None else fault.code,
         default_message if fault.message is None else fault.message,
         tuple(headers),
     )
+    return replace(answer, cut=True) if fault.cut else answer

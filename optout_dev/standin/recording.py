@@ -20,6 +20,7 @@ class RecordedRequest:
     # The $batch's serial number (1, 2, ...): on the $batch request itself (in .requests) and on each
     # operation it held (in .operations); else None.
     batch: int | None = None
+    cut: bool = False  # the answer (with ``status``) was cut off mid-body: Fault(cut=True)
 
 
 def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:

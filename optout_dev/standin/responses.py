@@ -19,6 +19,7 @@ class Response:
     drop: bool = False  # close the connection without writing a byte
     close: bool = False  # answer, then close (the request body could not be consumed)
     batch: int | None = None  # the serial number of the $batch this answers
+    cut: bool = False  # status line and headers, then only part of the body announced, then close
 
 
 def json_response(status: int, payload: Mapping[str, Any], headers: Headers = ()) -> Response:

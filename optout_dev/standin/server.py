@@ -72,6 +72,7 @@ class DataverseStandIn:
 
         self._lock = threading.Lock()  # guards the token
         self._token = token
+        self._previous: tuple[str, float] = ("", 0.0)  # the token before the last rotation, and until when
         self._faults = FaultInjector()
         self._traffic = Traffic()
         self._loads = UserLoads(protection)
@@ -184,11 +185,13 @@ class DataverseStandIn:
         """Queued faults not consumed yet."""
         return self._faults.pending
 
-    def rotate_token(self, new_token: str) -> None:
-        """Accept only ``new_token`` from now on: the old one gets 401, as an expired token would."""
+    def rotate_token(self, new_token: str, *, grace: float = 0.0) -> None:
+        """Accept ``new_token`` from now on; the old one gets 401, as an expired token would, once ``grace``
+        seconds are over (a token just issued is never expired the moment it is used, as with Entra)."""
         if not new_token:
             raise ValueError("token must not be empty")
         with self._lock:
+            self._previous = (self._token, time.monotonic() + grace)
             self._token = new_token
 
     @property
@@ -237,7 +240,7 @@ class DataverseStandIn:
         # Record before answering: a test may inspect requests the moment its client returns.
         status = 0 if response.drop else response.status
         self._traffic.record_request(
-            RecordedRequest(method, path, kept_headers(handler.headers.items()), body, status, batch)
+            RecordedRequest(method, path, kept_headers(handler.headers.items()), body, status, batch, response.cut)
         )
         send(handler, response)
 
@@ -245,18 +248,18 @@ class DataverseStandIn:
         """The answer to a request whose body was read, and the serial number of the $batch it ran, if any.
         Faults apply ahead of authentication and routing, as a throttling or failing front end would answer."""
         fault = self._faults.pick(method, path)
-        if fault is not None and not fault.after:
+        if fault is not None and not (fault.after or fault.cut):
             return self._fault_response(fault), None
         try:
             response = self._route(method, path, headers, body)
         except Exception as exc:  # noqa: BLE001 - a stand-in bug must surface as a loud 500, not a hang
             response = error(500, "STANDIN_INTERNAL", f"stand-in failure: {exc!r}")
-        if fault is not None:  # Fault(after=True): the request was served, its answer is lost
-            return self._fault_response(fault), response.batch
+        if fault is not None:  # Fault(after=True) or Fault(cut=True): served, its answer lost or cut off
+            return self._fault_response(fault, response), response.batch
         return response, response.batch
 
-    def _fault_response(self, fault: Fault) -> Response:
-        return fault_response(fault, stopping=self._stopping, challenge=self._challenge())
+    def _fault_response(self, fault: Fault, served: Response | None = None) -> Response:
+        return fault_response(fault, stopping=self._stopping, challenge=self._challenge(), served=served)
 
     def _challenge(self) -> str:
         return (
@@ -271,8 +274,9 @@ class DataverseStandIn:
 
         scheme, _, presented = (headers.get("Authorization") or "").strip().partition(" ")
         with self._lock:
-            token = self._token
-        if scheme.lower() != "bearer" or presented.strip() != token:
+            token, (previous, previous_until) = self._token, self._previous
+        valid = presented.strip() == token or (presented.strip() == previous and time.monotonic() < previous_until)
+        if scheme.lower() != "bearer" or not valid:
             message = (
                 "The request is not authenticated: no bearer token."
                 if not scheme

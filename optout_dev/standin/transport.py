@@ -164,6 +164,9 @@ def send(handler: Handler, response: Response) -> None:
         with contextlib.suppress(OSError):  # the client is gone already
             handler.connection.shutdown(socket.SHUT_RDWR)
         return
+    if response.cut:
+        _send_cut(handler, response)
+        return
     try:
         handler.send_response(response.status)
         for name, value in response.headers:
@@ -180,3 +183,20 @@ def send(handler: Handler, response: Response) -> None:
             handler.wfile.write(response.body)
     except OSError:
         handler.close_connection = True  # the client hung up (e.g. its read timeout fired)
+
+
+def _send_cut(handler: Handler, response: Response) -> None:
+    """Status line, headers (a ``Content-Length`` for the whole body), half the body, then close: an answer
+    cut off mid-body, as when a connection breaks while the answer is on its way."""
+    handler.close_connection = True
+    with contextlib.suppress(OSError):  # the client hung up first
+        handler.send_response(response.status)
+        for name, value in response.headers:
+            handler.send_header(name, value)
+        handler.send_header("OData-Version", "4.0")
+        handler.send_header("x-ms-service-request-id", str(uuid.uuid4()))
+        handler.send_header("Content-Length", str(len(response.body)))
+        handler.end_headers()
+        handler.wfile.write(response.body[: len(response.body) // 2])
+        handler.wfile.flush()
+        handler.connection.shutdown(socket.SHUT_RDWR)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from http.client import HTTPConnection
+from http.client import HTTPConnection, IncompleteRead
 from urllib.parse import urlsplit
 
 import pytest
@@ -368,6 +368,59 @@ def test_an_injected_drop_is_a_connection_error_without_any_bytes(standin, http)
     assert patch(http, standin, f"contacts({CONTACT})").status_code == 204
 
 
+def test_a_cut_answer_commits_the_write_then_breaks_off_mid_body(standin, http):
+    standin.inject(Fault(cut=True))
+    # requests reads the body inside send(): the status is never seen, urllib3's IncompleteRead surfaces.
+    with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
+        patch(http, standin, f"contacts({CONTACT})")
+    assert standin.writes == [("contact", CONTACT, {"donotbulkemail": True})]  # served first: committed
+    (cut,) = standin.requests
+    assert cut.cut and cut.status == 503  # a 204 has no body to cut: the fault's own answer is cut instead
+    assert patch(http, standin, f"contacts({CONTACT})").status_code == 204  # the session reconnects
+    assert [(r.status, r.cut) for r in standin.requests] == [(503, True), (204, False)]
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("PATCH", 502)])
+def test_a_cut_answer_announces_more_body_than_it_sends_then_closes(standin, method, status):
+    standin.inject(Fault(status=502, cut=True))
+    connection = HTTPConnection(urlsplit(standin.url).hostname, urlsplit(standin.url).port, timeout=TIMEOUT)
+    try:
+        connection.request(
+            method,
+            API + f"contacts({CONTACT})",
+            body=b'{"donotbulkemail":true}' if method == "PATCH" else None,
+            headers={"Authorization": "Bearer local-token", "If-Match": "*", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        # A served answer with a body (the GET's 200) keeps its status line; a bodiless 204 becomes the 502.
+        assert response.status == status and response.headers["Content-Type"].startswith("application/json")
+        announced = int(response.headers["Content-Length"])
+        with pytest.raises(IncompleteRead) as broken:
+            response.read()
+    finally:
+        connection.close()
+    assert 0 < len(broken.value.partial) < announced and broken.value.expected == announced - len(broken.value.partial)
+    whole = requests.get(
+        standin.url + API + f"contacts({CONTACT})", headers={"Authorization": "Bearer local-token"}, timeout=TIMEOUT
+    )
+    if method == "GET":
+        assert whole.content.startswith(broken.value.partial) and len(whole.content) == announced
+    assert standin.row("contact", CONTACT)["donotbulkemail"] is (method == "PATCH")
+    assert standin.requests[0].status == status and standin.requests[0].cut
+
+
+@pytest.mark.parametrize(
+    "text", ["10000000000", "inf", "1e400", "-5", "soon", "Fri, 01 Jan 2100 00:00:00 GMT", "2.5", ""]
+)
+def test_retry_after_header_is_sent_exactly_as_given(standin, http, text):
+    standin.inject(Fault(status=429, retry_after_header=text), Fault(status=503, retry_after_header=text))
+    for status in (429, 503):
+        response = get(http, standin, "WhoAmI")
+        assert response.status_code == status
+        assert response.raw.headers.getlist("Retry-After") == [text]  # instead of the numeric one, not besides
+    assert get(http, standin, "WhoAmI").status_code == 200
+
+
 def test_an_injected_delay_provokes_a_client_read_timeout(standin, http):
     standin.inject(Fault(status=503, delay=2))
     with pytest.raises(requests.ReadTimeout):
@@ -416,6 +469,14 @@ def test_invalid_faults_are_refused():
         Fault(status=200)
     with pytest.raises(ValueError):
         Fault(retry_after=-1)
+    for fault in (
+        {"cut": True, "drop": True},
+        {"cut": True, "inner": True},
+        {"retry_after": 1, "retry_after_header": "1"},
+        {"status": 429, "retry_after_header": "1\r\nX-Injected: yes"},
+    ):
+        with pytest.raises(ValueError):
+            Fault(**fault)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DataverseStandIn().set_fault_rate(1.5, [Fault()])
 

@@ -637,6 +637,31 @@ def test_an_inner_drop_loses_the_answer_after_the_earlier_operations_ran(standin
     assert standin.requests[-1].status == 0
 
 
+def test_a_cut_fault_runs_the_whole_batch_then_cuts_its_answer_off(standin, http):
+    standin.inject(Fault(cut=True, path_contains="$batch"))
+    body = multipart([opt_out(A), operation("GET", f"{API}contacts({B})"), opt_out(C)])
+    response = post_batch(http, standin, body, continue_on_error=True, stream=True)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("multipart/mixed")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _ = response.content
+    assert {row_id for _, row_id, _ in standin.writes} == {A, C}
+    assert [(r.status, r.batch) for r in standin.operations] == [(204, 1), (200, 1), (204, 1)]
+    (cut,) = standin.requests
+    assert cut.status == 200 and cut.cut and cut.batch == 1
+    standin.inject(Fault(cut=True))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # without stream=True: raised by send()
+        post_batch(http, standin, multipart([opt_out(B)]))
+    assert standin.row("contact", B)["donotbulkemail"] is True
+
+
+def test_an_inner_retry_after_header_reaches_the_part_and_the_batch_as_given(standin, http):
+    standin.inject(Fault(status=429, retry_after_header="1e400", inner=True, path_contains=B))
+    stopped = post_batch(http, standin, multipart([opt_out(A), opt_out(B), opt_out(C)]))
+    assert stopped.status_code == 429 and stopped.headers["Retry-After"] == "1e400"
+    assert [part.status for part in parts_of(stopped)] == [204, 429]  # type: ignore[union-attr]
+    assert parts_of(stopped)[1].headers["retry-after"] == "1e400"  # type: ignore[union-attr]
+
+
 def test_inner_faults_can_come_at_a_seeded_rate(http):
     def statuses(seed: int) -> list[int]:
         with DataverseStandIn() as server:

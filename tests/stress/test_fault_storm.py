@@ -4,10 +4,12 @@
 recipients, malformed and foreign messages, and re-posted duplicates) go through the in-process
 pipeline (router → opt-out/bounce, Service Bus replaced by in-memory queues with duplicate detection
 and redelivery) on 8 threads, against the loopback Dataverse stand-in injecting faults at random:
-429 with short and long Retry-After, 500/502/503/504, read timeouts, dropped connections (before and
-after the write committed); and every 0.5 s the access token expires (the stand-in rotates it, so the
-client's cached token gets a 401 and it fetches a fresh one). Retry delays are shortened for the test, and each
-delivery gets only two tries, so Service Bus redelivery (up to 10 deliveries) is exercised too.
+429 with short and long Retry-After, with one beyond DATAVERSE_RETRY_AFTER_CAP_SECONDS (clamped to it) and
+one that is no number ("inf"), 500/502/503/504, read timeouts, dropped connections (before and after the
+write committed), answers cut off mid-body after the request was served (a write, a whole $batch, a
+read-back); and every 0.5 s the access token expires (the stand-in rotates it, so the client's cached token
+gets a 401 and it fetches a fresh one), which read-backs meet too. Retry delays are shortened for the test,
+and each delivery gets only two tries, so Service Bus redelivery (up to 10 deliveries) is exercised too.
 
 Figures are printed (run with ``-s``) and recorded in docs/reliability.md.
 """
@@ -50,6 +52,10 @@ FAULTS = [
     Fault(status=503, delay=0.4),  # answers after the client's read timeout
     Fault(drop=True),  # connection dropped before the write
     Fault(drop=True, after=True),  # write committed, answer lost
+    Fault(cut=True),  # served (a write commits), its answer cut off mid-body (a 204's cut as a 503)
+    Fault(status=502, cut=True),  # the same, a gateway's 502 page cut off where a 204 has no body to cut
+    Fault(status=429, retry_after_header="10000000000"),  # clamped to DATAVERSE_RETRY_AFTER_CAP_SECONDS: put back
+    Fault(status=429, retry_after_header="inf"),  # unusable: the normal back-off
 ]
 FAULT_RATE = 0.08
 
@@ -154,6 +160,11 @@ def storm():
         standin.set_fault_rate(FAULT_RATE, FAULTS, seed=SEED)
         for log_id in sorted(logs)[:3]:  # at least these row reads fail on both tries: Service Bus delivers again
             standin.inject(Fault(status=503, method="GET", path_contains=log_id), times=2)
+        # At least one read-back (a bounce's, after a lost answer) meets a token refused before it expired: the
+        # credential issues a new one past its cache and the old one is refused from then on, as after a
+        # rotation. (Once: a second 401 to the new token would be a refusal for good.) The tokens' own expiry
+        # every 0.5 s catches read-backs too, $batch ones included.
+        standin.inject(Fault(status=401, method="GET", path_contains="?$select=description"))
         tokens = ExpiringTokens(standin)
         settings = Settings.from_env(
             {
@@ -173,6 +184,7 @@ def storm():
             standin.url,
             tokens,
             retry=settings.retry,
+            retry_after_cap=settings.retry_after_cap,
             timeout=settings.dataverse_timeout,
             max_concurrency=settings.dataverse_concurrency,
         )
@@ -193,7 +205,11 @@ def storm():
         "seconds": round(elapsed, 1),
         "web_api_requests": len(requests),
         "writes": len(writes),
-        "faults_injected": Counter(_fault_name(r) for r in requests if r.status not in (200, 204, 404)),
+        "faults_injected": Counter(_fault_name(r) for r in requests if r.cut or r.status not in (200, 204, 404)),
+        "cut_answers": Counter(f"{r.method} {r.status}" for r in requests if r.cut),
+        "read_backs_refused_401": sum(1 for r in requests if r.status == 401 and _read_back_rows(r)),
+        "retry_after_clamped": sum(1 for line in handler.lines if "clamped to" in line),
+        "retry_after_unusable": sum(1 for line in handler.lines if "not a usable number" in line),
         "outcomes": Counter(r.outcome for r in results),
         "rescheduled": sum(1 for line in handler.lines if '"outcome": "rescheduled"' in line),
         "redelivered": sum(1 for line in handler.lines if '"outcome": "retry"' in line),
@@ -203,6 +219,7 @@ def storm():
         "events": events,
         "rows": rows,
         "results": results,
+        "requests": requests,
         "final": final,
         "writes": writes,
         "bugs": bugs,
@@ -213,25 +230,35 @@ def storm():
 
 class ExpiringTokens:
     """A TokenCredential whose tokens expire: while ``expiring`` runs, the stand-in moves to a new token
-    every ``every`` seconds; asked for a token, it hands out the current one (as Entra would a fresh one)."""
+    every ``every`` seconds; asked for a token, it hands out the current one (as Entra would a fresh one).
+    Asked past its cache (``claims``, after Dataverse refused the current token), it issues a new one at once."""
 
     def __init__(self, standin):
         self.standin, self.current, self.issued = standin, TOKEN, 0
+        self._lock = threading.Lock()
+        self._rotations = 0
 
-    def get_token(self, *scopes, **kwargs):
+    def get_token(self, *scopes, claims=None, **kwargs):
         self.issued += 1
+        if claims:
+            self.rotate()
         return AccessToken(self.current, int(time.time()) + 3600)
+
+    def rotate(self):
+        with self._lock:
+            self._rotations += 1
+            self.current = f"{TOKEN}-{self._rotations}"
+            # A token is refused once it expires, never the instant after it was issued: the one handed out
+            # just before a rotation stays good for a moment, as a real token stays good until its expiry.
+            self.standin.rotate_token(self.current, grace=0.2)
 
     @contextlib.contextmanager
     def expiring(self, every):
         done = threading.Event()
 
         def rotate():
-            n = 0
             while not done.wait(every):
-                n += 1
-                self.current = f"{TOKEN}-{n}"
-                self.standin.rotate_token(self.current)
+                self.rotate()
 
         thread = threading.Thread(target=rotate, daemon=True)
         thread.start()
@@ -252,7 +279,19 @@ class _Capture(logging.Handler):
 
 
 def _fault_name(request):
-    return "dropped" if request.status == 0 else str(request.status)
+    return "dropped" if request.status == 0 else "cut" if request.cut else str(request.status)
+
+
+READ_BACK = re.compile(r"GET /api/data/v9\.2/(?:contacts|leads|accounts)\(([0-9a-f-]{36})\)\?\$select=")
+
+
+def _read_back_rows(request):
+    """The recipients a read-back asked for (a GET with ``$select`` of a recipient row, alone or in a $batch)."""
+    if request.method == "GET":
+        return READ_BACK.findall(f"GET {request.path}")
+    if request.method == "POST" and request.path.endswith("/$batch"):
+        return READ_BACK.findall(request.body.decode("utf-8", "replace"))
+    return []
 
 
 def test_every_message_has_exactly_one_final_outcome_and_the_counts_add_up(storm):
@@ -297,11 +336,33 @@ def test_no_recipient_is_written_twice_for_one_event(storm):
 
 def test_the_faults_really_happened(storm):
     faults = storm["summary"]["faults_injected"]
-    for status in ("429", "500", "502", "503", "504", "401", "dropped"):
+    for status in ("429", "500", "502", "503", "504", "401", "dropped", "cut"):
         assert faults[status] > 0, faults
+    cut = storm["summary"]["cut_answers"]
+    assert cut["PATCH 503"] and cut["PATCH 502"] and cut["POST 200"], cut  # writes, and whole $batches
+    assert storm["summary"]["retry_after_clamped"] > 0  # 10000000000 s: taken as the cap, put back
+    assert storm["summary"]["retry_after_unusable"] > 0  # inf: the normal back-off
+    assert storm["summary"]["read_backs_refused_401"] > 0
     assert storm["summary"]["rescheduled"] > 0
     assert storm["summary"]["redelivered"] > 0  # a trimmed log whose row read failed twice: Service Bus again
     assert storm["summary"]["outcomes"]["recipient_missing"] > 0
+
+
+def test_read_backs_met_expired_tokens_and_their_events_still_ended_as_planned(storm):
+    requests = storm["requests"]
+    refused = [i for i, r in enumerate(requests) if r.status == 401 and _read_back_rows(r)]
+    assert any(requests[i].method == "GET" for i in refused), "no GET read-back was answered 401"
+    ended = defaultdict(list)
+    for event, result in zip(storm["events"], storm["results"], strict=True):
+        ended[event["recipient"]].append((event, result))
+    for i in refused:
+        for row in _read_back_rows(requests[i]):
+            copies = ended[row]
+            assert copies and any(result.outcome == event["expected"] for event, result in copies), copies
+            # The read-back (or the write) went again with the new token and was answered.
+            assert any(
+                r.status in (200, 204) and (row in r.path or row.encode() in r.body) for r in requests[i + 1 :]
+            ), row
 
 
 def test_logs_hold_no_email_address_token_or_secret(storm):
