@@ -20,6 +20,9 @@ from typing import Any
 
 from .common import REPO, TOKEN
 
+# The campaign log columns the stand-in accepts (the router's and VERIFY_CAMPAIGN_LOG's reads).
+CAMPAIGN_LOG_COLUMNS = ["concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"]
+
 
 def row_id(prefix: int, index: int) -> str:
     return f"{prefix:08x}-0000-4000-8000-{index:012x}"
@@ -33,14 +36,19 @@ def row_ids(prefix: int, count: int, start: int = 0) -> list[str]:
 
 
 def _serve(config: dict[str, Any]) -> None:
-    from optout_dev.standin import DataverseStandIn, Fault, ServiceProtection
+    from optout_dev.messages import ENTITY
+    from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn, Fault, ServiceProtection
 
     protection = config.get("protection")
+    tables: dict[str, Any] = {}
+    if config.get("campaign_log"):  # the campaign log table, read by VERIFY_CAMPAIGN_LOG
+        tables = {"tables": {**DEFAULT_TABLES, ENTITY: CAMPAIGN_LOG_COLUMNS}, "entity_sets": {ENTITY: f"{ENTITY}s"}}
     standin = DataverseStandIn(
         token=TOKEN,
         tls=bool(config.get("tls")),
         latency=float(config.get("latency", 0.0)),
         protection=ServiceProtection(**protection) if protection else None,
+        **tables,
     )
     with standin:
         hello = {"url": standin.url, "pid": os.getpid()}
@@ -63,6 +71,23 @@ def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> 
     if name == "seed":
         for rid in row_ids(args["prefix"], args["count"], args.get("start", 0)):
             standin.add_row(args.get("table", "contact"), rid, **args.get("values", {"donotbulkemail": False}))
+        return {"seeded": args["count"]}
+    if name == "seed_logs":  # campaign log rows as the Web API returns them: each names its recipient contact
+        from optout_dev.messages import ACTIVITY, ENTITY
+
+        label = args.get("activity", "Group Opt out")
+        for index in range(args["count"]):
+            standin.add_row(
+                ENTITY,
+                row_id(args["prefix"], index),
+                **{
+                    "concep_activitytype": ACTIVITY[label],
+                    "concep_activitytype@OData.Community.Display.V1.FormattedValue": label,
+                    "_concep_recipientid_value": row_id(args["recipient_prefix"], args["recipients"][index]),
+                    "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "contact",
+                    "createdon": "2025-03-14T09:26:53Z",
+                },
+            )
         return {"seeded": args["count"]}
     if name == "counts":
         requests = standin.requests
@@ -110,8 +135,15 @@ def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> 
 class RemoteStandIn:
     """Starts the stand-in in a child process; ``with RemoteStandIn(tls=True) as s: s.url ...``."""
 
-    def __init__(self, *, tls: bool = False, latency: float = 0.0, protection: dict[str, Any] | None = None) -> None:
-        self.config = {"tls": tls, "latency": latency, "protection": protection}
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        latency: float = 0.0,
+        protection: dict[str, Any] | None = None,
+        campaign_log: bool = False,
+    ) -> None:
+        self.config = {"tls": tls, "latency": latency, "protection": protection, "campaign_log": campaign_log}
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.ca_file: str | None = None
@@ -163,6 +195,12 @@ class RemoteStandIn:
 
     def seed(self, prefix: int, count: int, table: str = "contact", **values: Any) -> None:
         self.call("seed", prefix=prefix, count=count, table=table, values=values or {"donotbulkemail": False})
+
+    def seed_logs(self, prefix: int, recipient_prefix: int, recipients: list[int]) -> None:
+        """Campaign log ``row_id(prefix, i)`` names contact ``row_id(recipient_prefix, recipients[i])``."""
+        self.call(
+            "seed_logs", prefix=prefix, count=len(recipients), recipient_prefix=recipient_prefix, recipients=recipients
+        )
 
     def counts(self) -> dict[str, Any]:
         return self.call("counts")

@@ -1,4 +1,5 @@
-"""requests_per_optout_steady and requests_per_optout_burst: Web API requests per applied opt-out.
+"""requests_per_optout_{steady,burst} and requests_per_optout_verified_{steady,burst}: Web API requests per
+applied opt-out, without and with VERIFY_CAMPAIGN_LOG (each event checked against its campaign log row).
 
 Counted by the stand-in (every HTTP request it received; a ``$batch`` is one), which runs in its own
 process. Bodies are Group Opt out Creates in the Dataverse wire shape, each with its own campaign log id.
@@ -11,7 +12,9 @@ process. Bodies are Group Opt out Creates in the Dataverse wire shape, each with
   (:func:`optout_core.app.router.route` onto an in-memory queue).
 
 "Applied opt-out" = a message whose outcome is ``applied``; the rows are read back from the stand-in
-afterwards to prove every recipient holds ``donotbulkemail = true``.
+afterwards to prove every recipient holds ``donotbulkemail = true``. The verified twins are measured the same
+way, with every event's campaign log row seeded in the stand-in (one GET per event when they trickle in; one
+``$batch`` of GETs per batch in a burst).
 """
 
 from __future__ import annotations
@@ -23,101 +26,127 @@ from .common import Clock, guid, opt_out_body, pipeline_settings
 from .standin_proc import RemoteStandIn, row_id
 
 STEADY_PREFIX, BURST_PREFIX = 0x5100, 0xB100
+VERIFIED_STEADY_PREFIX, VERIFIED_BURST_PREFIX = 0x5200, 0xB200  # recipients
+VERIFIED_STEADY_LOGS, VERIFIED_BURST_LOGS = 0x5300, 0xB300  # campaign log ids
+BURST_EVENTS, BURST_RECIPIENTS = 1000, 850  # 150 opt-outs repeat a recipient already in the burst
 
 
 def run(quick: bool) -> dict[str, Any]:
+    rng = random.Random(7)
+    steady_events = 200 if quick else 1000
+    with RemoteStandIn(campaign_log=True) as standin:
+        settings = pipeline_settings(standin.url)
+        steady = _steady(standin, settings, rng, STEADY_PREFIX, steady_events, log_prefix=None)
+        burst = _burst(standin, settings, rng, BURST_PREFIX, log_prefix=None)
+        verified = pipeline_settings(standin.url, VERIFY_CAMPAIGN_LOG="true")
+        verified_steady = _steady(standin, verified, rng, VERIFIED_STEADY_PREFIX, steady_events, VERIFIED_STEADY_LOGS)
+        verified_burst = _burst(standin, verified, rng, VERIFIED_BURST_PREFIX, VERIFIED_BURST_LOGS)
+    return {
+        "requests_per_optout_steady": steady.pop("per_optout"),
+        "requests_per_optout_burst": burst.pop("per_optout"),
+        "requests_per_optout_verified_steady": verified_steady.pop("per_optout"),
+        "requests_per_optout_verified_burst": verified_burst.pop("per_optout"),
+        "steady": steady,
+        "burst": burst,
+        "verified_steady": verified_steady,
+        "verified_burst": verified_burst,
+    }
+
+
+def _log_ids(
+    standin: RemoteStandIn, rng: random.Random, log_prefix: int | None, recipient_prefix: int, recipients: list[int]
+) -> list[str]:
+    """Campaign log ids for events naming ``recipients``: random when not verified; seeded rows when verified."""
+    if log_prefix is None:
+        return [guid(rng) for _ in recipients]
+    standin.seed_logs(log_prefix, recipient_prefix, recipients)
+    return [row_id(log_prefix, i) for i in range(len(recipients))]
+
+
+def _steady(
+    standin: RemoteStandIn, settings: Any, rng: random.Random, prefix: int, events: int, log_prefix: int | None
+) -> dict[str, Any]:
+    """One event at a time through the local pipeline (router, then BulkEmailOptOut with that one message)."""
+    from optout_dev.local import LocalPipeline
+
+    standin.seed(prefix, events)
+    pipeline = LocalPipeline(settings)
+    log_ids = _log_ids(standin, rng, log_prefix, prefix, list(range(events)))
+    bodies = [opt_out_body(log_id, ("contact", row_id(prefix, i))) for i, log_id in enumerate(log_ids)]
+    before = standin.counts()["requests"]
+    outcomes: dict[str, int] = {}
+    reported = 0
+    with Clock() as clock:
+        for i, body in enumerate(bodies):
+            result = pipeline.run(f"steady-{i}", body)
+            outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+            reported += result.dataverse_requests
+    requests = standin.counts()["requests"] - before
+    applied = outcomes.get("applied", 0)
+    return {
+        "per_optout": round(requests / applied, 4) if applied else None,
+        "events": events,
+        "applied": applied,
+        "outcomes": outcomes,
+        "standin_requests": requests,
+        "pipeline_reported_requests": reported,
+        "rows_holding_update": standin.holding(prefix, events),
+        "seconds": round(clock.seconds, 3),
+        "events_per_second": round(events / clock.seconds, 1),
+    }
+
+
+def _burst(
+    standin: RemoteStandIn, settings: Any, rng: random.Random, prefix: int, log_prefix: int | None
+) -> dict[str, Any]:
+    """1,000 queued opt-outs handed to BulkEmailOptOut at once; work items made by the real router."""
     from optout_core.app.opt_out import opt_out_batch
     from optout_core.app.router import route
     from optout_core.app.services import Services
     from optout_core.servicebus.envelopes import InboundMessage
-    from optout_dev.local import LocalPipeline
     from optout_dev.queues import InMemoryQueues
 
-    rng = random.Random(7)
-    steady_events = 200 if quick else 1000
-    burst_events, burst_recipients = 1000, 850  # 150 opt-outs repeat a recipient already in the burst
-
-    with RemoteStandIn() as standin:
-        standin.seed(STEADY_PREFIX, steady_events)
-        standin.seed(BURST_PREFIX, burst_recipients)
-        settings = pipeline_settings(standin.url)
-
-        # --- steady: one event at a time -------------------------------------------------------------------
-        pipeline = LocalPipeline(settings)
-        bodies = [opt_out_body(guid(rng), ("contact", row_id(STEADY_PREFIX, i))) for i in range(steady_events)]
-        before = standin.counts()["requests"]
-        outcomes: dict[str, int] = {}
-        reported = 0
-        with Clock() as steady_clock:
-            for i, body in enumerate(bodies):
-                result = pipeline.run(f"steady-{i}", body)
-                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-                reported += result.dataverse_requests
-        steady_requests = standin.counts()["requests"] - before
-        steady_applied = outcomes.get("applied", 0)
-        steady_holding = standin.holding(STEADY_PREFIX, steady_events)
-
-        # --- burst: 1,000 queued opt-outs in one delivery ----------------------------------------------------
-        recipients = [row_id(BURST_PREFIX, i) for i in range(burst_recipients)]
-        recipients += [rng.choice(recipients) for _ in range(burst_events - burst_recipients)]
-        rng.shuffle(recipients)
-        queues = InMemoryQueues()
-        router_services = Services(settings, sender=queues)
-        for i, recipient in enumerate(recipients):
-            handled = route(
-                InboundMessage(
-                    body=opt_out_body(guid(rng), ("contact", recipient)), message_id=f"burst-{i}", delivery_count=1
-                ),
-                router_services,
-            )
-            if str(handled.outcome) != "routed":
-                raise RuntimeError(f"burst event {i} was not routed: {handled}")
-        work = queues.messages(settings.opt_out_queue)
-        msgs = [
-            InboundMessage(
-                body=m.body,
-                message_id=m.message_id,
-                delivery_count=1,
-                correlation_id=m.correlation_id,
-                application_properties=m.application_properties,
-            )
-            for m in work
-        ]
-        services = Services(settings, sender=InMemoryQueues())
-        before = standin.counts()
-        with Clock() as burst_clock:
-            handled_all = opt_out_batch(msgs, services)
-        after = standin.counts()
-        burst_requests = after["requests"] - before["requests"]
-        burst_operations = after["operations"] - before["operations"]
-        burst_outcomes: dict[str, int] = {}
-        for handled in handled_all:
-            burst_outcomes[str(handled.outcome)] = burst_outcomes.get(str(handled.outcome), 0) + 1
-        burst_applied = burst_outcomes.get("applied", 0)
-        burst_holding = standin.holding(BURST_PREFIX, burst_recipients)
-
+    standin.seed(prefix, BURST_RECIPIENTS)
+    recipients = list(range(BURST_RECIPIENTS))
+    recipients += [rng.choice(recipients) for _ in range(BURST_EVENTS - BURST_RECIPIENTS)]
+    rng.shuffle(recipients)
+    log_ids = _log_ids(standin, rng, log_prefix, prefix, recipients)
+    queues = InMemoryQueues()
+    router_services = Services(settings, sender=queues)
+    for i, (log_id, recipient) in enumerate(zip(log_ids, recipients, strict=True)):
+        body = opt_out_body(log_id, ("contact", row_id(prefix, recipient)))
+        handled = route(InboundMessage(body=body, message_id=f"burst-{i}", delivery_count=1), router_services)
+        if str(handled.outcome) != "routed":
+            raise RuntimeError(f"burst event {i} was not routed: {handled}")
+    msgs = [
+        InboundMessage(
+            body=m.body,
+            message_id=m.message_id,
+            delivery_count=1,
+            correlation_id=m.correlation_id,
+            application_properties=m.application_properties,
+        )
+        for m in queues.messages(settings.opt_out_queue)
+    ]
+    services = Services(settings, sender=InMemoryQueues())
+    before = standin.counts()
+    with Clock() as clock:
+        handled_all = opt_out_batch(msgs, services)
+    after = standin.counts()
+    requests = after["requests"] - before["requests"]
+    outcomes: dict[str, int] = {}
+    for handled in handled_all:
+        outcomes[str(handled.outcome)] = outcomes.get(str(handled.outcome), 0) + 1
+    applied = outcomes.get("applied", 0)
     return {
-        "requests_per_optout_steady": round(steady_requests / steady_applied, 4) if steady_applied else None,
-        "requests_per_optout_burst": round(burst_requests / burst_applied, 4) if burst_applied else None,
-        "steady": {
-            "events": steady_events,
-            "applied": steady_applied,
-            "outcomes": outcomes,
-            "standin_requests": steady_requests,
-            "pipeline_reported_requests": reported,
-            "rows_holding_update": steady_holding,
-            "seconds": round(steady_clock.seconds, 3),
-            "events_per_second": round(steady_events / steady_clock.seconds, 1),
-        },
-        "burst": {
-            "events": len(msgs),
-            "distinct_recipients": burst_recipients,
-            "applied": burst_applied,
-            "outcomes": burst_outcomes,
-            "standin_requests": burst_requests,
-            "standin_operations": burst_operations,  # the writes inside the burst's $batch request(s)
-            "rows_holding_update": burst_holding,
-            "seconds": round(burst_clock.seconds, 3),
-            "events_per_second": round(len(msgs) / burst_clock.seconds, 1),
-        },
+        "per_optout": round(requests / applied, 4) if applied else None,
+        "events": len(msgs),
+        "distinct_recipients": BURST_RECIPIENTS,
+        "applied": applied,
+        "outcomes": outcomes,
+        "standin_requests": requests,
+        "standin_operations": after["operations"] - before["operations"],  # the operations inside the $batch(es)
+        "rows_holding_update": standin.holding(prefix, BURST_RECIPIENTS),
+        "seconds": round(clock.seconds, 3),
+        "events_per_second": round(len(msgs) / clock.seconds, 1),
     }

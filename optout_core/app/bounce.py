@@ -11,10 +11,13 @@ import time
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome
 from optout_core.app.services import Services
-from optout_core.app.settle import after_failure, duplicate, recipient_missing, take_in
+from optout_core.app.settle import after_failure, duplicate, recipient_missing, reject, take_in
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.model import BOUNCE, Outcome
+from optout_core.domain.routing import row_select
+from optout_core.domain.verification import verified
+from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage
 
 
@@ -36,18 +39,42 @@ def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
                 record.but(outcome=Outcome.APPLIED, reason="audit only: BOUNCE_UPDATE is empty, nothing written"),
                 started,
             )
+        if services.settings.verify_campaign_log:
+            checked = _verify(record, item, msg, services, started)
+            if isinstance(checked, OutcomeRecord):
+                return checked
+            record, item = checked
+            changes = bounce_changes(services.settings.bounce_update, item)  # Dataverse's values, not the message's
+            assert changes is not None
         try:
             # A redelivered or put-back work item may have been applied by an attempt whose answer was lost
             # (or whose lock expired): the row is read back first and written only if it does not hold it.
             again = (msg.delivery_count or 1) > 1 or item.reschedules > 0
             result = services.dataverse.update(item.recipient.table, item.recipient.id, changes, verify_first=again)
         except DataverseError as exc:
-            return after_failure(record.but(dataverse_requests=exc.requests), item, msg, exc, services, started)
+            requests = record.dataverse_requests + exc.requests
+            return after_failure(record.but(dataverse_requests=requests), item, msg, exc, services, started)
         done = True
-        record = record.but(dataverse_requests=result.requests)
+        record = record.but(dataverse_requests=record.dataverse_requests + result.requests)
         if not result.found:
             return log_outcome(record.but(outcome=Outcome.RECIPIENT_MISSING, reason=recipient_missing(item)), started)
         return log_outcome(record.but(outcome=Outcome.APPLIED), started)
     finally:
         # A rescheduled or rejected work item is not finished: its later copy, or a redriven one, must run.
         services.recent.release(item.key, done=done)
+
+
+def _verify(
+    record: OutcomeRecord, item: WorkItem, msg: InboundMessage, services: Services, started: float
+) -> OutcomeRecord | tuple[OutcomeRecord, WorkItem]:
+    """VERIFY_CAMPAIGN_LOG: the work item with its campaign log row's values, or how the message ended."""
+    settings = services.settings
+    read = services.dataverse.read_rows(settings.campaign_log_entity_set, [item.log_id], row_select(settings))
+    [row] = read.rows
+    record = record.but(dataverse_requests=read.requests)
+    if isinstance(row, DataverseError):
+        return after_failure(record, item, msg, row, services, started)
+    checked = verified(item, row, settings)
+    if isinstance(checked, str):
+        return reject(record, msg, checked, services, started)
+    return record.but(recipient=str(checked.recipient)), checked

@@ -22,8 +22,11 @@ from collections.abc import Sequence
 from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
 from optout_core.app.recent import Claim
 from optout_core.app.services import Services
-from optout_core.app.settle import after_failure, duplicate, put_back, recipient_missing, take_in
+from optout_core.app.settle import after_failure, duplicate, put_back, recipient_missing, reject, take_in
+from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.model import OPT_OUT, Outcome
+from optout_core.domain.routing import row_select
+from optout_core.domain.verification import verified
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage
 
@@ -36,7 +39,7 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
     """Set OPT_OUT_UPDATE on every recipient of the batch: one outcome per message, in order."""
     started = time.perf_counter()
     results: list[OutcomeRecord | None] = [None] * len(msgs)
-    groups: dict[tuple[str, str], _Group] = {}
+    accepted: _Group = []
     claimed: set[str] = set()
     for index, msg in enumerate(msgs):
         taken = take_in(OPT_OUT, msg, services, started)
@@ -53,20 +56,26 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
             results[index] = put_back(record, item, BUSY_DELAY, services, started, cause=cause)
             continue
         claimed.add(item.key)
-        groups.setdefault((item.recipient.table, item.recipient.id), []).append((index, record, item))
+        accepted.append((index, record, item))
 
     finished: set[str] = set()
+    # The host does not renew the lock of a batch: what is not done within the budget is put back.
+    deadline = time.monotonic() + services.settings.opt_out_batch_budget
     try:
+        if accepted and services.settings.verify_campaign_log:
+            accepted = _verify(accepted, msgs, services, results, started, deadline)
+        groups: dict[tuple[str, str], _Group] = {}
+        for index, record, item in accepted:
+            groups.setdefault((item.recipient.table, item.recipient.id), []).append((index, record, item))
         if groups:
-            _write_groups(groups, msgs, services, results, finished, started)
+            _write_groups(groups, msgs, services, results, finished, started, deadline)
     except Exception as exc:
         # Every message still gets its one outcome line before the host hands the batch back to Service Bus.
-        for members in groups.values():
-            for index, record, _ in members:
-                if results[index] is None:
-                    results[index] = log_outcome(
-                        record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:1000]), started
-                    )
+        for index, record, _ in accepted:
+            if results[index] is None:
+                results[index] = log_outcome(
+                    record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:1000]), started
+                )
         raise
     finally:
         for key in claimed:
@@ -81,6 +90,7 @@ def _write_groups(
     results: list[OutcomeRecord | None],
     finished: set[str],
     started: float,
+    deadline: float,
 ) -> None:
     from optout_core.dataverse.client import Write  # the client module loads with the first batch, not at indexing
 
@@ -91,13 +101,11 @@ def _write_groups(
     again = any(
         (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
     )
-    # The host does not renew the lock of a batch: what is not written within the budget is put back.
-    deadline = time.monotonic() + services.settings.opt_out_batch_budget
     result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline)
     requests = result.requests  # the batch's requests are reported once, on its first message
     for members, outcome in zip(groups.values(), result.outcomes, strict=True):
         for index, record, item in members:
-            record = record.but(dataverse_requests=requests)
+            record = record.but(dataverse_requests=record.dataverse_requests + requests)
             requests = 0
             if outcome.error is not None:
                 # Not finished: a put-back copy, or a redriven one, must still run.
@@ -109,3 +117,37 @@ def _write_groups(
             name = Outcome.APPLIED if outcome.found else Outcome.RECIPIENT_MISSING
             results[index] = log_outcome(record.but(outcome=name, reason=reason), started)
             finished.add(item.key)
+
+
+def _verify(
+    accepted: _Group,
+    msgs: Sequence[InboundMessage],
+    services: Services,
+    results: list[OutcomeRecord | None],
+    started: float,
+    deadline: float,
+) -> _Group:
+    """VERIFY_CAMPAIGN_LOG: every work item checked against its campaign log row, all rows read in one $batch.
+    Returns the verified items, carrying Dataverse's values; the others end here (rejected, or put back when
+    the read failed transiently)."""
+    settings = services.settings
+    read = services.dataverse.read_rows(
+        settings.campaign_log_entity_set,
+        [item.log_id for _, _, item in accepted],
+        row_select(settings),
+        deadline=deadline,
+    )
+    requests = read.requests  # reported once, on the batch's first message
+    kept: _Group = []
+    for (index, record, item), row in zip(accepted, read.rows, strict=True):
+        record = record.but(dataverse_requests=requests)
+        requests = 0
+        if isinstance(row, DataverseError):
+            results[index] = after_failure(record, item, msgs[index], row, services, started)
+            continue
+        checked = verified(item, row, settings)
+        if isinstance(checked, str):
+            results[index] = reject(record, msgs[index], checked, services, started)
+            continue
+        kept.append((index, record.but(recipient=str(checked.recipient)), checked))
+    return kept

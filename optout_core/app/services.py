@@ -20,7 +20,7 @@ from optout_core.domain.settings import Settings
 from optout_core.servicebus.sender import QueueSender, ServiceBusSender
 
 if TYPE_CHECKING:  # the client module loads with the first write, not at indexing
-    from optout_core.dataverse.client import BatchResult, DataverseClient, Write, WriteResult
+    from optout_core.dataverse.client import BatchResult, DataverseClient, RowsResult, Write, WriteResult
 
 
 class Dataverse(Protocol):
@@ -35,6 +35,10 @@ class Dataverse(Protocol):
     ) -> BatchResult: ...
 
     def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None: ...
+
+    def read_rows(
+        self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
+    ) -> RowsResult: ...
 
     def close(self) -> None: ...
 

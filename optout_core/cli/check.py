@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from optout_core.dataverse.errors import DataverseError, SignInFailed, advice, sign_in_advice
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.retry import RetryPolicy
 from optout_core.domain.settings import Settings
+
+if TYPE_CHECKING:
+    from optout_core.dataverse.client import DataverseClient
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     )
     try:
         who = client.whoami()
+        verification = _verification(client, settings)
     except SignInFailed as exc:
         return Diagnosis(False, str(exc))
     except DataverseError as exc:
@@ -73,7 +77,27 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
             f"connected, but this environment's organisation id is {organization}, not "
             f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected",
         )
-    return Diagnosis(True, f"connected as application user {who.get('UserId')} to organisation {organization}")
+    if verification is not None and not verification.ok:
+        return verification
+    connected = f"connected as application user {who.get('UserId')} to organisation {organization}"
+    return Diagnosis(True, f"{connected}; {verification.message if verification else 'VERIFY_CAMPAIGN_LOG is off'}")
+
+
+def _verification(client: DataverseClient, settings: Settings) -> Diagnosis | None:
+    """With VERIFY_CAMPAIGN_LOG on, the application user must be able to read the campaign log table (a read of a
+    row that does not exist: 404 when readable, 403 without the Read privilege)."""
+    if not settings.verify_campaign_log:
+        return None
+    [row] = client.read_rows(settings.campaign_log_entity_set, ["00000000-0000-0000-0000-000000000000"]).rows
+    if isinstance(row, DataverseError):
+        return Diagnosis(
+            False,
+            f"VERIFY_CAMPAIGN_LOG is on, but reading {settings.campaign_log_entity_set} failed: {row}; grant the "
+            "application user's security role Read on the campaign log table (CAMPAIGN_LOG_ENTITY_SET)",
+        )
+    return Diagnosis(
+        True, f"VERIFY_CAMPAIGN_LOG is on and the application user can read {settings.campaign_log_entity_set}"
+    )
 
 
 def _explain_dataverse(exc: DataverseError, settings: Settings) -> str:

@@ -244,17 +244,21 @@ def _claim(properties: Mapping[str, Any], name: str) -> Any:
 
 
 def _row_request(context: TrimmedContext, log_id: str, settings: Settings) -> RowRequest:
-    # Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
-    # the decision uses (a wrong column name then fails loudly with the Web API's 400).
-    select: tuple[str, ...] = ()
-    if settings.recipient_columns:
-        select = (
-            settings.activity_type_column,
-            settings.bounce_detail_column,
-            "createdon",
-            *(f"_{column}_value" for column in settings.recipient_columns),
-        )
-    return RowRequest(settings.campaign_log_entity_set, log_id, select, context)
+    return RowRequest(settings.campaign_log_entity_set, log_id, row_select(settings), context)
+
+
+def row_select(settings: Settings) -> tuple[str, ...]:
+    """The columns a decision reads from the campaign log row. Without RECIPIENT_COLUMNS the lookups are
+    unknown, so every column is read; with it, only what the decision uses (a wrong column name then fails
+    loudly with the Web API's 400)."""
+    if not settings.recipient_columns:
+        return ()
+    return (
+        settings.activity_type_column,
+        settings.bounce_detail_column,
+        "createdon",
+        *(f"_{column}_value" for column in settings.recipient_columns),
+    )
 
 
 def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityType:

@@ -84,6 +84,7 @@ class Settings:
     campaign_log_table: str = "concep_emailcampaignlog"
     campaign_log_entity_set: str = "concep_emailcampaignlogs"
     expected_organization_id: str | None = None
+    verify_campaign_log: bool = False
     activity_type_column: str = "concep_activitytype"
     opt_out_types: ActivityTypes = ActivityTypes()
     bounce_types: ActivityTypes = ActivityTypes()
@@ -142,6 +143,7 @@ class Settings:
                 else raw["CAMPAIGN_LOG_TABLE"].lower() + "s"
             ),
             expected_organization_id=_optional_guid(raw, "EXPECTED_ORGANIZATION_ID"),
+            verify_campaign_log=_boolean(raw, "VERIFY_CAMPAIGN_LOG"),
             activity_type_column=_identifier(raw, "ACTIVITY_TYPE_COLUMN").lower(),
             opt_out_types=opt_out,
             bounce_types=bounce,
@@ -229,6 +231,15 @@ def _toggle(env: Mapping[str, str], function_name: str) -> bool:
         if text not in _FALSE:
             raise SettingsError(f"{name} must be true or false, not {value!r}")
     return False
+
+
+def _boolean(raw: Mapping[str, str], name: str) -> bool:
+    text = raw[name].strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw[name]!r}")
 
 
 def _queue(raw: Mapping[str, str], name: str) -> str:

@@ -46,6 +46,12 @@ SPEC: tuple[Setting, ...] = (
         "Your Dataverse organisation id; when set, messages from any other organisation are rejected.",
     ),
     Setting(
+        "VERIFY_CAMPAIGN_LOG",
+        "false",
+        "true: before any write, check each event against Dataverse's own campaign log row and write its values "
+        "(a forged or altered event is rejected). Recommended wherever the queue's SAS key is not tightly held.",
+    ),
+    Setting(
         "ACTIVITY_TYPE_COLUMN",
         "concep_activitytype",
         "Campaign log column holding the activity type (choice, text or lookup).",
