@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -17,6 +18,7 @@ from optout_core.domain.model import Outcome
 log = logging.getLogger("optout")
 RETRY = "retry"  # not an outcome: the message goes back to Service Bus for another delivery
 _MAX_REASON = 1000  # Service Bus application properties share a 64 KB header budget
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class OutcomeRecord:
     def line(self) -> str:
         fields = {k: (str(v) if isinstance(v, Outcome) else v) for k, v in asdict(self).items()}
         fields["duration_ms"] = round(self.duration_ms, 2)
-        return json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False, sort_keys=True)
+        line = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False, sort_keys=True)
+        # Labels and reasons can quote what a message said; an address in them (a forged activity type, say)
+        # must never reach the logs.
+        return _EMAIL.sub("<email address>", line)
 
 
 def log_outcome(record: OutcomeRecord, started: float) -> OutcomeRecord:
