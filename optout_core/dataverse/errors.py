@@ -88,6 +88,15 @@ def from_answer(
     )
 
 
+def longer_wait(current: DataverseError | None, new: DataverseError) -> DataverseError:
+    """Of two transient failures (parts of one round), the one that asks for the longer wait (the newer on a tie)."""
+    if current is None or current.retry_after is None:
+        return new
+    if new.retry_after is None or new.retry_after < current.retry_after:
+        return current
+    return new
+
+
 def advice(status: int | None, code: str | None) -> str:
     """What an administrator should change, for the answers a configuration causes ("" when none applies)."""
     if code == NO_APPLICATION_USER:

@@ -36,6 +36,7 @@ from optout_core.dataverse.errors import (
     SignInFailed,
     Undetermined,
     from_answer,
+    longer_wait,
     sign_in_advice,
 )
 from optout_core.dataverse.odata_batch import Request, Response
@@ -106,7 +107,6 @@ class Transport:
         self._credential = credential
         self._scope = f"{self.url}/.default"
         self._policy = policy
-        self._cap = policy.retry_after_cap
         self._timeout = timeout
         self._gate = gate
         self._sleep = sleep
@@ -176,12 +176,14 @@ class Transport:
                 for index in pending:
                     results[index] = report
                 break
-        except DataverseRejected as refused:  # no token at all: every operation still open is refused alike
+        except SignInFailed as refused:  # no token at all: every operation still open is refused alike
             refused.requests, refused.attempts = requests, attempt + 1
             for index in pending:
                 if results[index] is None:
                     results[index] = refused
-        return [r if r is not None else _HELD for r in results], requests
+        final = [r for r in results if r is not None]
+        assert len(final) == len(results), "every operation ends with an answer or an error"
+        return final, requests
 
     # -- one round: every pending operation sent once ------------------------------------------------
 
@@ -204,16 +206,16 @@ class Transport:
                         lost.add(index)
                     failure = DataverseUnavailable(answer.cause)
                     continue
-                response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
+                response = answer.answer if isinstance(answer, _Refused) else answer
                 if 200 <= response.status < 300 or (response.status == 404 and operation.missing_ok):
                     results[index] = response
                     continue
-                error = from_answer(response.status, response.headers, response.body, what, self._cap)
+                error = self._error(answer)
                 if isinstance(error, DataverseUnavailable):
                     retry.append(index)
                     if response.status in LOST_ANSWER_STATUSES:
                         lost.add(index)
-                    failure = _longer_wait(failure, error)
+                    failure = longer_wait(failure, error)
                 else:
                     results[index] = error
         return retry, failure, lost, sent
@@ -238,12 +240,12 @@ class Transport:
                 assert check is not None
                 if isinstance(answer, _Lost):
                     return settled, Undetermined(answer.cause), sent
-                response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
+                response = answer.answer if isinstance(answer, _Refused) else answer
                 if response.status == 404:
                     settled[index] = response
                     continue
                 if response.status != 200:
-                    error = from_answer(response.status, response.headers, response.body, what, self._cap)
+                    error = self._error(answer)
                     if isinstance(error, DataverseRejected):
                         settled[index] = error
                         continue
@@ -256,6 +258,11 @@ class Transport:
                     log.info("dataverse read-back: row already holds the update; not written again")
                     settled[index] = _HELD
         return settled, None, sent
+
+    def _error(self, answer: Response | _Refused) -> DataverseError:
+        """What an error answer means; a whole ``$batch`` or final-401 answer says what it refused."""
+        response, what = (answer.answer, answer.what) if isinstance(answer, _Refused) else (answer, "")
+        return from_answer(response.status, response.headers, response.body, what, self._policy.retry_after_cap)
 
     def _exchange_all(
         self, requests: list[Request], indexes: list[int], batch: bool
@@ -366,7 +373,7 @@ class Transport:
     def _access_token(self, *, refused: str | None = None, challenge: str | None = None) -> str:
         """The token to send: the cached one while it is good, or — after Dataverse refused ``refused`` — one
         obtained anew (once: threads that saw the same refused token share the replacement). A sign-in that
-        fails raises :class:`DataverseRejected`, explained as ``check --connect`` would."""
+        fails raises :class:`SignInFailed` (permanent), explained as ``check --connect`` would."""
         from azure.core.exceptions import ClientAuthenticationError
 
         with self._lock:
@@ -387,12 +394,3 @@ class Transport:
             if self._session is not None:
                 self._session.close()
                 self._session = None
-
-
-def _longer_wait(current: DataverseError | None, new: DataverseError) -> DataverseError:
-    """Of two transient failures in one round, the one that asks for the longer wait (the newer on a tie)."""
-    if current is None or current.retry_after is None:
-        return new
-    if new.retry_after is None or new.retry_after < current.retry_after:
-        return current
-    return new

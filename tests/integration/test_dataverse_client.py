@@ -211,13 +211,7 @@ def expire_token_during_pause(standin, sleeps, new_token="fresh-token"):
 
 def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
     tokens = Tokens("local-token", "fresh-token")
-    client = DataverseClient(
-        standin.url,
-        tokens,
-        retry=RetryPolicy(attempts=4, backoff=0.5),
-        timeout=2,
-        sleep=expire_token_during_pause(standin, sleeps),
-    )
+    client = client_for(standin, expire_token_during_pause(standin, sleeps), tokens)
     standin.inject(Fault(drop=True, after=True))  # the PATCH commits, the answer is lost, then the token expires
     result = client.update("contact", CONTACT, {"donotbulkemail": True})
     assert result.found and tokens.calls == 2 and len(sleeps) == 1
@@ -227,13 +221,7 @@ def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, 
 def test_a_batch_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, sleeps):
     ids = seeded(standin, 3)
     tokens = Tokens("local-token", "fresh-token")
-    client = DataverseClient(
-        standin.url,
-        tokens,
-        retry=RetryPolicy(attempts=4, backoff=0.5),
-        timeout=2,
-        sleep=expire_token_during_pause(standin, sleeps),
-    )
+    client = client_for(standin, expire_token_during_pause(standin, sleeps), tokens)
     standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
     result = client.update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
     assert all(o.found and o.error is None for o in result.outcomes) and tokens.calls == 2

@@ -2,9 +2,6 @@
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from optout_core.cli.check import connect
@@ -14,6 +11,7 @@ from optout_dev.demo import DELETED, SEED, run_demo, sample_files
 from optout_dev.local import LocalPipeline
 from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
 from optout_dev.standin import Fault
+from tests.support.cli import cli
 from tests.support.dataverse import standin_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,18 +20,6 @@ EXPECTED = json.loads((ROOT / "samples" / "expected.json").read_text())
 
 def local_for(standin, **env):
     return LocalPipeline(Settings.from_env(standin_env(standin, **env)))
-
-
-def cli(*args, env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "DATAVERSE", "OPT_OUT"))}
-    return subprocess.run(
-        [sys.executable, "-m", "optout_core", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 # -- run ---------------------------------------------------------------------------------------------

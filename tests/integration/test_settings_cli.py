@@ -4,16 +4,10 @@
 configuration error (exit 2) before reading a single message.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from optout_core.domain.settings_spec import SPEC
+from tests.support.cli import cli
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = "samples/01-spam-report-contact.json"
 
 DEFEATING = [
@@ -22,20 +16,6 @@ DEFEATING = [
     ("OPT_OUT_UPDATE", '{"donotbulkemail": false}'),
     ("OPT_OUT_UPDATE", '{"donotbulkemail": null}'),
 ]
-
-
-def cli(*args, env):
-    """``python -m optout_core …`` with none of the app's settings inherited from this process."""
-    names = {setting.name for setting in SPEC}
-    clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("AzureWebJobs")}
-    return subprocess.run(
-        [sys.executable, "-m", "optout_core", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("name, value", DEFEATING)

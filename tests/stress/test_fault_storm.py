@@ -34,6 +34,7 @@ from optout_dev.local import LocalPipeline
 from optout_dev.messages import ACTIVITY, ENTITY, FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
 from optout_dev.standin import Fault
 from tests.support.dataverse import running_standin
+from tests.support.logs import Capture
 
 MESSAGES = 10_000
 # The plan and the faults follow from this seed; a failure prints it (tests/stress/conftest.py).
@@ -151,7 +152,7 @@ def plan(rng):
 def storm():
     rng = random.Random(SEED)
     events, rows, logs = plan(rng)
-    handler = _Capture()
+    handler = Capture()
     logging.getLogger().addHandler(handler)
     logging.getLogger("optout").setLevel(logging.INFO)
     with running_standin(token=TOKEN, recipients=rows, campaign_log=True) as standin:
@@ -267,15 +268,6 @@ class ExpiringTokens:
         finally:
             done.set()
             thread.join()
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(self.format(record))
 
 
 def _fault_name(request):

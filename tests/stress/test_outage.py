@@ -32,6 +32,7 @@ from optout_dev.local import LocalPipeline
 from optout_dev.messages import ORG_ID, campaign_log, wire
 from optout_dev.standin import Fault
 from tests.support.dataverse import TOKEN, running_standin, standin_env
+from tests.support.logs import Capture
 
 EVENTS = 300
 WINDOW = 600  # seconds of the pipeline's clock, which moves on by every wait it skips
@@ -109,7 +110,7 @@ def deliver(local, message: OutboundMessage):
 @pytest.fixture(scope="module")
 def outage():
     events, rows = plan(random.Random(SEED))
-    handler = _Capture()
+    handler = Capture()
     logging.getLogger().addHandler(handler)
     logging.getLogger("optout").setLevel(logging.INFO)
     try:
@@ -182,15 +183,6 @@ def outage():
         "logs": handler.lines,
         "summary": summary,
     }
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(self.format(record))
 
 
 def test_every_event_fails_when_its_window_closes_never_rejected_never_lost(outage):

@@ -1,0 +1,24 @@
+"""Running ``python -m optout_core`` as a user would, in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from optout_core.domain.settings import SPEC
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m optout_core …`` with ``env`` and none of the app's settings inherited from this process."""
+    names = {setting.name for setting in SPEC}
+    clean = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("AzureWebJobs")}
+    return subprocess.run(
+        [sys.executable, "-m", "optout_core", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
