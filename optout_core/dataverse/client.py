@@ -1,4 +1,5 @@
-"""A thin Dataverse Web API client for what this app does: update rows (never create one), read a row, WhoAmI.
+"""A thin Dataverse Web API client: update rows (never create one by accident), read rows, WhoAmI, and the
+plain reads, queries, creates and deletes the administrator's commands and the consent write need.
 
 Follows the Azure SDK shape: it takes the environment URL and a ``TokenCredential``. It uses the Web API as it
 really behaves: ``If-Match: *`` turns PATCH into update-only (404 instead of a silent upsert-create), many
@@ -11,13 +12,15 @@ are sent, retried and judged lives in :mod:`optout_core.dataverse.transport`; wh
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from optout_core.dataverse.auth import TokenCredentialLike
-from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.errors import DataverseError, DataverseRejected
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.dataverse.transport import API, Operation, ReadBack, Transport
@@ -26,6 +29,7 @@ from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
 
 _DEFAULT_RETRY = RetryPolicy()
+_SAFE = "'()=,$@/:"  # an OData $filter keeps its quotes, parentheses and paths readable
 _ANNOTATIONS = 'odata.include-annotations="*"'  # formatted values (labels) and lookup tables with each row
 
 
@@ -143,6 +147,55 @@ class DataverseClient:
                 rows.append(None if result.status == 404 else json.loads(result.body))
         return RowsResult(rows, requests)
 
+    # -- any table, for the administrator's commands and the consent write ---------------------------
+
+    def get(self, path: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """GET a JSON resource under the API root (``EntityDefinitions(...)``, a bound function); None for a 404
+        when ``missing_ok``."""
+        response = self._one(Operation(Request("GET", f"{API}/{path}"), missing_ok=missing_ok))
+        if response.status == 404:
+            return None
+        found: dict[str, Any] = json.loads(response.body)
+        return found
+
+    def query(
+        self, entity_set: str, *, select: Sequence[str], where: str | None = None, top: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The rows of ``entity_set`` matching the OData ``where`` ($filter), following ``@odata.nextLink``."""
+        options = [f"$select={','.join(select)}"]
+        if where:
+            options.append(f"$filter={quote(where, safe=_SAFE)}")
+        if top is not None:
+            options.append(f"$top={top}")
+        path: str | None = f"{API}/{entity_set}?{'&'.join(options)}"
+        rows: list[dict[str, Any]] = []
+        while path is not None:
+            page = json.loads(self._one(Operation(Request("GET", path, {"Prefer": _ANNOTATIONS}))).body)
+            rows.extend(page.get("value", []))
+            link = page.get("@odata.nextLink")
+            path = link[len(self.url) :] if isinstance(link, str) and link.startswith(self.url) else None
+        return rows
+
+    def create(self, entity_set: str, values: Mapping[str, Any]) -> str:
+        """POST a new row; its id (from ``OData-EntityId``). An unanswered create is never sent again (it could
+        make two rows): it raises :class:`~optout_core.dataverse.errors.Undetermined`, for the caller to look."""
+        body = json.dumps(dict(values), separators=(",", ":")).encode("utf-8")
+        request = Request("POST", f"{API}/{entity_set}", {"Content-Type": "application/json"}, body)
+        response = self._one(Operation(request, resend_when_lost=False))
+        return entity_id(response.headers.get("OData-EntityId", ""))
+
+    def patch(self, entity_set: str, row_id: str, changes: Mapping[str, Any]) -> bool:
+        """Update an existing row of any table (``If-Match: *``: never creates one); False when it is missing."""
+        [result], _ = self._transport.perform([_patch_at(f"{API}/{entity_set}({row_id})", changes)], batch=False)
+        if isinstance(result, DataverseError):
+            raise result
+        return result.status != 404
+
+    def delete(self, entity_set: str, row_id: str) -> bool:
+        """Delete a row; False when it was already gone."""
+        response = self._one(Operation(Request("DELETE", f"{API}/{entity_set}({row_id})"), missing_ok=True))
+        return response.status != 404
+
     def whoami(self) -> dict[str, Any]:
         """The ``WhoAmI`` function: proves the URL, the token and the application user in one call."""
         who: dict[str, Any] = json.loads(self._one(Operation(Request("GET", f"{API}/WhoAmI"))).body)
@@ -158,10 +211,21 @@ class DataverseClient:
         return result
 
 
+def entity_id(header: str) -> str:
+    """The row id at the end of an ``OData-EntityId`` URL (``…/accounts(<id>)``)."""
+    match = re.search(r"\(([0-9a-fA-F-]{36})\)\s*$", header)
+    if match is None:
+        raise DataverseRejected(f"Dataverse's answer named no created row (OData-EntityId {header!r})")
+    return match.group(1).lower()
+
+
 def _patch(write: Write) -> Operation:
-    path = f"{API}/{ENTITY_SETS[write.table]}({write.row_id})"
-    body = json.dumps(dict(write.changes), separators=(",", ":")).encode("utf-8")
+    return _patch_at(f"{API}/{ENTITY_SETS[write.table]}({write.row_id})", write.changes)
+
+
+def _patch_at(path: str, changes: Mapping[str, Any]) -> Operation:
+    body = json.dumps(dict(changes), separators=(",", ":")).encode("utf-8")
     request = Request("PATCH", path, {"If-Match": "*", "Content-Type": "application/json"}, body)
     # Lookup bindings (``x@odata.bind``) cannot be checked by reading the column back: such writes are resent.
-    checkable = all("@" not in column for column in write.changes)
-    return Operation(request, missing_ok=True, read_back=ReadBack(path, write.changes) if checkable else None)
+    checkable = all("@" not in column for column in changes)
+    return Operation(request, missing_ok=True, read_back=ReadBack(path, changes) if checkable else None)

@@ -66,6 +66,7 @@ class Operation:
     request: Request
     missing_ok: bool = False  # a 404 is an answer (the row does not exist), not a failure
     read_back: ReadBack | None = None  # writes only; None: safe to send again (a read), or not checkable
+    resend_when_lost: bool = True  # False for a create: sent twice it could make two rows
 
 
 Result = Response | DataverseError
@@ -200,24 +201,24 @@ class Transport:
             sent += count
             for index, answer in zip(chunk, answers, strict=True):
                 operation = operations[index]
+                error: DataverseError
                 if isinstance(answer, _Lost):
+                    maybe_done, error = answer.sent, DataverseUnavailable(answer.cause)
+                else:
+                    response = answer.answer if isinstance(answer, _Refused) else answer
+                    if 200 <= response.status < 300 or (response.status == 404 and operation.missing_ok):
+                        results[index] = response
+                        continue
+                    maybe_done, error = response.status in LOST_ANSWER_STATUSES, self._error(answer)
+                if not isinstance(error, DataverseUnavailable):
+                    results[index] = error
+                elif maybe_done and not operation.resend_when_lost:  # a create: look, never make it twice
+                    results[index] = Undetermined(f"{error}; it may have been carried out: look before redoing it")
+                else:
                     retry.append(index)
-                    if answer.sent:
-                        lost.add(index)
-                    failure = DataverseUnavailable(answer.cause)
-                    continue
-                response = answer.answer if isinstance(answer, _Refused) else answer
-                if 200 <= response.status < 300 or (response.status == 404 and operation.missing_ok):
-                    results[index] = response
-                    continue
-                error = self._error(answer)
-                if isinstance(error, DataverseUnavailable):
-                    retry.append(index)
-                    if response.status in LOST_ANSWER_STATUSES:
+                    if maybe_done:
                         lost.add(index)
                     failure = longer_wait(failure, error)
-                else:
-                    results[index] = error
         return retry, failure, lost, sent
 
     def _read_back(

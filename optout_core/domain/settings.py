@@ -102,6 +102,10 @@ class Settings:
     retry_after_cap: float = 300.0
     retry_window: float = 259200.0
     opt_out_batch_budget: float = 60.0
+    # Read by the administrator's commands only (scope "admin" in SPEC).
+    endpoint_connection_string: str | None = field(default=None, repr=False)
+    endpoint_name: str = "optout campaign log"
+    concep_workflows: tuple[str, ...] = ()
     disabled: frozenset[str] = frozenset()
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -170,6 +174,9 @@ class Settings:
             retry_after_cap=_number(raw, "DATAVERSE_RETRY_AFTER_CAP_SECONDS", minimum=0),
             retry_window=_number(raw, "DATAVERSE_RETRY_WINDOW_SECONDS", minimum=0),
             opt_out_batch_budget=_number(raw, "OPT_OUT_BATCH_BUDGET_SECONDS", minimum=1),
+            endpoint_connection_string=raw["DATAVERSE_ENDPOINT_CONNECTION_STRING"] or None,
+            endpoint_name=raw["DATAVERSE_ENDPOINT_NAME"].strip() or "optout campaign log",
+            concep_workflows=tuple(n.strip() for n in raw["CONCEP_WORKFLOWS"].split(";") if n.strip()),
             disabled=frozenset(f.name for f in FUNCTIONS if _toggle(env, f.name)),
             raw=MappingProxyType(raw),
         )

@@ -19,6 +19,9 @@ class Setting:
     default: str
     meaning: str
     secret: bool = False
+    # "app": read by the functions, so an app setting of the Function App. "admin": read only by the
+    # administrator's commands (``setup``, ``check --connect``) on their own machine, never deployed.
+    scope: str = "app"
 
 
 SPEC: tuple[Setting, ...] = (
@@ -147,6 +150,29 @@ SPEC: tuple[Setting, ...] = (
         "60",
         "Time one BulkEmailOptOut batch may spend on Dataverse; what is not written by then is put back. Keep it "
         "well below the opt-out queue's lock duration (the host does not renew locks for batches).",
+    ),
+    Setting(
+        "DATAVERSE_ENDPOINT_CONNECTION_STRING",
+        "",
+        "For `setup`: the Send-only Service Bus connection string (with EntityPath = CAMPAIGN_LOG_QUEUE) that "
+        "Dataverse's service endpoint posts with. Its key is never printed or logged.",
+        secret=True,
+        scope="admin",
+    ),
+    Setting(
+        "DATAVERSE_ENDPOINT_NAME",
+        "optout campaign log",
+        "For `setup`: name of the service endpoint (and, with the table, of its step) that `setup` registers "
+        "and finds again.",
+        scope="admin",
+    ),
+    Setting(
+        "CONCEP_WORKFLOWS",
+        "",
+        "For `setup --deactivate-workflows` and `check --connect`: ;-separated names (or ids) of Concep's opt-out "
+        "and bounce workflows that optout replaces. Empty: `check` lists the activated workflows on the campaign "
+        "log table and nothing is deactivated.",
+        scope="admin",
     ),
     Setting(
         "ServiceBusConnection",
