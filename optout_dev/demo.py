@@ -2,7 +2,8 @@
 
 Starts the loopback Dataverse stand-in seeded with a few contacts, leads and accounts (one contact
 deliberately deleted), runs :class:`~optout_dev.local.LocalPipeline` over ``samples/`` with a demo
-configuration, prints what happened to each message and the final state of the rows, then stops.
+configuration, prints what happened to each message and the final state of the rows, then stops. A second,
+short section runs the first sample again with Customer Insights - Journeys consent on: one opt-out, two writes.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from optout_core.app.services import build_dataverse_client
+from optout_core.domain.consent import EMAIL, OPTED_OUT
 from optout_core.domain.settings import Settings
 from optout_dev.local import LocalPipeline, RunResult
 from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, ORG_ID
 from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn
+from optout_dev.standin.presets import COMMERCIAL_PURPOSE_ID
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ORGANIZATION_ID = ORG_ID
@@ -63,7 +66,47 @@ def run_demo(
         rows = {table: standin.rows(table) for table in ("contact", "lead", "account")}
         requests = len(standin.requests)
     _report(results, rows, requests, out)
+    run_consent_demo(files[:1], out=out)
     return results, {"rows": rows, "requests": requests}
+
+
+def run_consent_demo(files: Sequence[Path], *, out: TextIO = sys.stdout) -> tuple[list[RunResult], dict[str, Any]]:
+    """The same opt-out with Customer Insights - Journeys consent on (CONSENT_PURPOSE_IDS): one event writes
+    ``donotbulkemail`` and an opted-out contact point consent record (docs/consent.md). Returns the results and
+    the consent records written."""
+    with DataverseStandIn(token=TOKEN, tables=DEFAULT_TABLES, presets=("journeys",)) as standin:
+        for n, (table, row_id) in enumerate(SEED):
+            standin.add_row(table, row_id, donotbulkemail=False, emailaddress1=f"recipient{n}@example.com")
+        env = {**DEMO_SETTINGS, "DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN}
+        settings = Settings.from_env({**env, "CONSENT_PURPOSE_IDS": COMMERCIAL_PURPOSE_ID})
+        client = build_dataverse_client(settings)
+        local = LocalPipeline(settings, dataverse=client)
+        try:
+            results = [local.run(f"{path.parent.name}/{path.name}", path.read_bytes()) for path in files]
+        finally:
+            client.close()
+        consent = standin.rows("msdynmkt_contactpointconsent4")
+        requests = len(standin.requests)
+    print("\nWith Customer Insights - Journeys consent on (CONSENT_PURPOSE_IDS = the Commercial purpose):", file=out)
+    _print_table(
+        [("message", "outcome", "reason")] + [(r.source.split("/")[-1], r.outcome, r.reason or "") for r in results],
+        out,
+    )
+    print("\nContact point consent records afterwards (addresses not shown):", file=out)
+    state = [("id", "channel", "consent status", "purpose", "reason description")]
+    for row_id, row in sorted(consent.items()):
+        state.append(
+            (
+                row_id,
+                "Email" if row.get("msdynmkt_contactpointtype") == EMAIL else str(row.get("msdynmkt_contactpointtype")),
+                "Opted Out" if row.get("msdynmkt_value") == OPTED_OUT else str(row.get("msdynmkt_value")),
+                "Commercial" if row.get("_msdynmkt_purposeid_value") == COMMERCIAL_PURPOSE_ID else "other",
+                _short(str(row.get("msdynmkt_reason") or ""), 60),
+            )
+        )
+    _print_table(state, out)
+    print(f"\nWeb API requests: {requests}", file=out)
+    return results, {"consent": consent, "requests": requests}
 
 
 def _report(

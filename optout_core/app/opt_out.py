@@ -19,12 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from optout_core.app.consent import consent_client, restated, write_consent
 from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
 from optout_core.app.recent import Claim
 from optout_core.app.services import Services
 from optout_core.app.settle import after_failure, duplicate, put_back, recipient_missing, reject, take_in
 from optout_core.dataverse.errors import DataverseError
-from optout_core.domain.model import OPT_OUT, Outcome
+from optout_core.domain.consent import Tally
+from optout_core.domain.model import OPT_OUT, Outcome, Recipient
 from optout_core.domain.routing import row_select
 from optout_core.domain.verification import verified
 from optout_core.domain.workitem import WorkItem
@@ -95,15 +97,35 @@ def _write_groups(
     from optout_core.dataverse.client import Write  # the client module loads with the first batch, not at indexing
 
     update = services.settings.opt_out_update
+    consent = services.settings.consent
     writes = [Write(table, row_id, update) for table, row_id in groups]
     # A redelivered or put-back work item may have been applied by an attempt whose answer was lost:
     # the batch then reads the rows back first (one GET batch) and writes only what is missing.
     again = any(
         (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
     )
-    result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline)
-    requests = result.requests  # the batch's requests are reported once, on its first message
-    for members, outcome in zip(groups.values(), result.outcomes, strict=True):
+    consents: dict[Recipient, Tally | DataverseError] = {}
+    if consent.enabled:  # the addresses come back with the write: one request for both
+        client = consent_client(services.dataverse)
+        result = client.update_many(writes, verify_first=again, deadline=deadline, returning=consent.address_columns)
+        done = {
+            Recipient(*key): (outcome.row, members[0][2].log_id)
+            for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True)
+            if outcome.error is None and outcome.found
+        }
+        written = write_consent(
+            {r: row for r, (row, _) in done.items()},
+            {r: log_id for r, (_, log_id) in done.items()},
+            consent,
+            client,
+            deadline=deadline,
+        )
+        consents, requests = written.by_recipient, result.requests + written.requests
+    else:
+        result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline)
+        requests = result.requests  # the batch's requests are reported once, on its first message
+    wrote = ", ".join(update)
+    for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True):
         for index, record, item in members:
             record = record.but(dataverse_requests=record.dataverse_requests + requests)
             requests = 0
@@ -112,6 +134,15 @@ def _write_groups(
                 results[index] = after_failure(record, item, msgs[index], outcome.error, services, started)
                 continue
             reason = None if outcome.found else recipient_missing(item)
+            if consent.enabled:
+                written_consent = consents.get(Recipient(*key))
+                if isinstance(written_consent, DataverseError):  # put back or kept; its next try lists first
+                    failed = restated(
+                        written_consent, f"wrote {wrote}, but the consent write failed: {written_consent}"
+                    )
+                    results[index] = after_failure(record, item, msgs[index], failed, services, started)
+                    continue
+                reason = written_consent.describe(wrote) if written_consent else f"{reason}; no consent record written"
             if len(members) > 1:
                 reason = (reason + "; " if reason else "") + f"one write for {len(members)} opt-outs of this recipient"
             name = Outcome.APPLIED if outcome.found else Outcome.RECIPIENT_MISSING

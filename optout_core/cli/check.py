@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+from optout_core.cli.findings import Finding, error, ok
 from optout_core.dataverse.errors import DataverseError, SignInFailed, advice, sign_in_advice
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.retry import RetryPolicy
@@ -42,31 +43,75 @@ def check_settings(env: Mapping[str, str], out: TextIO) -> Settings | None:
 
 def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     """Sign in to Dataverse and call WhoAmI once (no retries); translate any failure."""
+    diagnosis, _ = _connect(settings, credential)
+    return diagnosis
+
+
+def connect_findings(settings: Settings, credential: Any = None) -> tuple[list[Finding], list[dict[str, object]]]:
+    """WhoAmI, then the configuration proved against the schema, privileges and registration
+    (:mod:`optout_core.cli.schema_check`): every finding, and the activity type's option → route table."""
+    from optout_core.cli.schema_check import findings, read_facts
+
+    diagnosis, who = _connect(settings, credential)
+    if not diagnosis.ok or who is None:
+        return [error("connect", diagnosis.message, "see the message")], []
+    found = [ok("connect", diagnosis.message)]
+    options: list[dict[str, object]] = []
+    client = _client(settings, credential or _credential(settings))
+    try:
+        more, options = findings(settings, read_facts(client, settings, who))
+        found += more
+        if settings.raw.get("CONSENT_PURPOSE_IDS", "").strip():  # the Journeys consent write is on
+            from optout_core.cli.consent_check import consent_findings
+
+            found += consent_findings(client, settings)
+    except DataverseError as exc:
+        found.append(
+            error("connect.read", f"reading the schema failed: {exc}", advice(exc.status, exc.code) or "retry")
+        )
+    finally:
+        client.close()
+    return found, options
+
+
+def _credential(settings: Settings) -> Any:
     from optout_core.dataverse.auth import dataverse_credential
+
+    return dataverse_credential(settings)
+
+
+def _client(settings: Settings, credential: Any) -> DataverseClient:
     from optout_core.dataverse.client import DataverseClient
 
+    return DataverseClient(
+        settings.dataverse_url or "",
+        credential,
+        retry=RetryPolicy(attempts=1),
+        timeout=min(settings.dataverse_timeout, 15.0),
+    )
+
+
+def _connect(settings: Settings, credential: Any = None) -> tuple[Diagnosis, dict[str, Any] | None]:
     if not settings.dataverse_url:
         return Diagnosis(
             False,
             "DATAVERSE_URL is not set: use your environment's URL, e.g. "
             "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)",
-        )
+        ), None
     try:
-        credential = credential or dataverse_credential(settings)
+        credential = credential or _credential(settings)
     except SettingsError as exc:
-        return Diagnosis(False, str(exc))
-    client = DataverseClient(
-        settings.dataverse_url, credential, retry=RetryPolicy(attempts=1), timeout=min(settings.dataverse_timeout, 15.0)
-    )
+        return Diagnosis(False, str(exc)), None
+    client = _client(settings, credential)
     try:
         who = client.whoami()
         verification = _verification(client, settings)
     except SignInFailed as exc:
-        return Diagnosis(False, str(exc))
+        return Diagnosis(False, str(exc)), None
     except DataverseError as exc:
-        return Diagnosis(False, _explain_dataverse(exc, settings))
+        return Diagnosis(False, _explain_dataverse(exc, settings)), None
     except Exception as exc:  # noqa: BLE001 — sign-in failures come from azure-identity/msal, typed loosely
-        return Diagnosis(False, sign_in_advice(exc))
+        return Diagnosis(False, sign_in_advice(exc)), None
     finally:
         client.close()
     organization = str(who.get("OrganizationId", "")).lower()
@@ -76,11 +121,12 @@ def connect(settings: Settings, credential: Any = None) -> Diagnosis:
             False,
             f"connected, but this environment's organisation id is {organization}, not "
             f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected",
-        )
+        ), who
     if verification is not None and not verification.ok:
-        return verification
+        return verification, who
     connected = f"connected as application user {who.get('UserId')} to organisation {organization}"
-    return Diagnosis(True, f"{connected}; {verification.message if verification else 'VERIFY_CAMPAIGN_LOG is off'}")
+    message = f"{connected}; {verification.message if verification else 'VERIFY_CAMPAIGN_LOG is off'}"
+    return Diagnosis(True, message), who
 
 
 def _verification(client: DataverseClient, settings: Settings) -> Diagnosis | None:

@@ -3,7 +3,9 @@
 explain [--json] [--content-type TYPE] FILE...   the router's decision per message body (dry run, no network)
 run [--json] FILE...                             the whole pipeline in process, against DATAVERSE_URL
 demo                                             every sample against a local Dataverse stand-in
-check [--connect]                                validate the settings; with --connect, sign in and call WhoAmI
+check [--connect] [--json]                       validate the settings; with --connect, prove them against Dataverse
+discover [--table NAME] [--json]                 read Dataverse's metadata and propose the campaign log settings
+setup [--dry-run] [--json] [--deactivate-workflows] [--remove]   register the endpoint and step in Dataverse
 redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
 """
 
@@ -39,7 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("files", nargs="+", metavar="FILE")
     commands.add_parser("demo", help="run samples/ against a local Dataverse stand-in and show the result")
     check = commands.add_parser("check", help="validate the settings and show their effective values")
-    check.add_argument("--connect", action="store_true", help="also sign in to Dataverse and call WhoAmI")
+    check.add_argument(
+        "--connect", action="store_true", help="also prove them against Dataverse: schema, privileges, registration"
+    )
+    check.add_argument("--json", action="store_true", help="with --connect: one JSON object")
+    discover = commands.add_parser("discover", help="read Dataverse's metadata and propose the settings")
+    discover.add_argument("--table", help="the campaign log table's logical name, when not the best candidate")
+    discover.add_argument("--json", action="store_true", help="one JSON object")
+    setup = commands.add_parser("setup", help="register the service endpoint and step in Dataverse (administrator)")
+    setup.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    setup.add_argument("--json", action="store_true", help="one JSON object")
+    setup.add_argument(
+        "--deactivate-workflows", action="store_true", help="also deactivate the workflows CONCEP_WORKFLOWS names"
+    )
+    setup.add_argument("--remove", action="store_true", help="delete the endpoint and step setup made")
     redrive = commands.add_parser("redrive", help="move rejected or dead-lettered messages back for reprocessing")
     from optout_core.cli.redrive import add_arguments as add_redrive_arguments
 
@@ -54,12 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_demo()
         return 0
     if args.command == "check":
-        return _check(connect_too=args.connect)
+        return _check(connect_too=args.connect, as_json=args.json)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("discover", "setup"):
+        return _admin(args, settings)
     if args.command == "redrive":
         from optout_core.cli.redrive import redrive as run_redrive
 
@@ -127,17 +144,78 @@ def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: 
     return 1 if failed else 0
 
 
-def _check(*, connect_too: bool) -> int:
-    from optout_core.cli.check import check_settings, connect
+def _check(*, connect_too: bool, as_json: bool) -> int:
+    from optout_core.cli.check import check_settings, connect_findings
 
-    settings = check_settings(os.environ, sys.stdout)
-    if settings is None:
+    if as_json and connect_too:
+        try:
+            settings = Settings.from_env(os.environ)
+        except SettingsError as exc:
+            refused = {"severity": "error", "code": "settings", "message": str(exc), "fix": "correct the setting"}
+            print(json.dumps({"ok": False, "findings": [refused], "options": []}))
+            return 1
+    else:
+        checked = check_settings(os.environ, sys.stdout)
+        if checked is None:
+            return 1
+        settings = checked
+    if not connect_too:
+        return 0
+    findings, options = connect_findings(settings)
+    failed = any(f.severity == "error" for f in findings)
+    if as_json:
+        result = {"ok": not failed, "findings": [f.as_json() for f in findings], "options": options}
+        print(json.dumps(result, ensure_ascii=False))
+        return 1 if failed else 0
+    for finding in findings:
+        print(f"{finding.severity.upper():<8} {finding.message}")
+        if finding.fix:
+            print(f"{'':<8}   fix: {finding.fix}")
+    if options:
+        print(f"\n{settings.activity_type_column} options and the route each gets:")
+        for option in options:
+            print(f"  {option['value']:>10}  {str(option['label']):<28} {option['route']}")
+    return 1 if failed else 0
+
+
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    """discover and setup run as the administrator's own identity (``az login``), not the app's."""
+    from optout_core.dataverse.auth import StaticTokenCredential, TokenCredentialLike
+    from optout_core.dataverse.client import DataverseClient
+    from optout_core.dataverse.errors import DataverseError
+
+    if not settings.dataverse_url:
+        print("configuration error: DATAVERSE_URL is not set", file=sys.stderr)
+        return 2
+    if settings.dataverse_token:  # a loopback stand-in (Settings allows a token nowhere else)
+        credential: TokenCredentialLike = StaticTokenCredential(settings.dataverse_token)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    client = DataverseClient(settings.dataverse_url, credential, timeout=settings.dataverse_timeout)
+    try:
+        if args.command == "discover":
+            from optout_core.cli.discover import discover
+            from optout_core.cli.schema import SchemaReader
+
+            return discover(SchemaReader(client), sys.stdout, table=args.table, as_json=args.json)
+        from optout_core.cli.setup import setup
+
+        return setup(
+            client,
+            settings,
+            sys.stdout,
+            dry_run=args.dry_run,
+            as_json=args.json,
+            deactivate_workflows=args.deactivate_workflows,
+            remove=args.remove,
+        )
+    except DataverseError as exc:
+        print(f"Dataverse: {exc}", file=sys.stderr)
         return 1
-    if connect_too:
-        diagnosis = connect(settings)
-        print(f"{'OK' if diagnosis.ok else 'FAILED':<8} {diagnosis.message}")
-        return 0 if diagnosis.ok else 1
-    return 0
+    finally:
+        client.close()
 
 
 def _line(source: str, decision: Decision) -> str:

@@ -52,6 +52,9 @@ class Write:
 class WriteOutcome:
     found: bool = True  # False: the row does not exist (404); nothing created
     error: DataverseError | None = None  # set when this write failed: permanent, or transient after retries
+    # The row as written, when the update asked for columns back (``returning``); None when Dataverse sent none
+    # (the row already held the write, found by a read-back, or nothing was asked for).
+    row: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,19 @@ class BatchResult:
 @dataclass(frozen=True)
 class RowsResult:
     rows: list[dict[str, Any] | None | DataverseError]  # one per id, in order: None when it does not exist
+    requests: int
+
+
+@dataclass(frozen=True)
+class QueriesResult:
+    rows: list[list[dict[str, Any]] | DataverseError]  # one per query, in order: the rows it matched
+    requests: int
+
+
+@dataclass(frozen=True)
+class WritesResult:
+    created: list[str | DataverseError]  # one per new row, in order: its id (Undetermined: look before redoing)
+    updated: list[WriteOutcome]  # one per update, in order
     requests: int
 
 
@@ -105,18 +121,61 @@ class DataverseClient:
         return WriteResult(found=result.status != 404, requests=requests)
 
     def update_many(
-        self, writes: Sequence[Write], *, verify_first: bool = False, deadline: float | None = None
+        self,
+        writes: Sequence[Write],
+        *,
+        verify_first: bool = False,
+        deadline: float | None = None,
+        returning: Sequence[str] = (),
     ) -> BatchResult:
         """Apply many updates through ``$batch``, each with its own outcome; parts that succeeded are never
-        sent again. No retry starts after ``deadline`` (``time.monotonic()``): what is left gets its error."""
+        sent again. No retry starts after ``deadline`` (``time.monotonic()``): what is left gets its error.
+        ``returning``: columns each update answers with (``Prefer: return=representation``), so the write and the
+        read of the row as written are one request."""
+        operations = [_patch(w, returning) for w in writes]
         results, requests = self._transport.perform(
-            [_patch(w) for w in writes], batch=True, verify_first=verify_first, deadline=deadline
+            operations, batch=True, verify_first=verify_first, deadline=deadline
         )
-        outcomes = [
-            WriteOutcome(error=r) if isinstance(r, DataverseError) else WriteOutcome(found=r.status != 404)
-            for r in results
+        return BatchResult([_outcome(r) for r in results], requests)
+
+    def query_many(
+        self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
+    ) -> QueriesResult:
+        """Many queries of one table through ``$batch`` (a ``$filter`` each), each with the rows it matched: the
+        first page only (5,000 rows), plenty for the few rows a key-like filter matches."""
+        operations = [Operation(Request("GET", _query_path(entity_set, select, where), {})) for where in filters]
+        results, requests = self._transport.perform(operations, batch=True, deadline=deadline)
+        rows: list[list[dict[str, Any]] | DataverseError] = [
+            r if isinstance(r, DataverseError) else list(json.loads(r.body).get("value", [])) for r in results
         ]
-        return BatchResult(outcomes, requests)
+        return QueriesResult(rows, requests)
+
+    def write_rows(
+        self,
+        entity_set: str,
+        creates: Sequence[Mapping[str, Any]],
+        updates: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        deadline: float | None = None,
+    ) -> WritesResult:
+        """New rows (POST) and updates of existing ones (``If-Match: *``: (row id, changes)) of any table, together
+        in ``$batch``. An unanswered create is never sent again: it ends
+        :class:`~optout_core.dataverse.errors.Undetermined`, for the caller to look before creating again."""
+        operations = [_post(entity_set, row) for row in creates]
+        operations += [_patch_at(f"{API}/{entity_set}({row_id})", values) for row_id, values in updates]
+        results, requests = self._transport.perform(operations, batch=True, deadline=deadline)
+        created: list[str | DataverseError] = []
+        for result in results[: len(creates)]:
+            if isinstance(result, DataverseError):
+                created.append(result)
+                continue
+            try:  # a $batch part's header names are lower case
+                created.append(
+                    entity_id(result.headers.get("odata-entityid") or result.headers.get("OData-EntityId", ""))
+                )
+            except DataverseRejected as refused:
+                created.append(refused)
+        return WritesResult(created, [_outcome(r) for r in results[len(creates) :]], requests)
 
     def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None:
         """GET one row with its annotations (formatted values, lookup tables); None when it does not exist."""
@@ -162,12 +221,7 @@ class DataverseClient:
         self, entity_set: str, *, select: Sequence[str], where: str | None = None, top: int | None = None
     ) -> list[dict[str, Any]]:
         """The rows of ``entity_set`` matching the OData ``where`` ($filter), following ``@odata.nextLink``."""
-        options = [f"$select={','.join(select)}"]
-        if where:
-            options.append(f"$filter={quote(where, safe=_SAFE)}")
-        if top is not None:
-            options.append(f"$top={top}")
-        path: str | None = f"{API}/{entity_set}?{'&'.join(options)}"
+        path: str | None = _query_path(entity_set, select, where, top)
         rows: list[dict[str, Any]] = []
         while path is not None:
             page = json.loads(self._one(Operation(Request("GET", path, {"Prefer": _ANNOTATIONS}))).body)
@@ -179,9 +233,7 @@ class DataverseClient:
     def create(self, entity_set: str, values: Mapping[str, Any]) -> str:
         """POST a new row; its id (from ``OData-EntityId``). An unanswered create is never sent again (it could
         make two rows): it raises :class:`~optout_core.dataverse.errors.Undetermined`, for the caller to look."""
-        body = json.dumps(dict(values), separators=(",", ":")).encode("utf-8")
-        request = Request("POST", f"{API}/{entity_set}", {"Content-Type": "application/json"}, body)
-        response = self._one(Operation(request, resend_when_lost=False))
+        response = self._one(_post(entity_set, values))
         return entity_id(response.headers.get("OData-EntityId", ""))
 
     def patch(self, entity_set: str, row_id: str, changes: Mapping[str, Any]) -> bool:
@@ -219,13 +271,40 @@ def entity_id(header: str) -> str:
     return match.group(1).lower()
 
 
-def _patch(write: Write) -> Operation:
-    return _patch_at(f"{API}/{ENTITY_SETS[write.table]}({write.row_id})", write.changes)
+def _patch(write: Write, returning: Sequence[str] = ()) -> Operation:
+    return _patch_at(f"{API}/{ENTITY_SETS[write.table]}({write.row_id})", write.changes, returning)
 
 
-def _patch_at(path: str, changes: Mapping[str, Any]) -> Operation:
+def _patch_at(path: str, changes: Mapping[str, Any], returning: Sequence[str] = ()) -> Operation:
     body = json.dumps(dict(changes), separators=(",", ":")).encode("utf-8")
-    request = Request("PATCH", path, {"If-Match": "*", "Content-Type": "application/json"}, body)
+    headers = {"If-Match": "*", "Content-Type": "application/json"}
+    target = path
+    if returning:  # the row as written comes back with the answer: 200 and the columns instead of 204
+        headers["Prefer"] = "return=representation"
+        target = f"{path}?$select={','.join(returning)}"
+    request = Request("PATCH", target, headers, body)
     # Lookup bindings (``x@odata.bind``) cannot be checked by reading the column back: such writes are resent.
     checkable = all("@" not in column for column in changes)
     return Operation(request, missing_ok=True, read_back=ReadBack(path, changes) if checkable else None)
+
+
+def _post(entity_set: str, values: Mapping[str, Any]) -> Operation:
+    body = json.dumps(dict(values), separators=(",", ":")).encode("utf-8")
+    request = Request("POST", f"{API}/{entity_set}", {"Content-Type": "application/json"}, body)
+    return Operation(request, resend_when_lost=False)
+
+
+def _query_path(entity_set: str, select: Sequence[str], where: str | None, top: int | None = None) -> str:
+    options = [f"$select={','.join(select)}"]
+    if where:
+        options.append(f"$filter={quote(where, safe=_SAFE)}")
+    if top is not None:
+        options.append(f"$top={top}")
+    return f"{API}/{entity_set}?{'&'.join(options)}"
+
+
+def _outcome(result: Response | DataverseError) -> WriteOutcome:
+    if isinstance(result, DataverseError):
+        return WriteOutcome(error=result)
+    row = json.loads(result.body) if result.status == 200 and result.body else None
+    return WriteOutcome(found=result.status != 404, row=row)

@@ -307,21 +307,31 @@ def _unsupported_kind(value: Any) -> str | None:
     return None
 
 
+def type_route(label: str | None, code: int | None, settings: Settings) -> str:
+    """What an activity type gets under ``settings``: "opt_out", "bounce", "user_opt_out" (ignored: Concep stops
+    the send account) or "ignored". The router's rule, shared with ``discover`` and ``check --connect``."""
+    for route, types in (
+        ("user_opt_out", settings.user_opt_out_types),
+        (Route.OPT_OUT.value, settings.opt_out_types),
+        (Route.BOUNCE.value, settings.bounce_types),
+    ):
+        if types.matches(label, code):
+            return route
+    return "ignored"
+
+
 def _route(activity: ActivityType, settings: Settings) -> Route:
-    label, code = activity.label, activity.code
-    if settings.user_opt_out_types.matches(label, code):
+    kind = type_route(activity.label, activity.code, settings)
+    if kind == "user_opt_out":
         raise _Stop(
             Outcome.IGNORED,
             f"activity type {activity} is a user-level (send-account) opt-out: "
             "Concep already stops that send account; CRM is not changed",
         )
-    if settings.opt_out_types.matches(label, code):
-        route = Route.OPT_OUT
-    elif settings.bounce_types.matches(label, code):
-        route = Route.BOUNCE
-    else:
-        hint = "" if label else " (the message carries no label: list its option code)"
+    if kind == "ignored":
+        hint = "" if activity.label else " (the message carries no label: list its option code)"
         raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an opt-out or bounce type{hint}")
+    route = Route(kind)
     function = function_for(route)
     if not settings.is_enabled(function):
         raise _Stop(Outcome.IGNORED, f"{function.name} is switched off (AzureWebJobs.{function.name}.Disabled)")

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
+from optout_core.domain.consent import ConsentSettings
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.ids import normalise_guid
 from optout_core.domain.model import FUNCTIONS, Function
@@ -93,6 +94,7 @@ class Settings:
     bounce_detail_column: str = "concep_bouncereason"
     opt_out_update: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"donotbulkemail": True}))
     bounce_update: Mapping[str, Any] | None = None
+    consent: ConsentSettings = ConsentSettings()  # Journeys contact point consent; off unless purposes or topics
     dataverse_url: str | None = None
     dataverse_token: str | None = field(default=None, repr=False)
     azure_client_id: str | None = None
@@ -160,6 +162,12 @@ class Settings:
             bounce_detail_column=_identifier(raw, "BOUNCE_DETAIL_COLUMN").lower(),
             opt_out_update=_never_allowing("OPT_OUT_UPDATE", _update(raw, "OPT_OUT_UPDATE", required=True)),
             bounce_update=_never_allowing("BOUNCE_UPDATE", _update(raw, "BOUNCE_UPDATE", required=False)),
+            consent=ConsentSettings.parse(
+                raw["CONSENT_PURPOSE_IDS"],
+                raw["CONSENT_TOPIC_IDS"],
+                raw["RECIPIENT_EMAIL_COLUMNS"],
+                raw["CONSENT_REASON_DESCRIPTION"],
+            ),
             dataverse_url=url,
             dataverse_token=token,
             azure_client_id=raw["AZURE_CLIENT_ID"] or None,

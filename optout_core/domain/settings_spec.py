@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optout_core.domain.consent import DEFAULT_DESCRIPTION
 from optout_core.domain.model import FUNCTIONS
 
 BOUNCE_PLACEHOLDERS = ("activity_type", "occurred_on", "log_id", "detail")
@@ -90,6 +91,28 @@ SPEC: tuple[Setting, ...] = (
         "",
         "JSON object PATCHed onto the recipient for a bounce; strings may hold {activity_type} {occurred_on} "
         "{log_id} {detail}. Empty = audit only.",
+    ),
+    Setting(
+        "CONSENT_PURPOSE_IDS",
+        "",
+        "Customer Insights - Journeys: ;-separated ids of the purposes (e.g. Commercial communications) an opt-out "
+        "also records the address as opted out of, as contact point consent. Empty (with CONSENT_TOPIC_IDS) = off.",
+    ),
+    Setting(
+        "CONSENT_TOPIC_IDS",
+        "",
+        "Customer Insights - Journeys: ;-separated ids of the topics an opt-out also records as opted out.",
+    ),
+    Setting(
+        "RECIPIENT_EMAIL_COLUMNS",
+        "emailaddress1",
+        "With consent on: the recipient's address columns (;-separated) whose addresses are opted out.",
+    ),
+    Setting(
+        "CONSENT_REASON_DESCRIPTION",
+        DEFAULT_DESCRIPTION,
+        "With consent on: the Reason Description written on each consent record ({log_id}: the campaign log id). "
+        "A text of its own marks optout's records.",
     ),
     Setting(
         "DATAVERSE_URL",

@@ -15,14 +15,32 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
 * Unknown entity set -> 404 ``0x8006088a``; unknown column (body or ``$select``) -> 400 ``0x0``;
   malformed payload -> 400 ``0x80048d19``; stale ``If-Match`` etag -> 412.
 * ``GET <entityset>(<guid>)`` (with ``$select``) and ``GET WhoAmI``.
-* ``GET EntityDefinitions`` (``$select``; ``$filter`` of ``Property eq 'value'`` clauses joined by
-  ``and``), ``GET EntityDefinitions(LogicalName='x')`` / ``(<MetadataId>)`` and
-  ``.../Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata`` (empty: the stand-in's columns are
-  Boolean and text, and Dataverse types statecode/statuscode as State/Status, not Picklist). These are
-  the metadata reads the official Python SDK (PowerPlatform-Dataverse-Client 1.1.0) makes before
-  ``records.update``/``records.get``: it resolves the entity set with
-  ``EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute&$filter=LogicalName eq 'contact'``
-  and, when a value is a string, fetches the table's picklists to turn labels into option values.
+* Typed tables (:mod:`.schema`; docs/dataverse-admin.md): every column has a type, validity for read, create
+  and update, a required level, options (choices) or targets and navigation properties (lookups). A plain
+  column set (``tables=``) is still accepted and typed by name. Writes are checked by type: a Boolean must be
+  a JSON boolean, a choice one of its options (400 ``0x8004431a`` "... is outside the valid range. Accepted
+  Values: ..."), a column not valid for create/update 400 ``0x80040203``, a statuscode that does not belong
+  to its statecode 400 (a statecode alone gets its default statuscode). Lookups read as ``_x_value``
+  (``...@Microsoft.Dynamics.CRM.lookuplogicalname`` with ``Prefer: odata.include-annotations``) and are set
+  only with ``<navigation>@odata.bind: "/<entityset>(<guid>)"`` (``_x_value`` in a body -> 400; an
+  undeclared navigation property, case included -> 400; a bind to a missing row -> 404 ``0x80040217``
+  "<table> With Id = <guid> Does Not Exist").
+* ``GET <entityset>`` (collection): ``$select``, ``$filter`` of ``property eq|ne literal`` clauses joined by
+  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400) and
+  ``$top``; ``{"@odata.context", "value": [...]}`` with the primary key always included; no paging.
+* ``POST <entityset>``: 204 with ``OData-EntityId`` (201 and the row with ``Prefer: return=representation``);
+  a client-supplied primary key is honoured (412 ``0x80040237`` when taken); defaults filled (choices with a
+  default, statecode/statuscode, the owner = the caller); a missing SystemRequired column -> 400.
+  ``DELETE <entityset>(<guid>)``: 204, 404 when missing. Both work inside ``$batch`` and changesets.
+* Privileges (docs/dataverse-admin.md §2): the user holds ``privileges=`` (names ``prv<Type><SchemaName>``;
+  default every privilege of every table served). Each row operation needs Read, Create, Write or Delete on
+  its table (a bind Append on it and AppendTo on the target); without it 403 ``0x80040220`` naming the
+  privilege. ``GET systemusers(<UserId>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges`` lists them
+  (Depth Global).
+* Presets (``presets=``): ``"samples"`` (the samples' campaign log), ``"other"`` (a second campaign-log schema
+  with a global choice and a Customer lookup, plus a decoy custom table), ``"journeys"`` (contact point
+  consent, two purposes, a topic), ``"registration"`` (service endpoints, SDK messages and filters, steps,
+  workflows, seeded).
 * ``POST $batch`` (§5): ``multipart/mixed`` with CRLF line endings only; parts are
   ``application/http`` operations or ``changeset_`` multiparts; inner request lines may hold an absolute
   URL, an absolute path or a path relative to the service root (``$n`` Content-ID references inside a
@@ -67,9 +85,17 @@ Deliberate deviations, each one loud rather than silently different:
 * The real service upserts on a PATCH without ``If-Match`` (creating a missing row) and creates on
   ``If-None-Match: *``. The stand-in never creates rows: it answers 400 ``STANDIN_UPSERT`` (resp.
   412) and appends a description to :attr:`DataverseStandIn.client_bugs`.
-* Features the real service has but the stand-in does not model (``UpdateMultiple``, collection
-  queries, POST/DELETE/PUT, ``$expand``, alternate keys, other metadata, other API versions) answer
-  501 ``STANDIN_UNSUPPORTED`` (or 404 outside ``/api/data/v9.2/``) instead of guessing.
+* Features the real service has but the stand-in does not model (``UpdateMultiple``, ``or``/functions in
+  ``$filter``, ``$orderby``, ``$expand`` on rows, PUT, alternate keys, binds to tables it does not serve
+  such as ``plugintype``, ``email`` or ``systemuser``, other metadata, other API versions) answer 501
+  ``STANDIN_UNSUPPORTED`` (or 404 outside ``/api/data/v9.2/``) instead of guessing.
+* The platform enforces only SystemRequired columns on create; a create missing an ApplicationRequired
+  (business-required) column is accepted, as there, and appended to :attr:`DataverseStandIn.client_bugs`.
+  ``solutionnamespace`` (SystemRequired but derived by the server, unconfirmed) is not enforced.
+* ``createdon``/``modifiedon`` are not filled in; privileges have no depth or record-level access; a global
+  choice answers ``OptionSet: null`` and its options in ``GlobalOptionSet`` (whether Dataverse fills both is
+  unconfirmed); the codes of the validation answers (``0x8004431a``, ``0x80040203``) and the exact texts of the
+  PrivilegeDenied and missing-table messages are unconfirmed.
 * Service protection is exact where Dataverse is loose: a windowed limit bites at once (Dataverse may
   let a burst run over for a while), ``Retry-After`` is the time until enough of the window has slid
   by (Dataverse lengthens it for clients that keep sending while throttled: not modelled), and a 429
@@ -82,7 +108,9 @@ Deliberate deviations, each one loud rather than silently different:
 
 Modules, each with one reason to change: :mod:`.server` (:class:`DataverseStandIn`: lifecycle, state for tests,
 the front end), :mod:`.transport` (HTTP/1.1 server plumbing), :mod:`.webapi` (resources), :mod:`.store` (rows,
-versions, changesets), :mod:`.metadata` (``EntityDefinitions``), :mod:`.batch` and :mod:`.multipart` (running
+versions, changesets), :mod:`.schema` (typed tables), :mod:`.presets` (the tables and seeds it knows),
+:mod:`.query` (reading rows), :mod:`.writes` (checking bodies), :mod:`.privileges` (privileges),
+:mod:`.metadata` and :mod:`.attributes` (``EntityDefinitions``), :mod:`.batch` and :mod:`.multipart` (running
 and framing ``$batch``), :mod:`.protection` (service protection), :mod:`.faults` (fault injection),
 :mod:`.recording` (recorded traffic), :mod:`.responses` (answers and errors), :mod:`.tables` (tables, columns,
 identities) and :mod:`.tls` (the certificate, from ``trustme``).
@@ -90,8 +118,27 @@ identities) and :mod:`.tls` (the certificate, from ``trustme``).
 
 from optout_dev.standin.batch import MAX_BATCH_OPERATIONS
 from optout_dev.standin.faults import Fault
+from optout_dev.standin.presets import (
+    COMMERCIAL_PURPOSE_ID,
+    CONCEP_WORKFLOWS,
+    CONSENT_TABLE,
+    NEWSLETTER_TOPIC_ID,
+    OTHER_CAMPAIGN_LOG,
+    OTHER_EVENT_OPTIONS,
+    OTHER_SURVEY,
+    OTHER_WORKFLOWS,
+    PRESETS,
+    SAMPLES_ACTIVITY_OPTIONS,
+    SAMPLES_CAMPAIGN_LOG,
+    SDK_MESSAGE_IDS,
+    STANDARD_TABLES,
+    TRANSACTIONAL_PURPOSE_ID,
+    filter_id,
+)
+from optout_dev.standin.privileges import PRIVILEGE_DENIED, privilege_id
 from optout_dev.standin.protection import ServiceProtection, WindowStats
 from optout_dev.standin.recording import RecordedRequest
+from optout_dev.standin.schema import Column, Option, Table
 from optout_dev.standin.server import DataverseStandIn
 from optout_dev.standin.tables import (
     API_PREFIX,
@@ -108,14 +155,34 @@ __all__ = [
     "API_PREFIX",
     "BOOLEAN_COLUMNS",
     "BUSINESS_UNIT_ID",
+    "COMMERCIAL_PURPOSE_ID",
+    "CONCEP_WORKFLOWS",
+    "CONSENT_TABLE",
     "DEFAULT_TABLES",
     "ENTITY_SETS",
     "HOST",
     "MAX_BATCH_OPERATIONS",
+    "NEWSLETTER_TOPIC_ID",
     "ORGANIZATION_ID",
+    "OTHER_CAMPAIGN_LOG",
+    "OTHER_EVENT_OPTIONS",
+    "OTHER_SURVEY",
+    "OTHER_WORKFLOWS",
+    "PRESETS",
+    "PRIVILEGE_DENIED",
+    "SAMPLES_ACTIVITY_OPTIONS",
+    "SAMPLES_CAMPAIGN_LOG",
+    "SDK_MESSAGE_IDS",
+    "STANDARD_TABLES",
+    "TRANSACTIONAL_PURPOSE_ID",
     "USER_ID",
+    "Column",
     "DataverseStandIn",
     "Fault",
+    "Option",
+    "Table",
+    "filter_id",
+    "privilege_id",
     "RecordedRequest",
     "ServiceProtection",
     "WindowStats",

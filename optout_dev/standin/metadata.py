@@ -1,6 +1,7 @@
-"""``EntityDefinitions``: the table metadata the official Python SDK reads before it writes
-(docs/dataverse-webapi.md §10): the collection with ``$select`` and a simple ``$filter``, one table by
-``LogicalName='x'`` or MetadataId, and its picklist attributes, of which the stand-in's tables have none."""
+"""``EntityDefinitions`` (docs/dataverse-admin.md §1, docs/dataverse-webapi.md §10): the collection with
+``$select`` (``DisplayName`` and ``Privileges`` included) and a simple ``$filter``; one table by
+``LogicalName='x'`` or MetadataId, with ``$expand=Attributes($select=...)``; and its attributes and their casts
+(:mod:`.attributes`). ``LabelLanguages`` is accepted (every label is in 1033 only)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from optout_dev.standin.attributes import attributes, expanded_attributes, split_expand
+from optout_dev.standin.privileges import privilege_metadata
 from optout_dev.standin.responses import Response, error, json_response, unsupported
+from optout_dev.standin.schema import label, stable_id
 from optout_dev.standin.store import RowStore
 from optout_dev.standin.tables import API_PREFIX, GUID
 
-# What the stand-in knows of its tables. Object type codes of the default tables are Dataverse's; MetadataIds
-# are stable per logical name but not Dataverse's own (they differ per table).
-_KNOWN_ENTITIES: dict[str, dict[str, Any]] = {
-    "contact": {
-        "SchemaName": "Contact",
-        "PrimaryNameAttribute": "fullname",
-        "ObjectTypeCode": 2,
-        "IsCustomEntity": False,
-    },
-    "account": {"SchemaName": "Account", "PrimaryNameAttribute": "name", "ObjectTypeCode": 1, "IsCustomEntity": False},
-    "lead": {"SchemaName": "Lead", "PrimaryNameAttribute": "fullname", "ObjectTypeCode": 4, "IsCustomEntity": False},
-}
 _ENTITY_PROPERTIES = (
     "MetadataId",
     "LogicalName",
@@ -38,11 +30,10 @@ _ENTITY_PROPERTIES = (
     "IsActivity",
     "IsPrivate",
     "OwnershipType",
+    "DisplayName",
+    "Privileges",
 )
-_PICKLISTS = (
-    "Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
-    "Attributes/Microsoft.Dynamics.CRM.MultiSelectPicklistAttributeMetadata",
-)
+_NOT_FILTERABLE = frozenset({"DisplayName", "Privileges"})  # a Label and a collection (§1.5)
 _FILTER_CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+('(?:[^']|'')*'|true|false|null|-?\d+)\s*", re.IGNORECASE)
 
 
@@ -53,24 +44,28 @@ def _no_property(name: str) -> Response:
 
 
 def entity_metadata(store: RowStore, table: str) -> dict[str, Any]:
-    """A table's ``EntityMetadata`` (the properties the stand-in models)."""
-    known = _KNOWN_ENTITIES.get(table, {})
-    custom = sorted(set(store.columns) - set(_KNOWN_ENTITIES))
-    custom_codes = {name: 10000 + index for index, name in enumerate(custom)}
-    columns = store.columns[table]
+    """A table's ``EntityMetadata`` (the properties the stand-in models). MetadataIds are stable per logical name
+    but not Dataverse's own; custom tables without a known object type code get 10000 and up."""
+    typed = store.tables[table]
+    unnumbered = sorted(name for name, other in store.tables.items() if other.object_type_code is None)
+    code = typed.object_type_code
+    if code is None:
+        code = 10000 + unnumbered.index(table)
     return {
         "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:dataverse-standin:entity:{table}")),
         "LogicalName": table,
-        "SchemaName": known.get("SchemaName", table),
-        "EntitySetName": store.entity_sets[table],
-        "LogicalCollectionName": store.entity_sets[table],
-        "PrimaryIdAttribute": f"{table}id",
-        "PrimaryNameAttribute": known.get("PrimaryNameAttribute", "name" if "name" in columns else None),
-        "ObjectTypeCode": known.get("ObjectTypeCode", custom_codes.get(table)),
-        "IsCustomEntity": known.get("IsCustomEntity", True),
+        "SchemaName": typed.schema_name,
+        "EntitySetName": typed.entity_set,
+        "LogicalCollectionName": typed.entity_set,
+        "PrimaryIdAttribute": typed.primary_key,
+        "PrimaryNameAttribute": typed.primary_name,
+        "ObjectTypeCode": code,
+        "IsCustomEntity": typed.custom,
         "IsActivity": False,
         "IsPrivate": False,
-        "OwnershipType": "UserOwned",
+        "OwnershipType": typed.ownership,
+        "DisplayName": label(typed.label, stable_id("label", table)),
+        "Privileges": privilege_metadata(typed),
     }
 
 
@@ -81,23 +76,19 @@ def entity_definitions(
     if method != "GET":
         return unsupported(f"{method} on EntityDefinitions")
     context = f"{base_url}{API_PREFIX}$metadata#EntityDefinitions"
-    tables = sorted(store.columns)
+    tables = sorted(store.tables)
     if key is not None:
         found = _by_key(store, key)
         if isinstance(found, Response):
             return found
         tables = [found]
     if rest:
-        if key is None or rest not in _PICKLISTS:
+        if key is None or not rest.startswith("Attributes"):
             return unsupported(f"The path segment '{rest}' after 'EntityDefinitions'")
-        for option in query:
-            if option.startswith("$") and option not in ("$select", "$expand"):
-                return unsupported(f"The query option '{option}' on {rest}")
-        # The stand-in's columns are Boolean and text: no (multi-select) picklists to list.
-        cast = rest.rsplit("/", 1)[-1]
-        return json_response(200, {"@odata.context": f"{context}('{tables[0]}')/Attributes/{cast}", "value": []})
+        return attributes(f"{context}('{tables[0]}')", store.tables[tables[0]], rest, query)
+    allowed = ("$select", "$expand") if key is not None else ("$select", "$filter")
     for option in query:
-        if option.startswith("$") and option not in ("$select", "$filter"):
+        if option.startswith("$") and option not in allowed:
             return unsupported(f"The query option '{option}' on EntityDefinitions")
     selected: list[str] = []
     if "$select" in query:
@@ -107,8 +98,6 @@ def entity_definitions(
                 return _no_property(name)
     items = [entity_metadata(store, table) for table in tables]
     if "$filter" in query:
-        if key is not None:
-            return unsupported("$filter on a single EntityDefinitions entry")
         conditions = _filter(" and ".join(query["$filter"]))
         if isinstance(conditions, Response):
             return conditions
@@ -116,7 +105,17 @@ def entity_definitions(
     if selected:
         # Dataverse returns the selected properties and always the key, MetadataId.
         items = [{**{name: item[name] for name in selected}, "MetadataId": item["MetadataId"]} for item in items]
-        context += f"({','.join(selected)})"
+    expanded = ""
+    for name, nested in split_expand(",".join(query.get("$expand", []))):
+        if name != "Attributes":
+            return _no_property(name)
+        found_attributes = expanded_attributes(store.tables[tables[0]], nested)
+        if isinstance(found_attributes, Response):
+            return found_attributes
+        items[0]["Attributes"] = found_attributes
+        expanded = f"Attributes({nested.split('=', 1)[-1].replace(';', ',')})" if nested else "Attributes()"
+    if selected or expanded:
+        context += f"({','.join([*selected, expanded] if expanded else selected)})"
     if key is not None:
         return json_response(200, {"@odata.context": f"{context}/$entity", **items[0]})
     return json_response(200, {"@odata.context": context, "value": items})
@@ -126,11 +125,17 @@ def _by_key(store: RowStore, key: str) -> str | Response:
     match = re.fullmatch(r"\s*LogicalName\s*=\s*'((?:[^']|'')*)'\s*", key)
     if match is not None:
         logical_name = match.group(1).replace("''", "'")
-        if logical_name in store.columns:
+        if logical_name in store.tables:
             return logical_name
-        return error(404, "0x80040217", f"Could not find entity with logical name '{logical_name}'.")
+        # Exact code and text unconfirmed (docs/dataverse-admin.md §1.2): clients must branch on the 404 only.
+        return error(
+            404,
+            "0x80041102",
+            f"The entity with a name = '{logical_name}' with namemapping = 'Logical' was not found in the "
+            "MetadataCache.",
+        )
     if GUID.fullmatch(key.strip()):
-        for table in store.columns:
+        for table in store.tables:
             if entity_metadata(store, table)["MetadataId"] == key.strip().lower():
                 return table
         return error(404, "0x80040217", f"Could not find entity with MetadataId '{key.strip()}'.")
@@ -150,6 +155,8 @@ def _filter(text: str) -> list[tuple[str, Any]] | Response:
         name, literal = match.groups()
         if name not in _ENTITY_PROPERTIES:
             return _no_property(name)
+        if name in _NOT_FILTERABLE:
+            return unsupported(f"A $filter on '{name}' (not a primitive property)")
         value: Any
         if literal.startswith("'"):
             value = literal[1:-1].replace("''", "'")

@@ -7,26 +7,21 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from email.message import Message
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from optout_dev.standin.batch import OperationHooks
 from optout_dev.standin.faults import Fault, FaultInjector, fault_response
+from optout_dev.standin.presets import build_tables, seeds
+from optout_dev.standin.privileges import UserPrivileges
 from optout_dev.standin.protection import ServiceProtection, UserLoads, WindowStats
 from optout_dev.standin.recording import RecordedRequest, Traffic, kept_headers
 from optout_dev.standin.responses import Response, error
+from optout_dev.standin.schema import Table
 from optout_dev.standin.store import RowStore
-from optout_dev.standin.tables import (
-    API_PREFIX,
-    BUSINESS_UNIT_ID,
-    DEFAULT_TABLES,
-    ENTITY_SETS,
-    HOST,
-    ORGANIZATION_ID,
-    USER_ID,
-)
+from optout_dev.standin.tables import API_PREFIX, BUSINESS_UNIT_ID, HOST, ORGANIZATION_ID, USER_ID
 from optout_dev.standin.tls import ServerTls, server_tls
 from optout_dev.standin.transport import Connections, Handler, LoopbackServer, read_body, send
 from optout_dev.standin.webapi import WebApi, not_served
@@ -38,13 +33,21 @@ class DataverseStandIn:
     ``protection``: service-protection limits to enforce (None: none). ``latency``: service time in
     seconds per operation (a ``$batch`` takes it once per inner operation). ``tls``: serve ``https://``
     with a certificate from a throwaway CA made at each start (see :attr:`ca_file`).
+
+    ``tables``: table -> a :class:`~optout_dev.standin.schema.Table`, or a plain column set (typed by name: the
+    consent Booleans, statecode, statuscode, ``_x_value`` lookups, else String; contact, lead and account keep
+    their known types); default contact, lead and account. ``entity_sets``: entity set names of plain tables.
+    ``presets``: names from :data:`~optout_dev.standin.presets.PRESETS` whose tables (and seeded rows) are added:
+    ``"samples"`` (the samples' campaign log), ``"other"`` (a second campaign-log schema), ``"journeys"``
+    (contact point consent, purposes, a topic), ``"registration"`` (service endpoints, SDK messages and filters,
+    steps, workflows). ``privileges``: the privilege names the user holds (None: every privilege of every table).
     """
 
     def __init__(
         self,
         *,
         token: str = "local-token",
-        tables: Mapping[str, Iterable[str]] | None = None,
+        tables: Mapping[str, Iterable[str] | Table] | None = None,
         app_user: bool = True,
         not_found_code: str = "0x80040217",
         entity_sets: Mapping[str, str] | None = None,
@@ -52,6 +55,8 @@ class DataverseStandIn:
         protection: ServiceProtection | None = None,
         latency: float = 0.0,
         tls: bool = False,
+        presets: Iterable[str] = (),
+        privileges: Collection[str] | None = None,
     ) -> None:
         if not token:
             raise ValueError("token must not be empty")
@@ -59,8 +64,11 @@ class DataverseStandIn:
             raise TypeError(f"protection must be a ServiceProtection, got {type(protection).__name__}")
         if not latency >= 0:
             raise ValueError("latency must be >= 0 seconds")
-        sets = {**ENTITY_SETS, **(entity_sets or {})}
-        self._store = RowStore(DEFAULT_TABLES if tables is None else tables, sets, not_found_code)
+        typed = build_tables(tables, entity_sets, presets)
+        self._store = RowStore(typed, not_found_code)
+        for table, row_id, values in seeds(typed):
+            self._store.add_row(table, row_id, values)
+        self._privileges = UserPrivileges(typed, privileges)
         self._app_user = app_user
         self._port = port
         self._latency = float(latency)
@@ -82,7 +90,7 @@ class DataverseStandIn:
             pick_fault=lambda method, path: self._faults.pick(method, path, inner=True),
             fault_response=self._fault_response,
         )
-        self._api = WebApi(self._store, self._traffic, self, hooks)
+        self._api = WebApi(self._store, self._traffic, self, hooks, self._privileges)
 
         self._lifecycle = threading.Lock()
         self._server: LoopbackServer | None = None
@@ -167,7 +175,23 @@ class DataverseStandIn:
         return self._store.row(table, row_id)
 
     def rows(self, table: str) -> dict[str, dict[str, Any]]:
+        """Every row of a table by id, as stored: lookups under ``_x_value`` (with their lookuplogicalname
+        annotation), columns the Web API never returns (``saskey``) included."""
         return self._store.rows(table)
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        """The typed tables served, by logical name."""
+        return dict(self._store.tables)
+
+    @property
+    def privileges(self) -> frozenset[str]:
+        """The privilege names the user holds now."""
+        return self._privileges.held
+
+    def set_privileges(self, names: Collection[str] | None) -> None:
+        """Replace the privileges the user holds (None: every privilege of every table), e.g. to take one away."""
+        self._privileges.grant(names)
 
     def inject(self, *faults: Fault, times: int = 1) -> None:
         """Queue faults; each request consumes the first queued fault it matches (FIFO). Inner faults
@@ -219,7 +243,8 @@ class DataverseStandIn:
 
     @property
     def writes(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(table, id, applied changes) for every successful PATCH, in order."""
+        """(table, id, values) for every successful PATCH (the columns changed) and POST (the values created,
+        defaults and lookups included), in order of commit. Deletes are not listed."""
         return self._store.writes
 
     @property

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from optout_dev.standin.schema import CONSENT_COLUMNS
+
 API_PREFIX = "/api/data/v9.2/"
 HOST = "127.0.0.1"  # loopback only: the stand-in accepts any test token and must never be reachable
 
@@ -11,20 +13,10 @@ HOST = "127.0.0.1"  # loopback only: the stand-in accepts any test token and mus
 ENTITY_SETS: dict[str, str] = {"contact": "contacts", "lead": "leads", "account": "accounts"}
 
 # Two-option (Edm.Boolean) columns: the real service rejects "true"/1 for them, so the stand-in does too.
-_CONSENT_COLUMNS = (
-    "donotbulkemail",
-    "donotemail",
-    "donotbulkpostalmail",
-    "donotpostalmail",
-    "donotphone",
-    "donotfax",
-    "donotsendmm",
-    "followemail",
-)
-BOOLEAN_COLUMNS: frozenset[str] = frozenset(_CONSENT_COLUMNS)
+BOOLEAN_COLUMNS: frozenset[str] = frozenset(CONSENT_COLUMNS)
 # description: somewhere a demo can note bounces.
 _COMMON_COLUMNS = (
-    *_CONSENT_COLUMNS,
+    *CONSENT_COLUMNS,
     "emailaddress1",
     "emailaddress2",
     "emailaddress3",

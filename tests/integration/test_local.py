@@ -184,10 +184,12 @@ def test_check_names_an_invalid_setting_and_exits_1():
     assert result.returncode == 1 and "OPT_OUT_UPDATE" in result.stdout
 
 
-def test_check_connect_succeeds_against_the_stand_in(standin):
+def test_check_connect_signs_in_then_reports_what_the_environment_lacks(standin):
     result = cli("check", "--connect", env={"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token"})
-    assert result.returncode == 0, result.stdout
-    assert f"application user {standin.user_id}" in result.stdout
+    assert f"OK       connected as application user {standin.user_id}" in result.stdout
+    # This stand-in serves no campaign log table and no registration (tests/integration/test_admin_cli.py has both).
+    assert "ERROR    table concep_emailcampaignlog does not exist" in result.stdout
+    assert result.returncode == 1
 
 
 def settings_for(url, **env):

@@ -290,8 +290,8 @@ def test_whoami_returns_the_fixed_identity(standin, http):
     [
         ("POST", "WhoAmI", 405),
         ("POST", f"contacts({CONTACT})", 405),
-        ("DELETE", f"contacts({CONTACT})", 501),  # real, but not modelled: never pretend
-        ("GET", "contacts", 501),
+        ("PUT", f"contacts({CONTACT})/donotbulkemail", 501),  # real, but not modelled: never pretend
+        ("GET", "contacts?$orderby=fullname", 501),
         ("POST", "$batch", 400),  # modelled now: a JSON body is not a multipart batch
         ("GET", "$batch", 405),
         ("POST", "EntityDefinitions", 501),

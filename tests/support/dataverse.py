@@ -9,36 +9,33 @@ import time
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from optout_dev.messages import ACCOUNTS, CONTACTS, ENTITY, LEADS
-from optout_dev.standin import DEFAULT_TABLES, DataverseStandIn
+from optout_dev.messages import ACCOUNTS, CONTACTS, LEADS
+from optout_dev.standin import DataverseStandIn
 
 TOKEN = "local-token"
 # The sample recipients (optout_dev.messages), as the demo Dataverse holds them: none opted out yet.
 SAMPLE_RECIPIENTS: Mapping[str, Collection[str]] = {"contact": CONTACTS, "lead": LEADS, "account": ACCOUNTS}
-# The campaign log table's columns the router reads back for a trimmed context (docs/dataverse-messages.md).
-CAMPAIGN_LOG_COLUMNS = frozenset(
-    {"concep_activitytype", "_concep_recipientid_value", "createdon", "concep_bouncereason"}
-)
 
 
 @contextlib.contextmanager
 def running_standin(
     *,
     recipients: Mapping[str, Collection[str]] = SAMPLE_RECIPIENTS,
-    campaign_log: bool = False,
+    campaign_log: bool | str = False,
     token: str = TOKEN,
     **options: Any,
 ) -> Iterator[DataverseStandIn]:
     """A running stand-in holding ``recipients`` (table -> row ids, each with ``donotbulkemail`` false; by default
     the sample recipients, ``{}`` for none); stopped on exit.
 
-    ``campaign_log=True`` adds the campaign log table (``concep_emailcampaignlog``, entity set
-    ``concep_emailcampaignlogs``) so that trimmed contexts can be read back. Other keyword arguments go to
-    :class:`~optout_dev.standin.DataverseStandIn` (``app_user=False``, ``not_found_code=``, ``protection=``...).
+    ``campaign_log=True`` adds the samples' typed campaign log table (``concep_emailcampaignlog``, entity set
+    ``concep_emailcampaignlogs``: the ``"samples"`` preset) so that trimmed contexts can be read back;
+    ``campaign_log="other"`` adds the second campaign-log schema instead. Other keyword arguments go to
+    :class:`~optout_dev.standin.DataverseStandIn` (``app_user=False``, ``presets=``, ``privileges=``...).
     """
     if campaign_log:
-        options["tables"] = {**(options.get("tables") or DEFAULT_TABLES), ENTITY: CAMPAIGN_LOG_COLUMNS}
-        options["entity_sets"] = {**(options.get("entity_sets") or {}), ENTITY: f"{ENTITY}s"}
+        preset = "samples" if campaign_log is True else campaign_log
+        options["presets"] = (*options.get("presets", ()), preset)
     with DataverseStandIn(token=token, **options) as server:
         for table, ids in recipients.items():
             for row_id in ids:

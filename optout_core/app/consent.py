@@ -1,0 +1,234 @@
+"""The consent write of BulkEmailOptOut: after the recipients' ``donotbulkemail`` write, each address is recorded
+as opted out in Customer Insights – Journeys' contact point consent (``CONSENT_PURPOSE_IDS``/``CONSENT_TOPIC_IDS``).
+
+A whole batch takes at most three requests more: the addresses come back with the recipient write itself
+(``Prefer: return=representation``); one ``$batch`` lists the existing records of every address of the batch;
+one ``$batch`` creates the missing records and sets the others to Opted Out. Only after a redelivery, when the
+read-back found the recipient already written (no answer with columns), is the recipient read once more.
+
+What to write is decided by :mod:`optout_core.domain.consent`; failures are not retried here: each ends as the
+error of its recipient's opt-outs, which the one failure policy turns into a put-back or a rejection. A put-back
+lists again before writing, so a create whose answer was lost is never made twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from optout_core.app.outcome import _EMAIL
+from optout_core.dataverse.errors import DataverseError, DataverseRejected, DataverseUnavailable
+from optout_core.domain.consent import (
+    ENTITY_SET,
+    QUERY_SELECT,
+    ConsentSettings,
+    Existing,
+    Plan,
+    Scope,
+    Tally,
+    address_key,
+    addresses,
+    new_record,
+    opted_out,
+    plan,
+    query_filter,
+)
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import ENTITY_SETS, Recipient
+
+if TYPE_CHECKING:
+    from optout_core.dataverse.client import BatchResult, QueriesResult, RowsResult, Write, WritesResult
+
+
+@runtime_checkable
+class ConsentDataverse(Protocol):
+    """What the consent write asks of Dataverse, beyond what the other writes need
+    (:class:`optout_core.dataverse.client.DataverseClient`)."""
+
+    def update_many(
+        self,
+        writes: Sequence[Write],
+        *,
+        verify_first: bool = False,
+        deadline: float | None = None,
+        returning: Sequence[str] = (),
+    ) -> BatchResult: ...
+
+    def read_rows(
+        self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
+    ) -> RowsResult: ...
+
+    def query_many(
+        self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
+    ) -> QueriesResult: ...
+
+    def write_rows(
+        self,
+        entity_set: str,
+        creates: Sequence[Mapping[str, Any]],
+        updates: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        deadline: float | None = None,
+    ) -> WritesResult: ...
+
+
+def consent_client(dataverse: object) -> ConsentDataverse:
+    """The services' Dataverse client, as the consent write uses it."""
+    if not isinstance(dataverse, ConsentDataverse):
+        raise SettingsError(
+            f"CONSENT_PURPOSE_IDS/CONSENT_TOPIC_IDS are set, but the Dataverse client ({type(dataverse).__name__}) "
+            "cannot query or create rows"
+        )
+    return dataverse
+
+
+@dataclass(frozen=True)
+class ConsentResult:
+    """Per recipient: what was written (a :class:`Tally`) or the error that ended its consent write."""
+
+    by_recipient: dict[Recipient, Tally | DataverseError]
+    requests: int
+
+
+def write_consent(
+    rows: Mapping[Recipient, Mapping[str, Any] | None],
+    log_ids: Mapping[Recipient, str],
+    settings: ConsentSettings,
+    client: ConsentDataverse,
+    *,
+    deadline: float | None = None,
+) -> ConsentResult:
+    """Opt every address of the written recipients out of each configured purpose and topic.
+
+    ``rows``: each recipient's row as written (its address columns), or None when the write answered without it;
+    ``log_ids``: the campaign log each recipient's record names in its Reason Description."""
+    outcome: dict[Recipient, Tally | DataverseError] = {}
+    requests = 0
+    known, requests = _rows(rows, settings, client, deadline, outcome)
+    # Each address once per batch, whichever recipients share it: one listing, one plan, no second record.
+    shared: dict[str, tuple[str, Recipient]] = {}
+    for recipient, row in known.items():
+        for address in addresses(row, settings.address_columns):
+            shared.setdefault(address_key(address), (address, recipient))
+    results: dict[str, Tally | DataverseError] = {}
+    if shared:
+        keys = list(shared)
+        listed = client.query_many(
+            ENTITY_SET, [query_filter(shared[k][0]) for k in keys], QUERY_SELECT, deadline=deadline
+        )
+        requests += listed.requests
+        plans: dict[str, Plan] = {}
+        for key, found in zip(keys, listed.rows, strict=True):
+            if isinstance(found, DataverseError):
+                results[key] = found
+            else:
+                plans[key] = plan(shared[key][0], settings.scopes, [Existing.from_row(r) for r in found])
+        descriptions = {key: settings.description_for(log_ids[shared[key][1]]) for key in plans}
+        written, sent = _write(plans, descriptions, client, deadline)
+        requests += sent
+        results.update(written)
+    for recipient, row in known.items():
+        outcome[recipient] = _tally(row, settings, results)
+    return ConsentResult(outcome, requests)
+
+
+def _rows(
+    rows: Mapping[Recipient, Mapping[str, Any] | None],
+    settings: ConsentSettings,
+    client: ConsentDataverse,
+    deadline: float | None,
+    outcome: dict[Recipient, Tally | DataverseError],
+) -> tuple[dict[Recipient, Mapping[str, Any]], int]:
+    """Each recipient's address columns: from the write's answer, or read (one $batch per table) when the write
+    answered without them (a read-back found it already written)."""
+    known = {r: row for r, row in rows.items() if row is not None}
+    missing: dict[str, list[Recipient]] = {}
+    for recipient, row in rows.items():
+        if row is None:
+            missing.setdefault(recipient.table, []).append(recipient)
+    requests = 0
+    for table, recipients in missing.items():
+        read = client.read_rows(
+            ENTITY_SETS[table], [r.id for r in recipients], settings.address_columns, deadline=deadline
+        )
+        requests += read.requests
+        for recipient, found in zip(recipients, read.rows, strict=True):
+            if isinstance(found, DataverseError):
+                outcome[recipient] = found
+            else:
+                known[recipient] = found or {}  # gone since its write: no address to opt out
+    return known, requests
+
+
+def _write(
+    plans: Mapping[str, Plan], descriptions: Mapping[str, str], client: ConsentDataverse, deadline: float | None
+) -> tuple[dict[str, Tally | DataverseError], int]:
+    """Every create and update of the batch in one $batch; per address key, its tally or its first error (a
+    permanent one first: a put-back cannot mend it)."""
+    creates: list[tuple[str, Scope]] = [(key, scope) for key, p in plans.items() for scope in p.create]
+    updates: list[tuple[str, str]] = [(key, record) for key, p in plans.items() for record in p.update]
+    errors: dict[str, list[DataverseError]] = {}
+    requests = 0
+    if creates or updates:
+        done = client.write_rows(
+            ENTITY_SET,
+            [new_record(plans[key].address, scope, descriptions[key]) for key, scope in creates],
+            [(record, opted_out(descriptions[key])) for key, record in updates],
+            deadline=deadline,
+        )
+        requests = done.requests
+        for (key, _), created in zip(creates, done.created, strict=True):
+            if isinstance(created, DataverseError):
+                errors.setdefault(key, []).append(created)
+        for (key, record), updated in zip(updates, done.updated, strict=True):
+            if updated.error is not None:
+                errors.setdefault(key, []).append(updated.error)
+            elif not updated.found:  # deleted since it was listed: list again later, then create
+                errors.setdefault(key, []).append(
+                    DataverseUnavailable(f"consent record {record} was deleted while being opted out")
+                )
+    results: dict[str, Tally | DataverseError] = {}
+    for key, p in plans.items():
+        failed = errors.get(key)
+        if failed:
+            results[key] = next((e for e in failed if isinstance(e, DataverseRejected)), failed[0])
+        else:
+            results[key] = Tally(addresses=1, created=len(p.create), updated=len(p.update), kept=len(p.kept))
+    return results, requests
+
+
+def _tally(
+    row: Mapping[str, Any], settings: ConsentSettings, results: Mapping[str, Tally | DataverseError]
+) -> Tally | DataverseError:
+    """One recipient's tally over its addresses, or the first error among them (a permanent one first)."""
+    found = addresses(row, settings.address_columns)
+    if not found:
+        return Tally(empty=settings.address_columns)
+    each = [results[address_key(a)] for a in found]
+    failed = [r for r in each if isinstance(r, DataverseError)]
+    if failed:
+        return next((e for e in failed if isinstance(e, DataverseRejected)), failed[0])
+    tallies = [r for r in each if isinstance(r, Tally)]
+    return Tally(
+        addresses=len(tallies),
+        created=sum(t.created for t in tallies),
+        updated=sum(t.updated for t in tallies),
+        kept=sum(t.kept for t in tallies),
+    )
+
+
+def restated(error: DataverseError, text: str) -> DataverseError:
+    """``error`` (same kind, status and retry figures) with ``text`` as its reason, email addresses masked: a
+    Dataverse message may quote the value it refused, and reasons reach the rejected queue."""
+    copy = type(error)(
+        _EMAIL.sub("<email address>", text),
+        status=error.status,
+        code=error.code,
+        message=None,
+        request_id=error.request_id,
+        retry_after=error.retry_after,
+        requests=error.requests,
+        attempts=error.attempts,
+    )
+    return copy

@@ -1,0 +1,266 @@
+"""Contact point consent for Customer Insights – Journeys: which consent records an opt-out writes, as pure functions.
+
+Real-time journeys check consent per email address in ``msdynmkt_contactpointconsent4``, not ``donotbulkemail``.
+With ``CONSENT_PURPOSE_IDS`` / ``CONSENT_TOPIC_IDS`` set, an opt-out also records the address as opted out of each
+configured purpose and topic. The table has no alternate key, so this follows Microsoft's own recipe: list the
+records for the address, channel and purpose (or topic); update every match to Opted Out, or create one when there
+is none (docs/consent.md). Two rules hold whatever exists: a record is never set to anything but Opted Out (nobody
+is opted *in*), and records of other channels, purposes and topics are never touched. A record that is already
+opted out is left alone, so a redelivered or duplicate opt-out writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.ids import normalise_guid
+
+TABLE = "msdynmkt_contactpointconsent4"
+ENTITY_SET = "msdynmkt_contactpointconsent4s"
+KEY = "msdynmkt_contactpointconsent4id"
+ADDRESS = "msdynmkt_contactpointvalue"
+CHANNEL = "msdynmkt_contactpointtype"
+STATUS = "msdynmkt_value"
+CONSENT_TYPE = "msdynmkt_contactpointconsenttype"
+SOURCE = "msdynmkt_source"
+REASON = "msdynmkt_logicalreason"  # the choice "Reason"
+DESCRIPTION = "msdynmkt_reason"  # the free text "Reason Description"
+DESCRIPTION_MAX = 500
+
+EMAIL = 534120000  # Channel: Email
+OPTED_OUT = 534120002  # Consent status: Opted Out (534120000 Not Set, 534120001 Opted In: never written)
+SOURCE_INTERNAL = 534120000
+NO_REASONS = 534119999
+DESCRIPTION_PLACEHOLDERS = ("log_id",)
+DEFAULT_DESCRIPTION = "Opted out by optout from Concep campaign log {log_id}"
+
+
+class ConsentType(IntEnum):
+    PURPOSE = 534120000
+    TOPIC = 534120001
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a record is consent for: a purpose or a topic, by id."""
+
+    kind: ConsentType
+    id: str  # lowercase GUID
+
+    @property
+    def table(self) -> str:
+        return "msdynmkt_purpose" if self.kind is ConsentType.PURPOSE else "msdynmkt_topic"
+
+    @property
+    def entity_set(self) -> str:
+        return self.table + "s"
+
+    @property
+    def lookup_value(self) -> str:
+        """The lookup's value column as a query returns it (``_msdynmkt_purposeid_value``)."""
+        return f"_{self.table}id_value"
+
+    def bind(self) -> dict[str, str]:
+        # The navigation property is spelt with a capital I (msdynmkt_purposeId), unlike the column.
+        return {f"{self.table}Id@odata.bind": f"/{self.entity_set}({self.id})"}
+
+    def __str__(self) -> str:
+        return f"{self.table}/{self.id}"
+
+
+@dataclass(frozen=True)
+class ConsentSettings:
+    """The consent write's settings; no purpose and no topic means it is off (the app's behaviour before it)."""
+
+    purposes: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    address_columns: tuple[str, ...] = ("emailaddress1",)
+    description: str = DEFAULT_DESCRIPTION
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.purposes or self.topics)
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        return tuple(Scope(ConsentType.PURPOSE, p) for p in self.purposes) + tuple(
+            Scope(ConsentType.TOPIC, t) for t in self.topics
+        )
+
+    @classmethod
+    def parse(cls, purposes: str, topics: str, columns: str, description: str) -> ConsentSettings:
+        """From the raw CONSENT_PURPOSE_IDS, CONSENT_TOPIC_IDS, RECIPIENT_EMAIL_COLUMNS, CONSENT_REASON_DESCRIPTION."""
+        names = [c.strip().lower() for c in columns.split(";") if c.strip()]
+        for name in names:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise SettingsError(f"RECIPIENT_EMAIL_COLUMNS: {name!r} is not a Dataverse logical name")
+        if not names:
+            raise SettingsError("RECIPIENT_EMAIL_COLUMNS must name at least one address column, e.g. emailaddress1")
+        unknown = set(re.findall(r"\{([^{}]*)\}", description)) - set(DESCRIPTION_PLACEHOLDERS)
+        if unknown:
+            raise SettingsError(f"CONSENT_REASON_DESCRIPTION: unknown placeholder(s) {sorted(unknown)}; use {{log_id}}")
+        return cls(
+            purposes=_guids(purposes, "CONSENT_PURPOSE_IDS"),
+            topics=_guids(topics, "CONSENT_TOPIC_IDS"),
+            address_columns=tuple(dict.fromkeys(names)),
+            description=description,
+        )
+
+    def description_for(self, log_id: str) -> str:
+        return self.description.replace("{log_id}", log_id)[:DESCRIPTION_MAX]
+
+
+def addresses(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[str, ...]:
+    """The recipient's distinct, non-empty addresses in ``columns`` order (the same address twice, in any case,
+    counts once: Dataverse compares text without regard to case)."""
+    found: dict[str, str] = {}
+    for column in columns:
+        value = row.get(column)
+        if isinstance(value, str) and value.strip():
+            found.setdefault(address_key(value), value.strip())
+    return tuple(found.values())
+
+
+def address_key(address: str) -> str:
+    return address.strip().casefold()
+
+
+# -- listing what exists -----------------------------------------------------------------------------------
+
+QUERY_SELECT = (KEY, ADDRESS, CHANNEL, CONSENT_TYPE, STATUS, "_msdynmkt_purposeid_value", "_msdynmkt_topicid_value")
+
+
+def query_filter(address: str) -> str:
+    """The OData ``$filter`` for the email-channel records of ``address`` (single quotes doubled, as OData wants)."""
+    literal = address.replace("'", "''")
+    return f"{ADDRESS} eq '{literal}' and {CHANNEL} eq {EMAIL}"
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """A consent record as listed: its id, status and what it is consent for."""
+
+    id: str
+    address: str
+    channel: int | None
+    kind: int | None
+    status: int | None
+    purpose: str | None
+    topic: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Existing:
+        return cls(
+            id=str(row.get(KEY, "")).lower(),
+            address=str(row.get(ADDRESS) or ""),
+            channel=_int(row.get(CHANNEL)),
+            kind=_int(row.get(CONSENT_TYPE)),
+            status=_int(row.get(STATUS)),
+            purpose=normalise_guid(row.get("_msdynmkt_purposeid_value")),
+            topic=normalise_guid(row.get("_msdynmkt_topicid_value")),
+        )
+
+    def is_for(self, address: str, scope: Scope) -> bool:
+        """Microsoft's match: this address, the email channel, the consent type and the purpose (or topic) id."""
+        if address_key(self.address) != address_key(address) or self.channel != EMAIL or self.kind != scope.kind:
+            return False
+        return (self.purpose if scope.kind is ConsentType.PURPOSE else self.topic) == scope.id
+
+
+# -- the plan ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to write for one address: records to create (one per scope without any), records to set to Opted Out,
+    and records already opted out (left alone)."""
+
+    address: str
+    create: tuple[Scope, ...] = ()
+    update: tuple[str, ...] = ()  # record ids
+    kept: tuple[str, ...] = ()  # record ids already opted out
+
+    @property
+    def writes(self) -> int:
+        return len(self.create) + len(self.update)
+
+
+def plan(address: str, scopes: Iterable[Scope], existing: Iterable[Existing]) -> Plan:
+    """Which records to create and which to update so that ``address`` is opted out of every scope.
+
+    Only records that match a scope exactly are considered (:meth:`Existing.is_for`); every match is updated
+    (Microsoft's recipe updates them all), unless it is opted out already."""
+    listed = list(existing)
+    create: list[Scope] = []
+    update: dict[str, None] = {}
+    kept: dict[str, None] = {}
+    for scope in dict.fromkeys(scopes):
+        matches = [record for record in listed if record.is_for(address, scope)]
+        if not matches:
+            create.append(scope)
+        for record in matches:
+            (kept if record.status == OPTED_OUT else update)[record.id] = None
+    return Plan(address, tuple(create), tuple(update), tuple(kept))
+
+
+def new_record(address: str, scope: Scope, description: str) -> dict[str, Any]:
+    """The body of a created record: Email, Opted Out, Source Internal, Reason "No reasons", and the marker text."""
+    return {
+        ADDRESS: address,
+        CHANNEL: EMAIL,
+        CONSENT_TYPE: int(scope.kind),
+        STATUS: OPTED_OUT,
+        SOURCE: SOURCE_INTERNAL,
+        REASON: NO_REASONS,
+        DESCRIPTION: description,
+        **scope.bind(),
+    }
+
+
+def opted_out(description: str) -> dict[str, Any]:
+    """The update of an existing record: status Opted Out, with the source, reason and marker text Microsoft's
+    recipe writes; channel, consent type, address and purpose stay as they are."""
+    return {STATUS: OPTED_OUT, SOURCE: SOURCE_INTERNAL, REASON: NO_REASONS, DESCRIPTION: description}
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the consent write did for one recipient, for its outcome line (counts only: never an address)."""
+
+    addresses: int = 0
+    created: int = 0
+    updated: int = 0
+    kept: int = 0
+    empty: tuple[str, ...] = field(default=())  # address columns that were empty
+
+    def describe(self, wrote: str) -> str:
+        """``wrote`` is what the recipient write set (``donotbulkemail``)."""
+        if not self.addresses:
+            return f"wrote {wrote}; no consent record: {', '.join(self.empty) or 'the address'} empty"
+        written = self.created + self.updated
+        parts = [f"{self.created} created", f"{self.updated} updated"]
+        if self.kept:
+            parts.append(f"{self.kept} already opted out, left alone")
+        noun = "record" if written == 1 else "records"
+        return f"wrote {wrote} and {written} consent {noun} ({'; '.join(parts)}) for {self.addresses} address(es)"
+
+
+def _guids(text: str, setting: str) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for entry in (part.strip() for part in text.split(";")):
+        if not entry:
+            continue
+        guid = normalise_guid(entry)
+        if guid is None:
+            raise SettingsError(f"{setting}: {entry!r} is not a GUID (the id at the end of the purpose's URL)")
+        found[guid] = None
+    return tuple(found)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

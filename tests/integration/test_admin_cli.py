@@ -1,0 +1,259 @@
+"""discover, check --connect and setup against the Dataverse stand-in over real HTTP: what an administrator runs to
+set up the Dataverse side, on the samples' schema and on one with other names, codes and lookups."""
+
+import json
+from typing import Any
+
+import pytest
+
+from optout_core.cli.check import connect_findings
+from optout_core.domain.settings import Settings
+from optout_dev.standin import CONCEP_WORKFLOWS, OTHER_WORKFLOWS, SDK_MESSAGE_IDS, filter_id
+from tests.support.cli import cli
+from tests.support.dataverse import TOKEN, standin_env
+
+KEY = "c2VjcmV0LWtleS1uZXZlci1wcmludGVk"
+CONNECTION = (
+    "Endpoint=sb://optout-bus.servicebus.windows.net/;SharedAccessKeyName=dataverse-send;"
+    f"SharedAccessKey={KEY};EntityPath=campaign-log"
+)
+SAMPLE_SETTINGS = {
+    "OPT_OUT_ACTIVITY_TYPES": "100000003;Spam Report;100000004;Group Opt out;100000005;Client Opt Out",
+    "BOUNCE_ACTIVITY_TYPES": "100000007;Hard Bounce;100000008;Soft Bounce",
+    "USER_OPT_OUT_ACTIVITY_TYPES": "100000006;User Opt Out",
+    "RECIPIENT_COLUMNS": "concep_contactid;concep_leadid;concep_recipientid",
+    "DATAVERSE_ENDPOINT_CONNECTION_STRING": CONNECTION,
+    "CONCEP_WORKFLOWS": "Concep Opt Out (child);Concep Bounce Detail",
+}
+
+
+def _json(*args: str, env: dict[str, str]) -> tuple[int, Any]:
+    result = cli(*args, "--json", env=env)
+    assert KEY not in result.stdout + result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.fixture
+def samples(make_standin):
+    return make_standin(campaign_log=True, presets=("registration",))
+
+
+# -- discover --------------------------------------------------------------------------------------
+
+
+def test_discover_finds_the_samples_campaign_log_and_proposes_settings_by_code_and_label(samples) -> None:
+    code, found = _json("discover", env=standin_env(samples))
+
+    assert code == 0
+    assert [c["table"] for c in found["candidates"]] == ["concep_emailcampaignlog"]
+    assert found["candidates"][0]["activity_type_column"] == "concep_activitytype"
+    assert found["settings"] == {
+        "CAMPAIGN_LOG_TABLE": "concep_emailcampaignlog",
+        "CAMPAIGN_LOG_ENTITY_SET": "concep_emailcampaignlogs",
+        "ACTIVITY_TYPE_COLUMN": "concep_activitytype",
+        "OPT_OUT_ACTIVITY_TYPES": SAMPLE_SETTINGS["OPT_OUT_ACTIVITY_TYPES"],
+        "BOUNCE_ACTIVITY_TYPES": SAMPLE_SETTINGS["BOUNCE_ACTIVITY_TYPES"],
+        "USER_OPT_OUT_ACTIVITY_TYPES": SAMPLE_SETTINGS["USER_OPT_OUT_ACTIVITY_TYPES"],
+        "RECIPIENT_COLUMNS": SAMPLE_SETTINGS["RECIPIENT_COLUMNS"],
+        "BOUNCE_DETAIL_COLUMN": "concep_bouncereason",
+    }
+    routes = {o["value"]: o["route"] for o in found["options"]}
+    assert routes[100000003] == "opt_out" and routes[100000006] == "user_opt_out" and routes[100000001] == "ignored"
+
+
+def test_discover_reads_another_schema_and_ranks_a_decoy_table_below_it(make_standin) -> None:
+    other = make_standin(campaign_log="other")
+    code, found = _json("discover", env=standin_env(other))
+
+    assert code == 0
+    assert [c["table"] for c in found["candidates"]] == ["cnc_maillog", "cnc_survey"]
+    settings = found["settings"]
+    assert (settings["CAMPAIGN_LOG_TABLE"], settings["ACTIVITY_TYPE_COLUMN"]) == ("cnc_maillog", "cnc_eventkind")
+    # A polymorphic Customer lookup (account, contact) is tried after the single-table lookup to lead.
+    assert settings["RECIPIENT_COLUMNS"] == "cnc_leadid;cnc_customerid"
+    assert settings["OPT_OUT_ACTIVITY_TYPES"].split(";")[0::2] == ["717750001", "717750003", "717750005"]
+    assert {o["route"] for o in found["options"] if o["label"] in ("Hard bounce", "Bounced - soft")} == {"bounce"}
+
+
+def test_discover_can_be_told_the_table_and_says_so_when_none_qualifies(make_standin, samples) -> None:
+    code, found = _json("discover", "--table", "concep_emailcampaignlog", env=standin_env(samples))
+    assert code == 0 and found["settings"]["CAMPAIGN_LOG_TABLE"] == "concep_emailcampaignlog"
+
+    bare = make_standin()
+    code, found = _json("discover", env=standin_env(bare))
+    assert (code, found) == (1, {"candidates": [], "settings": {}, "options": []})
+    text = cli("discover", env=standin_env(bare))
+    assert text.returncode == 1 and "is the Concep solution installed" in text.stdout
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+
+def _ours(standin: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    [endpoint] = [e for e in standin.rows("serviceendpoint").values() if e["name"] == "optout campaign log"]
+    [step] = list(standin.rows("sdkmessageprocessingstep").values())
+    return endpoint, step
+
+
+def test_setup_dry_run_changes_nothing_then_apply_registers_and_a_second_run_is_a_no_op(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    code, planned = _json("setup", "--dry-run", env=env)
+    assert code == 0 and planned["dry_run"] is True
+    assert [(c["action"], c["record"]) for c in planned["changes"]] == [
+        ("create", "serviceendpoint"),
+        ("create", "step"),
+    ]
+    assert samples.rows("serviceendpoint") == {} and samples.rows("sdkmessageprocessingstep") == {}
+
+    code, done = _json("setup", env=env)
+    assert code == 0 and done["dry_run"] is False
+    endpoint, step = _ours(samples)
+    assert [c["id"] for c in done["changes"]] == [endpoint["serviceendpointid"], step["sdkmessageprocessingstepid"]]
+    assert (endpoint["contract"], endpoint["messageformat"], endpoint["authtype"], endpoint["userclaim"]) == (
+        2,
+        2,
+        2,
+        1,
+    )
+    assert (endpoint["path"], endpoint["saskeyname"], endpoint["saskey"]) == ("campaign-log", "dataverse-send", KEY)
+    assert endpoint["namespaceaddress"] == "sb://optout-bus.servicebus.windows.net/"
+    assert (step["stage"], step["mode"], step["asyncautodelete"], step["statecode"]) == (40, 1, True, 0)
+    assert step["_sdkmessageid_value"] == SDK_MESSAGE_IDS["Create"]
+    assert step["_sdkmessagefilterid_value"] == filter_id("Create", "concep_emailcampaignlog")
+    assert step["_eventhandler_value"] == endpoint["serviceendpointid"]
+
+    code, again = _json("setup", env=env)
+    assert code == 0 and [c["action"] for c in again["changes"]] == ["none", "none"]
+    text = cli("setup", env=env)
+    assert "Nothing to change" in text.stdout and KEY not in text.stdout
+
+
+def test_a_changed_setting_updates_the_records_in_place(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    before, _ = _ours(samples)
+    moved = {
+        **env,
+        "CAMPAIGN_LOG_QUEUE": "dataverse-log",
+        "DATAVERSE_ENDPOINT_CONNECTION_STRING": CONNECTION.replace("campaign-log", "dataverse-log"),
+    }
+    code, done = _json("setup", env=moved)
+    assert code == 0 and [(c["action"], c["record"]) for c in done["changes"]] == [
+        ("update", "serviceendpoint"),
+        ("none", "step"),
+    ]
+    after, _ = _ours(samples)
+    assert after["serviceendpointid"] == before["serviceendpointid"] and after["path"] == "dataverse-log"
+
+
+def test_remove_deletes_what_setup_made_and_nothing_else(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    other = standin_env(samples, **{**SAMPLE_SETTINGS, "DATAVERSE_ENDPOINT_NAME": "another integration"})
+    assert cli("setup", env=other).returncode == 0
+
+    code, done = _json("setup", "--remove", env=env)
+    assert code == 0 and [(c["action"], c["record"]) for c in done["changes"]] == [
+        ("delete", "step"),
+        ("delete", "serviceendpoint"),
+    ]
+    assert [e["name"] for e in samples.rows("serviceendpoint").values()] == ["another integration"]
+    assert len(samples.rows("sdkmessageprocessingstep")) == 1
+
+
+def test_setup_deactivates_only_the_named_concep_workflows(samples) -> None:
+    code, done = _json("setup", "--deactivate-workflows", env=standin_env(samples, **SAMPLE_SETTINGS))
+    assert code == 0
+    assert [(c["action"], c["name"]) for c in done["changes"] if c["record"] == "workflow"] == [
+        ("update", "Concep Opt Out (child)"),
+        ("update", "Concep Bounce Detail"),
+    ]
+    states = {row["name"]: row["statecode"] for row in samples.rows("workflow").values()}
+    assert states["Concep Opt Out (child)"] == 0 and states["Concep Bounce Detail"] == 0
+    assert states["Concep Email Campaign Log - Router"] == 1 and states["Welcome new contact"] == 1
+    assert set(OTHER_WORKFLOWS) <= set(states) and set(CONCEP_WORKFLOWS) <= set(states)
+
+
+def test_setup_refuses_without_the_administrator_privileges_it_needs_and_writes_nothing(samples) -> None:
+    everything = set(samples.privileges)
+    samples.set_privileges(everything - {"prvCreateSdkMessageProcessingStep"})
+    result = cli("setup", env=standin_env(samples, **SAMPLE_SETTINGS))
+    assert result.returncode == 1
+    assert "setup refused: this identity lacks prvCreateSdkMessageProcessingStep" in result.stdout
+    assert samples.rows("serviceendpoint") == {}
+
+
+# -- check --connect -------------------------------------------------------------------------------
+
+
+def test_check_connect_proves_a_configuration_after_discover_and_setup(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    code, before = _json("check", "--connect", env=env)
+    assert code == 1 and "registration.endpoint_missing" in [f["code"] for f in before["findings"]]
+
+    assert cli("setup", "--deactivate-workflows", env=env).returncode == 0
+    code, after = _json("check", "--connect", env=env)
+    assert code == 0 and after["ok"] is True
+    assert [f["code"] for f in after["findings"] if f["severity"] != "ok"] == []
+    assert {o["label"]: o["route"] for o in after["options"]}["Hard Bounce"] == "bounce"
+
+
+def _codes(standin: Any, severity: str = "error", **env: str) -> list[str]:
+    settings = Settings.from_env(standin_env(standin, **{**SAMPLE_SETTINGS, **env}))
+    found, _ = connect_findings(settings)
+    return [f.code for f in found if f.severity == severity]
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"CAMPAIGN_LOG_TABLE": "concep_campaignlog"}, "campaign_log.table_missing"),
+        ({"CAMPAIGN_LOG_ENTITY_SET": "concep_logs"}, "campaign_log.entity_set"),
+        ({"ACTIVITY_TYPE_COLUMN": "concep_type"}, "activity_type.column_missing"),
+        ({"ACTIVITY_TYPE_COLUMN": "createdon"}, "activity_type.kind"),
+        ({"OPT_OUT_ACTIVITY_TYPES": "Spam Reprot;100000004"}, "activity_type.unknown_option"),
+        ({"RECIPIENT_COLUMNS": "concep_bouncereason"}, "recipient.column"),
+        ({"OPT_OUT_UPDATE": '{"donotbulkemail": true, "new_optedout": true}'}, "update.column"),
+        ({"OPT_OUT_UPDATE": '{"donotbulkemail": true, "description": 5}'}, "update.column"),
+        (
+            {"BOUNCE_DETAIL_COLUMN": "concep_reason", "BOUNCE_UPDATE": '{"description": "{detail}"}'},
+            "bounce.detail_column",
+        ),
+    ],
+)
+def test_check_connect_finds_each_misconfiguration(samples, env: dict[str, str], code: str) -> None:
+    assert cli("setup", env=standin_env(samples, **SAMPLE_SETTINGS)).returncode == 0
+    assert code in _codes(samples, **env)
+
+
+def test_check_connect_names_a_missing_privilege_of_the_application_user(samples) -> None:
+    samples.set_privileges(set(samples.privileges) - {"prvWriteLead"})
+    assert "privileges.missing" in _codes(samples)
+
+
+def test_check_connect_finds_a_registration_that_would_break_delivery(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    endpoint, step = _ours(samples)
+    from optout_core.dataverse.auth import StaticTokenCredential
+    from optout_core.dataverse.client import DataverseClient
+
+    client = DataverseClient(samples.url, StaticTokenCredential(TOKEN))
+    try:
+        client.patch("sdkmessageprocessingsteps", step["sdkmessageprocessingstepid"], {"mode": 0})
+        assert _codes(samples) == ["registration.step", "registration.step_missing"]
+        client.patch("serviceendpoints", endpoint["serviceendpointid"], {"messageformat": 1})
+        assert "registration.format" in _codes(samples)
+    finally:
+        client.close()
+    assert "workflow.active" in _codes(samples, "warning")
+
+
+def test_an_application_user_that_may_not_read_the_registration_is_told_to_ask_an_administrator(samples) -> None:
+    samples.set_privileges(set(samples.privileges) - {"prvReadServiceEndpoint", "prvReadUser"})
+    settings = Settings.from_env(standin_env(samples, **SAMPLE_SETTINGS))
+    found, _ = connect_findings(settings)
+    unreadable = {f.code: f for f in found if f.severity == "warning" and f.code.endswith(".unreadable")}
+    assert set(unreadable) >= {"registration.unreadable"}
+    assert unreadable["registration.unreadable"].fix.startswith("run `check --connect` as a Dataverse administrator")
+    assert [f.code for f in found if f.severity == "error"] == []

@@ -1,0 +1,80 @@
+"""check --connect for the consent write (optout_core.cli.consent_check.consent_findings), against the stand-in."""
+
+import pytest
+
+from optout_core.app.services import build_dataverse_client
+from optout_core.cli.consent_check import consent_findings
+from optout_core.domain.settings import Settings
+from optout_dev.standin.presets import COMMERCIAL_PURPOSE_ID, NEWSLETTER_TOPIC_ID
+from tests.support.dataverse import standin_env
+
+CONSENT = "msdynmkt_contactpointconsent4"
+UNKNOWN = "0badc0de-0000-4000-8000-000000000001"
+
+
+def findings_for(standin, **env):
+    settings = Settings.from_env(standin_env(standin, **env))
+    client = build_dataverse_client(settings)
+    try:
+        return consent_findings(client, settings)
+    finally:
+        client.close()
+
+
+def codes(findings, severity=None):
+    return [f.code for f in findings if severity is None or f.severity == severity]
+
+
+@pytest.fixture
+def journeys(make_standin):
+    return make_standin(presets=("journeys",))
+
+
+def test_nothing_is_checked_while_the_feature_is_off(journeys):
+    assert codes(findings_for(journeys)) == ["consent.off"]
+    assert journeys.requests == []
+
+
+def test_a_complete_set_up_is_all_ok(journeys):
+    found = findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID, CONSENT_TOPIC_IDS=NEWSLETTER_TOPIC_ID)
+    assert codes(found) == [
+        "consent.table",
+        "consent.purpose",
+        "consent.topic",
+        "consent.address_columns",
+        "consent.privileges",
+    ]
+    assert {f.severity for f in found} == {"ok"}
+
+
+def test_without_journeys_the_table_is_missing(standin):
+    [found] = findings_for(standin, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
+    assert found.code == "consent.table_missing" and found.severity == "error"
+    assert "Customer Insights - Journeys" in found.fix
+
+
+def test_an_unknown_purpose_or_topic_is_named(journeys):
+    found = findings_for(journeys, CONSENT_PURPOSE_IDS=f"{COMMERCIAL_PURPOSE_ID};{UNKNOWN}", CONSENT_TOPIC_IDS=UNKNOWN)
+    assert codes(found, "error") == ["consent.purpose_missing", "consent.topic_missing"]
+    assert all(UNKNOWN in f.message for f in found if f.severity == "error")
+
+
+def test_an_address_column_the_tables_lack_is_an_error(journeys):
+    found = findings_for(
+        journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID, RECIPIENT_EMAIL_COLUMNS="emailaddress1;new_workemail"
+    )
+    assert codes(found, "error") == ["consent.address_column_missing"] * 3  # contact, lead, account
+
+
+@pytest.mark.parametrize("kind", ["Create", "Write", "Append", "Read"])
+def test_a_missing_privilege_on_the_consent_table_is_named(journeys, kind):
+    journeys.set_privileges(journeys.privileges - {f"prv{kind}{CONSENT}"})
+    found = findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
+    [missing] = [f for f in found if f.severity == "error"]
+    assert missing.code == "consent.privileges_missing" and f"prv{kind}{CONSENT}" in missing.message
+
+
+def test_append_to_on_the_purpose_is_needed_to_bind_it(journeys):
+    journeys.set_privileges(journeys.privileges - {"prvAppendTomsdynmkt_purpose"})
+    found = findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
+    assert [f.message.split("lacks ")[1] for f in found if f.severity == "error"] == ["prvAppendTomsdynmkt_purpose"]

@@ -1,0 +1,156 @@
+"""The consent plan (optout_core.domain.consent): which contact point consent records an opt-out creates or updates,
+given what exists; and its settings."""
+
+import pytest
+
+from optout_core.domain.consent import (
+    EMAIL,
+    NO_REASONS,
+    OPTED_OUT,
+    SOURCE_INTERNAL,
+    ConsentSettings,
+    ConsentType,
+    Existing,
+    Scope,
+    Tally,
+    addresses,
+    new_record,
+    opted_out,
+    plan,
+    query_filter,
+)
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.settings import Settings
+
+COMMERCIAL = "0a5c3d2e-1111-4c2d-9e8f-0a1b2c3d4e01"
+TRANSACTIONAL = "0a5c3d2e-1111-4c2d-9e8f-0a1b2c3d4e02"
+NEWSLETTER = "0a5c3d2e-2222-4c2d-9e8f-0a1b2c3d4e03"
+PURPOSE = Scope(ConsentType.PURPOSE, COMMERCIAL)
+TOPIC = Scope(ConsentType.TOPIC, NEWSLETTER)
+ADDRESS = "pat@example.com"
+
+
+def record(
+    n, *, address=ADDRESS, channel=EMAIL, kind=ConsentType.PURPOSE, status=534120001, purpose=COMMERCIAL, topic=None
+):
+    return Existing.from_row(
+        {
+            "msdynmkt_contactpointconsent4id": f"00000000-0000-0000-0000-{n:012d}",
+            "msdynmkt_contactpointvalue": address,
+            "msdynmkt_contactpointtype": channel,
+            "msdynmkt_contactpointconsenttype": int(kind),
+            "msdynmkt_value": status,
+            "_msdynmkt_purposeid_value": purpose,
+            "_msdynmkt_topicid_value": topic,
+        }
+    )
+
+
+def rid(n):
+    return f"00000000-0000-0000-0000-{n:012d}"
+
+
+def test_no_record_for_the_purpose_means_one_is_created():
+    assert plan(ADDRESS, [PURPOSE], []) == plan(ADDRESS, [PURPOSE], [record(1, purpose=TRANSACTIONAL)])
+    assert plan(ADDRESS, [PURPOSE], []).create == (PURPOSE,)
+
+
+def test_an_opted_in_or_not_set_record_is_updated_and_an_opted_out_one_left_alone():
+    made = plan(
+        ADDRESS, [PURPOSE], [record(1, status=534120001), record(2, status=534120000), record(3, status=OPTED_OUT)]
+    )
+    assert made.create == () and made.update == (rid(1), rid(2)) and made.kept == (rid(3),)
+    assert made.writes == 2
+
+
+def test_other_channels_purposes_topics_and_addresses_are_never_touched():
+    others = [
+        record(1, channel=534120001),  # text message
+        record(2, purpose=TRANSACTIONAL),
+        record(3, kind=ConsentType.TOPIC, topic=NEWSLETTER),  # a topic record of the same purpose
+        record(4, address="someone.else@example.com"),
+    ]
+    made = plan(ADDRESS, [PURPOSE], others)
+    assert made.create == (PURPOSE,) and made.update == () and made.kept == ()
+
+
+def test_addresses_match_without_regard_to_case_as_dataverse_compares_text():
+    assert plan("Pat@Example.COM", [PURPOSE], [record(1)]).update == (rid(1),)
+
+
+def test_a_topic_is_matched_by_its_topic_id_and_consent_type():
+    made = plan(ADDRESS, [PURPOSE, TOPIC], [record(1, kind=ConsentType.TOPIC, topic=NEWSLETTER, status=OPTED_OUT)])
+    assert made.create == (PURPOSE,) and made.kept == (rid(1),)
+
+
+def test_a_record_listed_twice_or_a_scope_named_twice_is_planned_once():
+    made = plan(ADDRESS, [PURPOSE, PURPOSE], [record(1), record(1)])
+    assert made.update == (rid(1),)
+
+
+def test_a_new_record_is_email_opted_out_internal_no_reasons_with_the_purpose_bound():
+    body = new_record(ADDRESS, PURPOSE, "marker")
+    assert body == {
+        "msdynmkt_contactpointvalue": ADDRESS,
+        "msdynmkt_contactpointtype": EMAIL,
+        "msdynmkt_contactpointconsenttype": 534120000,
+        "msdynmkt_value": OPTED_OUT,
+        "msdynmkt_source": SOURCE_INTERNAL,
+        "msdynmkt_logicalreason": NO_REASONS,
+        "msdynmkt_reason": "marker",
+        "msdynmkt_purposeId@odata.bind": f"/msdynmkt_purposes({COMMERCIAL})",
+    }
+    assert new_record(ADDRESS, TOPIC, "m")["msdynmkt_topicId@odata.bind"] == f"/msdynmkt_topics({NEWSLETTER})"
+
+
+def test_an_update_only_ever_opts_out():
+    assert opted_out("m")["msdynmkt_value"] == OPTED_OUT
+    assert set(opted_out("m")) == {"msdynmkt_value", "msdynmkt_source", "msdynmkt_logicalreason", "msdynmkt_reason"}
+
+
+def test_the_query_lists_the_email_channel_of_one_address_with_quotes_doubled():
+    assert query_filter("o'neil@example.com") == (
+        "msdynmkt_contactpointvalue eq 'o''neil@example.com' and msdynmkt_contactpointtype eq 534120000"
+    )
+
+
+def test_a_recipient_s_addresses_are_its_distinct_non_empty_columns_in_order():
+    row = {"emailaddress1": " Pat@example.com ", "emailaddress2": "pat@EXAMPLE.com", "emailaddress3": "", "x": None}
+    assert addresses(row, ("emailaddress1", "emailaddress2", "emailaddress3", "x")) == ("Pat@example.com",)
+    assert addresses({"emailaddress1": None}, ("emailaddress1",)) == ()
+
+
+def test_the_outcome_text_counts_records_and_never_names_an_address():
+    text = Tally(addresses=2, created=1, updated=1, kept=1).describe("donotbulkemail")
+    assert text == (
+        "wrote donotbulkemail and 2 consent records (1 created; 1 updated; 1 already opted out, left alone) "
+        "for 2 address(es)"
+    )
+    assert Tally(empty=("emailaddress1",)).describe("donotbulkemail") == (
+        "wrote donotbulkemail; no consent record: emailaddress1 empty"
+    )
+
+
+def test_consent_is_off_by_default_and_settings_parse_and_refuse():
+    assert Settings.from_env({}).consent == ConsentSettings() and not ConsentSettings().enabled
+    on = Settings.from_env(
+        {
+            "CONSENT_PURPOSE_IDS": f"{{{COMMERCIAL.upper()}}}; ;{COMMERCIAL}",
+            "CONSENT_TOPIC_IDS": NEWSLETTER,
+            "RECIPIENT_EMAIL_COLUMNS": "EmailAddress1;emailaddress2",
+        }
+    ).consent
+    assert on.enabled and on.purposes == (COMMERCIAL,) and on.topics == (NEWSLETTER,)
+    assert on.scopes == (PURPOSE, TOPIC) and on.address_columns == ("emailaddress1", "emailaddress2")
+    assert on.description_for("log-1") == "Opted out by optout from Concep campaign log log-1"
+    with pytest.raises(SettingsError, match="CONSENT_PURPOSE_IDS: 'Commercial' is not a GUID"):
+        Settings.from_env({"CONSENT_PURPOSE_IDS": "Commercial"})
+    with pytest.raises(SettingsError, match="RECIPIENT_EMAIL_COLUMNS"):
+        Settings.from_env({"RECIPIENT_EMAIL_COLUMNS": "email-address"})
+    with pytest.raises(SettingsError, match="unknown placeholder"):
+        Settings.from_env({"CONSENT_REASON_DESCRIPTION": "{recipient}"})
+
+
+def test_the_reason_description_fits_its_column():
+    long = ConsentSettings(purposes=(COMMERCIAL,), description="x" * 600 + "{log_id}")
+    assert len(long.description_for("id")) == 500
