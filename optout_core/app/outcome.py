@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from optout_core.app import telemetry
 from optout_core.domain.model import Outcome
 
 log = logging.getLogger("optout")
@@ -36,6 +37,7 @@ class OutcomeRecord:
     route: str | None = None
     activity_type: str | None = None
     recipient: str | None = None  # "contact/<guid>"
+    occurred_on: str | None = None  # the campaign log's createdon (ISO 8601): end-to-end latency starts there
     dataverse_requests: int = 0
     duration_ms: float = 0.0
 
@@ -43,20 +45,35 @@ class OutcomeRecord:
         """A copy with ``changes`` (dataclasses.replace, typed for this record)."""
         return replace(self, **changes)
 
-    def line(self) -> str:
+    def fields(self) -> dict[str, Any]:
+        """The non-empty fields as logged (line and custom dimensions alike), email addresses masked."""
         fields = {k: (str(v) if isinstance(v, Outcome) else v) for k, v in asdict(self).items()}
         fields["duration_ms"] = round(self.duration_ms, 2)
-        line = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False, sort_keys=True)
         # Labels and reasons can quote what a message said; an address in them (a forged activity type, say)
         # must never reach the logs.
-        return _EMAIL.sub("<email address>", line)
+        return {
+            k: _EMAIL.sub("<email address>", v) if isinstance(v, str) else v for k, v in fields.items() if v is not None
+        }
+
+    def line(self) -> str:
+        return _line(self.fields())
+
+
+def _line(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
 
 
 def log_outcome(record: OutcomeRecord, started: float) -> OutcomeRecord:
     """Stamp the time since ``started`` (a ``time.perf_counter()``) on ``record``, log its line, return it."""
     record = record.but(duration_ms=(time.perf_counter() - started) * 1000)
     level = logging.WARNING if record.outcome in (Outcome.REJECTED, Outcome.FAILED, RETRY) else logging.INFO
-    log.log(level, "outcome %s", record.line())
+    fields = record.fields()
+    line = _line(fields)
+    sink = telemetry.current()
+    if sink is None:
+        log.log(level, "outcome %s", line)
+    else:  # App Insights gets the line with its fields as custom dimensions, plus the outcome metrics
+        sink.emit(level, line, fields)
     return record
 
 
