@@ -50,10 +50,14 @@ def document() -> dict[str, Any]:
     """The content of infra/app-settings.json for the current SPEC."""
     return {
         "generatedBy": f"{COMMAND} - do not edit; regenerate after changing optout_core/domain/settings_spec.py",
-        "defaults": {s.name: s.default for s in SPEC if not s.secret and s.name not in FROM_TEMPLATE},
+        "defaults": {
+            s.name: s.default for s in SPEC if s.scope == "app" and not s.secret and s.name not in FROM_TEMPLATE
+        },
         "fromTemplate": sorted(FROM_TEMPLATE),
         # Secrets never become app settings: Service Bus and Dataverse are reached with the managed identity.
         "secretsLeftOut": sorted(s.name for s in SPEC if s.secret),
+        # Read only by the administrator's commands (setup, check) on their own machine.
+        "adminOnly": sorted(s.name for s in SPEC if s.scope == "admin"),
     }
 
 

@@ -49,6 +49,7 @@ def take_in(
         correlation_id=item.correlation_id,
         recipient=str(item.recipient),
         activity_type=item.activity_type or code,
+        occurred_on=item.occurred_on,
     ), item
 
 

@@ -41,7 +41,9 @@ def test_every_setting_the_code_reads_reaches_the_app_with_its_default_or_from_t
     generated = json.loads((INFRA / "app-settings.json").read_text(encoding="utf-8"))
     secrets = {s.name for s in SPEC if s.secret}
     covered = set(generated["defaults"]) | set(generated["fromTemplate"]) | set(generated["secretsLeftOut"])
+    covered |= set(generated["adminOnly"])  # read only by setup/check on the administrator's machine
     assert covered == set(DEFAULTS), REGENERATE
+    assert not set(generated["adminOnly"]) & set(generated["defaults"])
     assert generated["defaults"] == {k: DEFAULTS[k] for k in generated["defaults"]}, REGENERATE
     assert set(generated["secretsLeftOut"]) == secrets  # Service Bus and Dataverse use the identity instead
 
