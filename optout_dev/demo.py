@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from optout_core.app.services import build_dataverse_client
+from optout_core.dataverse.client import DataverseClient
 from optout_core.domain.consent import EMAIL, OPTED_OUT
 from optout_core.domain.settings import Settings
 from optout_dev.local import LocalPipeline, RunResult
@@ -36,6 +37,10 @@ DELETED = ("contact", DELETED_CONTACT)
 # the standard description column so the result is visible.
 DEMO_SETTINGS = {
     "EXPECTED_ORGANIZATION_ID": ORGANIZATION_ID,
+    # For the demo's setup: a made-up Send-only connection string (the stand-in never connects to it).
+    "DATAVERSE_ENDPOINT_CONNECTION_STRING": "Endpoint=sb://optout-demo.servicebus.windows.net/;"
+    "SharedAccessKeyName=dataverse-send;SharedAccessKey=ZGVtby1rZXk=;EntityPath=campaign-log",
+    "CONCEP_WORKFLOWS": "Concep Opt Out (child);Concep Bounce Detail",
     "BOUNCE_UPDATE": '{"description": "{activity_type} on {occurred_on}: {detail}"}',
     "DATAVERSE_MAX_ATTEMPTS": "3",
     "DATAVERSE_BACKOFF_SECONDS": "0.05",
@@ -52,22 +57,42 @@ def run_demo(
 ) -> tuple[list[RunResult], dict[str, Any]]:
     """Run the demo; print the report to ``out``; return the results and the final rows by table."""
     files = sample_files() if files is None else list(files)
-    with DataverseStandIn(token=TOKEN, tables=DEFAULT_TABLES) as standin:
+    with DataverseStandIn(token=TOKEN, tables=DEFAULT_TABLES, presets=("samples", "registration")) as standin:
         for table, row_id in (*SEED, DELETED):
             standin.add_row(table, row_id, donotbulkemail=False)
         standin.delete_row(*DELETED)
+        standin.organization_id = ORGANIZATION_ID  # the samples' organisation, as EXPECTED_ORGANIZATION_ID says
         settings = Settings.from_env({**DEMO_SETTINGS, "DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN})
         client = build_dataverse_client(settings)
-        local = LocalPipeline(settings, dataverse=client)
         try:
+            set_up_dataverse(client, settings, out)
+            before = len(standin.requests)
+            print("\n== The samples through the pipeline ==", file=out)
+            local = LocalPipeline(settings, dataverse=client)
             results = [local.run(f"{path.parent.name}/{path.name}", path.read_bytes()) for path in files]
         finally:
             client.close()
         rows = {table: standin.rows(table) for table in ("contact", "lead", "account")}
-        requests = len(standin.requests)
+        requests = len(standin.requests) - before
     _report(results, rows, requests, out)
     run_consent_demo(files[:1], out=out)
     return results, {"rows": rows, "requests": requests}
+
+
+def set_up_dataverse(client: DataverseClient, settings: Settings, out: TextIO) -> None:
+    """The administrator's three commands, as an adopter runs them: discover, setup, check --connect."""
+    from optout_core.cli.check import connect_findings, print_findings
+    from optout_core.cli.discover import discover
+    from optout_core.cli.schema import SchemaReader
+    from optout_core.cli.setup import setup
+
+    print("== discover: the campaign log table and its options, read from Dataverse's metadata ==", file=out)
+    discover(SchemaReader(client), out)
+    print("\n== setup --deactivate-workflows: the Service Bus endpoint and the step, registered ==", file=out)
+    setup(client, settings, out, deactivate_workflows=True)
+    print("\n== check --connect: the configuration proved against the environment ==", file=out)
+    findings, options = connect_findings(settings)
+    print_findings(findings, options, settings.activity_type_column, out)
 
 
 def run_consent_demo(files: Sequence[Path], *, out: TextIO = sys.stdout) -> tuple[list[RunResult], dict[str, Any]]:

@@ -6,7 +6,7 @@ in and calls ``WhoAmI``, and says in administrator language what to fix when tha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -54,7 +54,7 @@ def connect_findings(settings: Settings, credential: Any = None) -> tuple[list[F
 
     diagnosis, who = _connect(settings, credential)
     if not diagnosis.ok or who is None:
-        return [error("connect", diagnosis.message, "see the message")], []
+        return [error("connect", diagnosis.message, "as the message says; the schema is checked once this succeeds")], []
     found = [ok("connect", diagnosis.message)]
     options: list[dict[str, object]] = []
     client = _client(settings, credential or _credential(settings))
@@ -72,6 +72,20 @@ def connect_findings(settings: Settings, credential: Any = None) -> tuple[list[F
     finally:
         client.close()
     return found, options
+
+
+def print_findings(
+    findings: Sequence[Finding], options: Sequence[Mapping[str, object]], column: str, out: TextIO
+) -> None:
+    """``check --connect``'s report: each finding with its fix, then the option -> route table."""
+    for finding in findings:
+        print(f"{finding.severity.upper():<8} {finding.message}", file=out)
+        if finding.fix:
+            print(f"{'':<8}   fix: {finding.fix}", file=out)
+    if options:
+        print(f"\n{column} options and the route each gets:", file=out)
+        for option in options:
+            print(f"  {option['value']:>10}  {str(option['label']):<28} {option['route']}", file=out)
 
 
 def _credential(settings: Settings) -> Any:

@@ -145,7 +145,7 @@ def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: 
 
 
 def _check(*, connect_too: bool, as_json: bool) -> int:
-    from optout_core.cli.check import check_settings, connect_findings
+    from optout_core.cli.check import check_settings, connect_findings, print_findings
 
     if as_json and connect_too:
         try:
@@ -167,14 +167,7 @@ def _check(*, connect_too: bool, as_json: bool) -> int:
         result = {"ok": not failed, "findings": [f.as_json() for f in findings], "options": options}
         print(json.dumps(result, ensure_ascii=False))
         return 1 if failed else 0
-    for finding in findings:
-        print(f"{finding.severity.upper():<8} {finding.message}")
-        if finding.fix:
-            print(f"{'':<8}   fix: {finding.fix}")
-    if options:
-        print(f"\n{settings.activity_type_column} options and the route each gets:")
-        for option in options:
-            print(f"  {option['value']:>10}  {str(option['label']):<28} {option['route']}")
+    print_findings(findings, options, settings.activity_type_column, sys.stdout)
     return 1 if failed else 0
 
 
