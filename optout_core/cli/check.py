@@ -54,7 +54,7 @@ def connect_findings(settings: Settings, credential: Any = None) -> tuple[list[F
 
     diagnosis, who = _connect(settings, credential)
     if not diagnosis.ok or who is None:
-        return [error("connect", diagnosis.message, "as the message says; the schema is checked once this succeeds")], []
+        return [error("connect", diagnosis.message, "as the message says; the schema is checked once it passes")], []
     found = [ok("connect", diagnosis.message)]
     options: list[dict[str, object]] = []
     client = _client(settings, credential or _credential(settings))
