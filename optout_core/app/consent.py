@@ -13,11 +13,11 @@ lists again before writing, so a create whose answer was lost is never made twic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from optout_core.app.outcome import _EMAIL
+from optout_core.app.outcome import mask_emails
 from optout_core.dataverse.errors import DataverseError, DataverseRejected, DataverseUnavailable
 from optout_core.domain.consent import (
     ENTITY_SET,
@@ -34,53 +34,10 @@ from optout_core.domain.consent import (
     plan,
     query_filter,
 )
-from optout_core.domain.errors import SettingsError
 from optout_core.domain.model import ENTITY_SETS, Recipient
 
 if TYPE_CHECKING:
-    from optout_core.dataverse.client import BatchResult, QueriesResult, RowsResult, Write, WritesResult
-
-
-@runtime_checkable
-class ConsentDataverse(Protocol):
-    """What the consent write asks of Dataverse, beyond what the other writes need
-    (:class:`optout_core.dataverse.client.DataverseClient`)."""
-
-    def update_many(
-        self,
-        writes: Sequence[Write],
-        *,
-        verify_first: bool = False,
-        deadline: float | None = None,
-        returning: Sequence[str] = (),
-    ) -> BatchResult: ...
-
-    def read_rows(
-        self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
-    ) -> RowsResult: ...
-
-    def query_many(
-        self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
-    ) -> QueriesResult: ...
-
-    def write_rows(
-        self,
-        entity_set: str,
-        creates: Sequence[Mapping[str, Any]],
-        updates: Sequence[tuple[str, Mapping[str, Any]]],
-        *,
-        deadline: float | None = None,
-    ) -> WritesResult: ...
-
-
-def consent_client(dataverse: object) -> ConsentDataverse:
-    """The services' Dataverse client, as the consent write uses it."""
-    if not isinstance(dataverse, ConsentDataverse):
-        raise SettingsError(
-            f"CONSENT_PURPOSE_IDS/CONSENT_TOPIC_IDS are set, but the Dataverse client ({type(dataverse).__name__}) "
-            "cannot query or create rows"
-        )
-    return dataverse
+    from optout_core.app.services import Dataverse
 
 
 @dataclass(frozen=True)
@@ -95,7 +52,7 @@ def write_consent(
     rows: Mapping[Recipient, Mapping[str, Any] | None],
     log_ids: Mapping[Recipient, str],
     settings: ConsentSettings,
-    client: ConsentDataverse,
+    client: Dataverse,
     *,
     deadline: float | None = None,
 ) -> ConsentResult:
@@ -136,7 +93,7 @@ def write_consent(
 def _rows(
     rows: Mapping[Recipient, Mapping[str, Any] | None],
     settings: ConsentSettings,
-    client: ConsentDataverse,
+    client: Dataverse,
     deadline: float | None,
     outcome: dict[Recipient, Tally | DataverseError],
 ) -> tuple[dict[Recipient, Mapping[str, Any]], int]:
@@ -162,7 +119,7 @@ def _rows(
 
 
 def _write(
-    plans: Mapping[str, Plan], descriptions: Mapping[str, str], client: ConsentDataverse, deadline: float | None
+    plans: Mapping[str, Plan], descriptions: Mapping[str, str], client: Dataverse, deadline: float | None
 ) -> tuple[dict[str, Tally | DataverseError], int]:
     """Every create and update of the batch in one $batch; per address key, its tally or its first error (a
     permanent one first: a put-back cannot mend it)."""
@@ -222,7 +179,7 @@ def restated(error: DataverseError, text: str) -> DataverseError:
     """``error`` (same kind, status and retry figures) with ``text`` as its reason, email addresses masked: a
     Dataverse message may quote the value it refused, and reasons reach the rejected queue."""
     copy = type(error)(
-        _EMAIL.sub("<email address>", text),
+        mask_emails(text),
         status=error.status,
         code=error.code,
         message=None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from optout_core.app.consent import consent_client, restated, write_consent
+from optout_core.app.consent import restated, write_consent
 from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
 from optout_core.app.recent import Claim
 from optout_core.app.services import Services
@@ -105,9 +105,11 @@ def _write_groups(
         (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
     )
     consents: dict[Recipient, Tally | DataverseError] = {}
-    if consent.enabled:  # the addresses come back with the write: one request for both
-        client = consent_client(services.dataverse)
-        result = client.update_many(writes, verify_first=again, deadline=deadline, returning=consent.address_columns)
+    # With consent on, the addresses come back with the write: one request for both.
+    returning = consent.address_columns if consent.enabled else ()
+    result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline, returning=returning)
+    requests = result.requests  # the batch's requests are reported once, on its first message
+    if consent.enabled:
         done = {
             Recipient(*key): (outcome.row, members[0][2].log_id)
             for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True)
@@ -117,13 +119,10 @@ def _write_groups(
             {r: row for r, (row, _) in done.items()},
             {r: log_id for r, (_, log_id) in done.items()},
             consent,
-            client,
+            services.dataverse,
             deadline=deadline,
         )
-        consents, requests = written.by_recipient, result.requests + written.requests
-    else:
-        result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline)
-        requests = result.requests  # the batch's requests are reported once, on its first message
+        consents, requests = written.by_recipient, requests + written.requests
     wrote = ", ".join(update)
     for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True):
         for index, record, item in members:

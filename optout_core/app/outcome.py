@@ -22,6 +22,11 @@ _MAX_REASON = 1000  # Service Bus application properties share a 64 KB header bu
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
+def mask_emails(text: str) -> str:
+    """``text`` with every email address replaced: record ids go to logs and reasons, addresses never do."""
+    return _EMAIL.sub("<email address>", text)
+
+
 @dataclass(frozen=True)
 class OutcomeRecord:
     """How one Service Bus message ended, as logged and returned to callers (the CLI, tests)."""
@@ -51,9 +56,7 @@ class OutcomeRecord:
         fields["duration_ms"] = round(self.duration_ms, 2)
         # Labels and reasons can quote what a message said; an address in them (a forged activity type, say)
         # must never reach the logs.
-        return {
-            k: _EMAIL.sub("<email address>", v) if isinstance(v, str) else v for k, v in fields.items() if v is not None
-        }
+        return {k: mask_emails(v) if isinstance(v, str) else v for k, v in fields.items() if v is not None}
 
     def line(self) -> str:
         return _line(self.fields())

@@ -20,7 +20,15 @@ from optout_core.domain.settings import Settings
 from optout_core.servicebus.sender import QueueSender, ServiceBusSender
 
 if TYPE_CHECKING:  # the client module loads with the first write, not at indexing
-    from optout_core.dataverse.client import BatchResult, DataverseClient, RowsResult, Write, WriteResult
+    from optout_core.dataverse.client import (
+        BatchResult,
+        DataverseClient,
+        QueriesResult,
+        RowsResult,
+        Write,
+        WriteResult,
+        WritesResult,
+    )
 
 
 class Dataverse(Protocol):
@@ -31,7 +39,12 @@ class Dataverse(Protocol):
     ) -> WriteResult: ...
 
     def update_many(
-        self, writes: Sequence[Write], *, verify_first: bool = False, deadline: float | None = None
+        self,
+        writes: Sequence[Write],
+        *,
+        verify_first: bool = False,
+        deadline: float | None = None,
+        returning: Sequence[str] = (),
     ) -> BatchResult: ...
 
     def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None: ...
@@ -39,6 +52,19 @@ class Dataverse(Protocol):
     def read_rows(
         self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
     ) -> RowsResult: ...
+
+    def query_many(
+        self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
+    ) -> QueriesResult: ...
+
+    def write_rows(
+        self,
+        entity_set: str,
+        creates: Sequence[Mapping[str, Any]],
+        updates: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        deadline: float | None = None,
+    ) -> WritesResult: ...
 
     def close(self) -> None: ...
 
