@@ -10,7 +10,8 @@ them about each other. So after a 429 the gate lets one request go first when th
 one more for every answer that is not a 429 (up to the bound): a process that finds the capacity
 taken by another loses one request, not one per worker. And a 429 that comes while the gate is still
 reopening (the capacity went to another instance again) is waited out a random part of its Retry-After
-longer (never less than Retry-After), so that instances told the same Retry-After stop arriving at once.
+longer (a second at most; never less than Retry-After), so that instances told the same Retry-After stop
+arriving at once.
 docs/performance.md ("fleet") measures what this saves.
 """
 
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 
 _POLL_SECONDS = 0.05  # a request waiting for room looks again this often (it is also woken by every answer)
+_SPREAD_MAX_SECONDS = 1.0  # the longest random addition to a pause after a lost race
 _DECIDING_SECONDS = 0.01  # after a 429, the others wait this long for the retry's pause (hold) to be set
 
 
@@ -49,10 +51,10 @@ class ThrottleGate:
     def hold(self, seconds: float) -> None:
         """Pause every request for ``seconds`` from now (a longer pause already set is kept); then one goes
         first, and the others follow as answers come back. After a 429 that came while the gate was still
-        reopening, the pause is longer by a random part of itself."""
+        reopening, the pause is longer by a random part of itself (of a second at most)."""
         with self._lock:
-            if self._lost_race:
-                seconds, self._lost_race = seconds + seconds * self._draw(), False
+            if self._lost_race:  # at most a second more: Dataverse's unit, small against its 5-minute windows
+                seconds, self._lost_race = seconds + min(seconds, _SPREAD_MAX_SECONDS) * self._draw(), False
             self._resume_at = max(self._resume_at, self._clock() + seconds)
             self._allowed = 1
 
