@@ -18,12 +18,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
-import resource
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .common import opt_out_body, pipeline_settings, quiet_logging
@@ -171,15 +171,23 @@ def _worker(config: dict[str, Any], tasks: Any, results: Any, start: Any) -> Non
         thread.start()
     for thread in threads:
         thread.join()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     results.put(
         {
             "kind": "done",
             "pid": os.getpid(),
             "cpu_s": time.process_time() - cpu_started,
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 2),
+            "peak_rss_mb": round(_peak_rss_bytes() / 2**20, 2),
         }
     )
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: Linux carries that across the exec that
+    starts a spawned process, so it would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
 # ----- the parent's side -------------------------------------------------------------------------------------
