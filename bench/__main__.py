@@ -1,10 +1,14 @@
-"""``python -m bench [--quick] [--json]``: run every measurement, print a report (or one JSON object).
+"""``python -m bench [--quick] [--json] [--plot DIR]``: run every measurement, print a report (or one JSON object).
 
 The JSON object's top-level keys are a contract the project keeps stable (see docs/performance.md):
 router_vs_json_loads, import_vs_floor, requests_per_optout_steady, requests_per_optout_burst,
 write_wall_vs_sdk, write_wall_batch_vs_sdk, ours_completed_under_429, sdk_completed_under_429,
-ceiling_utilisation, rss_growth_mb. Each is a number, or null with the reason under ``notes``. The raw
-figures behind each sit under their own keys, with the machine's facts under ``machine``.
+ceiling_utilisation, rss_growth_mb; fleet_utilisation, fleet_lost, fleet_429_share, backlog_drain_vs_limit,
+optouts_per_request_backlog, latency_p50_ms, latency_p99_ms, latency_vs_floor, cpu_ms_per_event,
+peak_rss_mb, usd_per_million_events. Each is a number, or null with the reason under ``notes``. The raw
+figures behind each sit under their own keys, with the machine's facts under ``machine``. ``--plot DIR``
+also draws the fleet's and the backlog's curves from the same run into DIR (needs matplotlib,
+requirements-bench.txt).
 """
 
 from __future__ import annotations
@@ -31,13 +35,28 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "ours_completed_under_429": ("= 1.0", lambda v: v >= 1.0),
     "ceiling_utilisation": (">= 0.9, nothing lost", lambda v: v >= 0.9),
     "rss_growth_mb": ("<= 5", lambda v: v <= 5),
+    "fleet_utilisation": (">= 0.9 (K = 4 and 8)", lambda v: v >= 0.9),
+    "fleet_lost": ("= 0", lambda v: v == 0),
+    "backlog_drain_vs_limit": (">= 0.9, exactly once", lambda v: v >= 0.9),
+    "optouts_per_request_backlog": (">= 500", lambda v: v >= 500),
+    "latency_vs_floor": ("<= 1.5 (p50)", lambda v: v <= 1.5),
 }
-REPORTED_ONLY = ("write_wall_batch_vs_sdk", "sdk_completed_under_429", "import_vs_floor_source")
+REPORTED_ONLY = (
+    "write_wall_batch_vs_sdk",
+    "sdk_completed_under_429",
+    "import_vs_floor_source",
+    "fleet_429_share",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "cpu_ms_per_event",
+    "peak_rss_mb",
+    "usd_per_million_events",
+)
 KEYS = (*TARGETS, *REPORTED_ONLY)
 
 
 def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[str, Any]]]]:
-    from . import imports, memory, router, throttling, webapi_requests, writes
+    from . import backlog, fleet, imports, latency, memory, router, throttling, webapi_requests, writes
 
     return [
         ("router", ("router_vs_json_loads",), router.run),
@@ -56,10 +75,13 @@ def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[st
         ("under_429", ("ours_completed_under_429", "sdk_completed_under_429"), throttling.under_429),
         ("ceiling", ("ceiling_utilisation",), throttling.ceiling),
         ("memory", ("rss_growth_mb",), memory.run),
+        ("fleet", ("fleet_utilisation", "fleet_lost", "fleet_429_share"), fleet.run),
+        ("backlog", ("backlog_drain_vs_limit", "optouts_per_request_backlog"), backlog.run),
+        ("latency", ("latency_p50_ms", "latency_p99_ms", "latency_vs_floor", "cpu_ms_per_event"), latency.run),
     ]
 
 
-def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(quick: bool, progress: Callable[[str], None], only: frozenset[str] | None = None) -> dict[str, Any]:
     quiet_logging()
     started = time.perf_counter()
     report: dict[str, Any] = dict.fromkeys(KEYS)
@@ -69,6 +91,10 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     report["machine"] = machine()
     report["code"] = code_state()
     for name, keys, measure in _measurements():
+        if only is not None and name not in only:
+            for key in keys:
+                notes[key] = f"not measured in this run (--only {','.join(sorted(only))})"
+            continue
         progress(f"bench: {name} ...")
         t0 = time.perf_counter()
         try:
@@ -82,6 +108,17 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
         notes.update(result.pop("notes", {}))
         report.update(result)
         progress(f"bench: {name} done in {seconds[name]} s: " + ", ".join(f"{k}={report.get(k)}" for k in keys))
+    progress("bench: cost ...")
+    try:
+        from . import cost
+
+        priced = cost.model(report, quick)
+        notes.update(priced.pop("notes", {}))
+        report.update(priced)
+    except Exception as exc:  # noqa: BLE001 — the model must not hide the measurements
+        notes["usd_per_million_events"] = f"cost failed: {type(exc).__name__}: {exc}"
+        report["cost_error"] = traceback.format_exc(limit=6)
+    progress(f"bench: cost done: usd_per_million_events={report.get('usd_per_million_events')}")
     if quick:
         notes.setdefault(
             "rss_growth_mb",
@@ -90,14 +127,13 @@ def run(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     for key in KEYS:
         if report[key] is None and key not in notes:
             notes[key] = "not measured"
-    lost = (report.get("ceiling") or {}).get("lost")
+    # A utilisation counts only when nothing was lost on the way.
+    lost = {"ceiling_utilisation": (report.get("ceiling") or {}).get("lost"), "fleet_utilisation": report["fleet_lost"]}
     report["targets"] = {
         key: {
             "target": target,
             "value": report[key],
-            "met": None
-            if report[key] is None
-            else bool(test(report[key])) and not (key == "ceiling_utilisation" and lost),
+            "met": None if report[key] is None else bool(test(report[key])) and not lost.get(key),
         }
         for key, (target, test) in TARGETS.items()
     }
@@ -204,10 +240,19 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller samples; under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller samples and shorter windows; a few minutes")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parser.add_argument("--plot", metavar="DIR", help="also draw the fleet and backlog curves of this run into DIR")
+    parser.add_argument("--only", metavar="NAMES", help="run only these measurements (comma-separated names)")
     args = parser.parse_args(argv)
-    report = run(args.quick, progress=lambda text: print(text, file=sys.stderr, flush=True))
+    only = frozenset(args.only.split(",")) if args.only else None
+    progress = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    report = run(args.quick, progress=progress, only=only)
+    if args.plot:
+        from .plot import draw
+
+        for path in draw(report, args.plot):
+            progress(f"bench: drew {path}")
     if args.json:
         print(json.dumps(report, indent=2))
     else:

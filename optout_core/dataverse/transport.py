@@ -348,6 +348,8 @@ class Transport:
         session = self._get_session()
         with self._gate:
             r = session.send(prepared, timeout=self._timeout, allow_redirects=False)
+            if r.status_code == 429:  # told before this request leaves the gate: the others stay back
+                self._gate.refused()
         return Response(r.status_code, r.headers, r.content)
 
     def _get_session(self) -> requests.Session:

@@ -29,6 +29,10 @@ class ServiceProtection:
     window: float = 300.0
     concurrent: int = 52
     execution_ms: float | None = None
+    # The step of Retry-After, in seconds: Dataverse sends whole seconds against a 300 s window. A benchmark
+    # that scales the window down by f (300 s -> 300/f s) scales this step by the same f, so that the wait it
+    # imposes weighs on the window as much as Dataverse's does (sent with decimals when not whole).
+    retry_after_step: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.requests, bool) or not isinstance(self.requests, int) or self.requests < 1:
@@ -39,6 +43,28 @@ class ServiceProtection:
             raise ValueError("ServiceProtection.concurrent must be a positive whole number")
         if self.execution_ms is not None and not self.execution_ms > 0:
             raise ValueError("ServiceProtection.execution_ms must be > 0 (or None: not modelled)")
+        if not self.retry_after_step > 0:
+            raise ValueError("ServiceProtection.retry_after_step must be > 0 seconds")
+
+    @classmethod
+    def scaled(cls, factor: float, *, concurrent: int = 52, execution: bool = True) -> ServiceProtection:
+        """Dataverse's defaults with time scaled down ``factor`` times: the same requests per second and execution
+        milliseconds per second, in a window (and a Retry-After step) ``factor`` times shorter."""
+        return cls(
+            requests=max(1, round(6000 / factor)),
+            window=300.0 / factor,
+            concurrent=concurrent,
+            execution_ms=1_200_000 / factor if execution else None,
+            retry_after_step=1.0 / factor,
+        )
+
+    def retry_after(self, wait: float) -> str:
+        """The Retry-After header for a wait of ``wait`` seconds: rounded up to the step, at least one step."""
+        steps = max(1, math.ceil(wait / self.retry_after_step - 1e-9))
+        value = steps * self.retry_after_step
+        if float(self.retry_after_step).is_integer():
+            return str(round(value))
+        return f"{math.ceil(value * 1000 - 1e-6) / 1000:.3f}"  # never sooner than the slot frees
 
     @property
     def allowed_rate(self) -> float:
@@ -64,6 +90,11 @@ class WindowStats:
     peak_in_flight: int
     first_admitted: float | None
     last_admitted: float | None
+    # The whole history, for a benchmark to draw or measure from (times are time.monotonic(), which every
+    # process of the machine shares): admissions, refusals (time, code) and executions (finished at, ms).
+    admissions: tuple[float, ...] = ()
+    refusals: tuple[tuple[float, str], ...] = ()
+    executions: tuple[tuple[float, float], ...] = ()
 
     @property
     def allowed_rate(self) -> float | None:
@@ -87,11 +118,15 @@ class UserLoad:
     admitted_at: deque[float] = field(default_factory=deque)  # admissions inside the window
     executions: deque[tuple[float, float]] = field(default_factory=deque)  # (finished at, milliseconds)
     in_flight: int = 0
+    running: list[float] = field(default_factory=list)  # admission times of the requests in flight
     peak_in_flight: int = 0
     admitted: int = 0
     first_admitted: float | None = None
     last_admitted: float | None = None
     throttled: dict[str, int] = field(default_factory=dict)
+    admissions: list[float] = field(default_factory=list)  # the history behind WindowStats
+    refusals: list[tuple[float, str]] = field(default_factory=list)
+    history: list[tuple[float, float]] = field(default_factory=list)
 
 
 class UserLoads:
@@ -116,13 +151,14 @@ class UserLoads:
             protection = self.protection
             if protection is not None:
                 self._slide(load, now)
-                spent = sum(ms for _, ms in load.executions)
+                # Combined execution time: what finished within the window and what runs now, so far.
+                spent = sum(ms for _, ms in load.executions) + sum((now - at) * 1000.0 for at in load.running)
                 refusal = self._refusal(protection, load, spent, now)
                 if refusal is not None:
                     code, message, wait = refusal
                     load.throttled[code] = load.throttled.get(code, 0) + 1
-                    retry_after = str(max(1, math.ceil(wait)))
-                    return error(429, code, message, (("Retry-After", retry_after),)), load, ()
+                    load.refusals.append((now, code))
+                    return error(429, code, message, (("Retry-After", protection.retry_after(wait)),)), load, ()
                 load.admitted_at.append(now)
                 # Debugging aids Dataverse sends too (never drive throttling from them, §4).
                 limits = (
@@ -136,9 +172,11 @@ class UserLoads:
                         ),
                     )
             load.admitted += 1
+            load.admissions.append(now)
             load.first_admitted = now if load.first_admitted is None else load.first_admitted
             load.last_admitted = now
             load.in_flight += 1
+            load.running.append(now)
             load.peak_in_flight = max(load.peak_in_flight, load.in_flight)
             return None, load, limits
 
@@ -152,7 +190,7 @@ class UserLoads:
             return (
                 _CONCURRENCY_CODE,
                 f"Number of concurrent requests exceeded the limit of {protection.concurrent}.",
-                1.0,
+                protection.retry_after_step,
             )
         if len(load.admitted_at) >= protection.requests:
             # One more fits once the oldest admissions that make the window full have slid out.
@@ -164,7 +202,9 @@ class UserLoads:
                 oldest + protection.window - now,
             )
         if protection.execution_ms is not None and spent > protection.execution_ms:
-            wait, left = protection.window, spent
+            # Once enough finished requests slide out; when the requests running now are over the limit on
+            # their own, a tenth of the window (their end cannot be known yet).
+            wait, left = protection.window / 10, spent
             for finished, ms in load.executions:
                 left -= ms
                 if left <= protection.execution_ms:
@@ -187,8 +227,12 @@ class UserLoads:
         now = time.monotonic()
         with self._lock:
             load.in_flight -= 1
+            if started in load.running:
+                load.running.remove(started)
+            execution = (now, (now - started) * 1000.0)
+            load.history.append(execution)
             if self.protection is not None:
-                load.executions.append((now, (now - started) * 1000.0))
+                load.executions.append(execution)
 
     def stats(self, user: str, now: float) -> WindowStats:
         with self._lock:
@@ -205,6 +249,9 @@ class UserLoads:
                 peak_in_flight=load.peak_in_flight,
                 first_admitted=load.first_admitted,
                 last_admitted=load.last_admitted,
+                admissions=tuple(load.admissions),
+                refusals=tuple(load.refusals),
+                executions=tuple(load.history),
             )
 
     @property
