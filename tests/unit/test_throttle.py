@@ -1,4 +1,6 @@
-"""The process-wide throttle gate (optout_core.dataverse.throttle.ThrottleGate)."""
+"""The process-wide throttle gate (optout_core.dataverse.throttle.ThrottleGate), and how it reopens after a 429,
+which is what keeps the share of 429s down when several instances share one user's limits (bench/fleet.py
+measures it)."""
 
 import threading
 import time
@@ -81,3 +83,99 @@ def test_one_hold_slows_all_threads():
 def test_concurrency_must_be_positive():
     with pytest.raises(ValueError):
         ThrottleGate(0)
+
+
+def in_flight_peak(gate, requests, *, refuse=()):
+    """Send ``requests`` through the gate from as many threads at once; each waits until all have tried to
+    enter, so the peak shows what the gate let in together. The requests numbered in ``refuse`` get a 429."""
+    lock, inside, peak, order = threading.Lock(), [0], [0], []
+    started = threading.Barrier(requests, timeout=10)
+
+    def request(number):
+        started.wait()
+        with gate:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+                order.append(number)
+            threading.Event().wait(0.02)
+            if number in refuse:
+                gate.refused()
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return peak[0], order
+
+
+def test_after_a_pause_one_request_goes_first_and_the_others_follow_as_answers_come():
+    gate = ThrottleGate(8)
+    gate.hold(0.0)
+    peak, order = in_flight_peak(gate, 4)
+    assert peak <= 2  # one alone first, then one more per answer: never the four at once
+    assert sorted(order) == [0, 1, 2, 3]
+
+
+def test_the_gate_opens_fully_again_after_enough_answers():
+    gate = ThrottleGate(4)
+    gate.hold(0.0)
+    for _ in range(3):  # 1 -> 2 -> 3 -> 4 allowed
+        with gate:
+            pass
+    peak, _ = in_flight_peak(gate, 4)
+    assert peak == 4
+
+
+def test_without_a_429_the_gate_lets_its_whole_bound_in_at_once():
+    peak, _ = in_flight_peak(ThrottleGate(4), 4)
+    assert peak == 4
+
+
+def test_a_request_refused_inside_the_gate_keeps_the_others_back_until_the_retry_is_decided():
+    clock = Clock()
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
+    with gate:
+        gate.refused()  # the caller then decides: here, a retry after 3 s
+    gate.hold(3)
+    with gate:
+        pass
+    assert clock.sleeps == [3]  # one wait, the retry's (the short guard is within it)
+
+
+def test_a_refusal_the_caller_does_not_retry_holds_the_others_only_briefly():
+    clock = Clock()
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
+    with gate:
+        gate.refused()  # put back instead of retried: no hold follows
+    with gate:
+        pass
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] <= 0.05
+
+
+def test_a_429_while_reopening_makes_the_next_pause_longer_by_a_random_part_of_a_second_at_most():
+    clock = Clock()
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep, draw=lambda: 0.5)
+    with gate:
+        gate.refused()
+    gate.hold(2)  # the first 429: waited exactly
+    with gate:  # the first request after the pause (the gate is reopening) ...
+        gate.refused()  # ... is refused again: the capacity went to another instance
+    gate.hold(2)
+    with gate:
+        pass
+    assert clock.sleeps == [2, 2.5]  # 2, then 2 + 0.5 x (a second at most)
+
+
+def test_a_first_429_with_the_gate_open_is_waited_exactly():
+    clock = Clock()
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep, draw=lambda: 0.9)
+    with gate:
+        gate.refused()
+    gate.hold(5)
+    with gate:
+        pass
+    assert clock.sleeps == [5]
