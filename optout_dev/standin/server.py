@@ -80,7 +80,7 @@ class DataverseStandIn:
 
         self._lock = threading.Lock()  # guards the token
         self._token = token
-        self._previous: tuple[str, float] = ("", 0.0)  # the token before the last rotation, and until when
+        self._previous: dict[str, float] = {}  # tokens replaced by a rotation -> until when each is still good
         self._faults = FaultInjector()
         self._traffic = Traffic()
         self._loads = UserLoads(protection)
@@ -215,7 +215,11 @@ class DataverseStandIn:
         if not new_token:
             raise ValueError("token must not be empty")
         with self._lock:
-            self._previous = (self._token, time.monotonic() + grace)
+            now = time.monotonic()
+            # Every replaced token stays good until its own grace is over, however often tokens rotate meanwhile.
+            self._previous = {old: until for old, until in self._previous.items() if until > now}
+            if grace > 0:
+                self._previous[self._token] = now + grace
             self._token = new_token
 
     @property
@@ -299,8 +303,8 @@ class DataverseStandIn:
 
         scheme, _, presented = (headers.get("Authorization") or "").strip().partition(" ")
         with self._lock:
-            token, (previous, previous_until) = self._token, self._previous
-        valid = presented.strip() == token or (presented.strip() == previous and time.monotonic() < previous_until)
+            token, previous_until = self._token, self._previous.get(presented.strip(), 0.0)
+        valid = presented.strip() == token or time.monotonic() < previous_until
         if scheme.lower() != "bearer" or not valid:
             message = (
                 "The request is not authenticated: no bearer token."

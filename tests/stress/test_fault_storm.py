@@ -42,6 +42,7 @@ MESSAGES = 10_000
 # had not yet run in the stand-in is then run after its read-back and resend: written twice, by the machine's
 # slowness rather than a fault the test planned (Dataverse can do the same; see docs/reliability.md).
 STORM_TIMEOUT = 1.5
+TOKEN_GRACE = 2.0  # how long a replaced token is still accepted (tokens rotate every 0.5 s)
 # The plan and the faults follow from this seed; a failure prints it (tests/stress/conftest.py).
 SEED = int(os.environ.get("OPTOUT_STORM_SEED", "20261128"))
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
@@ -255,8 +256,10 @@ class ExpiringTokens:
             self._rotations += 1
             self.current = f"{TOKEN}-{self._rotations}"
             # A token is refused once it expires, never the instant after it was issued: the one handed out
-            # just before a rotation stays good for a moment, as a real token stays good until its expiry.
-            self.standin.rotate_token(self.current, grace=0.2)
+            # just before a rotation stays good for a while, as a real token stays good until its expiry. The
+            # while is long against a loaded machine's scheduling (0.2 s was not: a token fetched after a 401
+            # could be rotated out and expire before its request was even read, a second 401).
+            self.standin.rotate_token(self.current, grace=TOKEN_GRACE)
 
     @contextlib.contextmanager
     def expiring(self, every):
