@@ -91,8 +91,7 @@ def _worker(config: dict[str, Any], tasks: Any, results: Any, start: Any) -> Non
     quiet_logging()
     from optout_core.app.opt_out import opt_out_batch
     from optout_core.app.services import Services
-    from optout_core.servicebus.envelopes import InboundMessage
-    from optout_dev.queues import InMemoryQueues
+    from optout_dev.queues import InMemoryQueues, delivered
 
     settings = pipeline_settings(config["url"], DATAVERSE_MAX_CONCURRENCY=str(config["gate"]))
     queues = InMemoryQueues()
@@ -114,16 +113,7 @@ def _worker(config: dict[str, Any], tasks: Any, results: Any, start: Any) -> Non
         due = max((m.scheduled_enqueue_time.timestamp() for m in out if m.scheduled_enqueue_time), default=0.0)
         if due > time.time():
             time.sleep(due - time.time())
-        return [
-            InboundMessage(
-                body=m.body,
-                message_id=m.message_id,
-                delivery_count=1,
-                correlation_id=m.correlation_id,
-                application_properties=m.application_properties,
-            )
-            for m in out
-        ]
+        return [delivered(m, 1) for m in out]
 
     def invocation() -> None:
         while True:

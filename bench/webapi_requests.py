@@ -104,7 +104,7 @@ def _burst(
     from optout_core.app.router import route
     from optout_core.app.services import Services
     from optout_core.servicebus.envelopes import InboundMessage
-    from optout_dev.queues import InMemoryQueues
+    from optout_dev.queues import InMemoryQueues, delivered
 
     standin.seed(prefix, BURST_RECIPIENTS)
     recipients = list(range(BURST_RECIPIENTS))
@@ -118,16 +118,7 @@ def _burst(
         handled = route(InboundMessage(body=body, message_id=f"burst-{i}", delivery_count=1), router_services)
         if str(handled.outcome) != "routed":
             raise RuntimeError(f"burst event {i} was not routed: {handled}")
-    msgs = [
-        InboundMessage(
-            body=m.body,
-            message_id=m.message_id,
-            delivery_count=1,
-            correlation_id=m.correlation_id,
-            application_properties=m.application_properties,
-        )
-        for m in queues.messages(settings.opt_out_queue)
-    ]
+    msgs = [delivered(m, 1) for m in queues.messages(settings.opt_out_queue)]
     services = Services(settings, sender=InMemoryQueues())
     before = standin.counts()
     with Clock() as clock:

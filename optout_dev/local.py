@@ -23,7 +23,7 @@ from optout_core.domain.model import ROUTER, Function, Outcome, Route
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage
-from optout_dev.queues import InMemoryQueues
+from optout_dev.queues import InMemoryQueues, delivered
 
 FAILED = "failed"  # a transient failure that outlived its retries (deployed: Service Bus redelivers)
 
@@ -111,12 +111,7 @@ class LocalPipeline:
             written, sent = self._deliver(
                 entry.handle,
                 entry.function,
-                InboundMessage(
-                    body=work.body,
-                    message_id=work.message_id,
-                    correlation_id=work.correlation_id,
-                    application_properties=work.application_properties,
-                ),
+                delivered(work),
             )
             requests += sent
             if isinstance(written, TransientError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-from optout_core.servicebus.envelopes import OutboundMessage
+from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
 
 
 class InMemoryQueues:
@@ -38,3 +38,14 @@ class InMemoryQueues:
                 if message_id is None or message.message_id == message_id:
                     return pending.pop(index)
             return None
+
+
+def delivered(message: OutboundMessage, delivery_count: int | None = None) -> InboundMessage:
+    """``message`` as its queue's trigger receives it."""
+    return InboundMessage(
+        body=message.body,
+        message_id=message.message_id,
+        delivery_count=delivery_count,
+        correlation_id=message.correlation_id,
+        application_properties=message.application_properties,
+    )

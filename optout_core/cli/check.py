@@ -43,25 +43,29 @@ def check_settings(env: Mapping[str, str], out: TextIO) -> Settings | None:
 
 def connect(settings: Settings, credential: Any = None) -> Diagnosis:
     """Sign in to Dataverse and call WhoAmI once (no retries); translate any failure."""
-    diagnosis, _ = _connect(settings, credential)
+    diagnosis, _, client = _connect(settings, credential)
+    if client is not None:
+        client.close()
     return diagnosis
 
 
 def connect_findings(settings: Settings, credential: Any = None) -> tuple[list[Finding], list[dict[str, object]]]:
     """WhoAmI, then the configuration proved against the schema, privileges and registration
-    (:mod:`optout_core.cli.schema_check`): every finding, and the activity type's option → route table."""
+    (:mod:`optout_core.cli.schema_check`) on the same client and token: every finding, and the activity type's
+    option → route table."""
     from optout_core.cli.schema_check import findings, read_facts
 
-    diagnosis, who = _connect(settings, credential)
-    if not diagnosis.ok or who is None:
+    diagnosis, who, client = _connect(settings, credential)
+    if client is None or who is None or not diagnosis.ok:
+        if client is not None:
+            client.close()
         return [error("connect", diagnosis.message, "as the message says; the schema is checked once it passes")], []
     found = [ok("connect", diagnosis.message)]
     options: list[dict[str, object]] = []
-    client = _client(settings, credential or _credential(settings))
     try:
         more, options = findings(settings, read_facts(client, settings, who))
         found += more
-        if settings.raw.get("CONSENT_PURPOSE_IDS", "").strip():  # the Journeys consent write is on
+        if settings.consent.enabled:
             from optout_core.cli.consent_check import consent_findings
 
             found += consent_findings(client, settings)
@@ -105,42 +109,53 @@ def _client(settings: Settings, credential: Any) -> DataverseClient:
     )
 
 
-def _connect(settings: Settings, credential: Any = None) -> tuple[Diagnosis, dict[str, Any] | None]:
+def _connect(
+    settings: Settings, credential: Any = None
+) -> tuple[Diagnosis, dict[str, Any] | None, DataverseClient | None]:
+    """The diagnosis, WhoAmI's answer and the client that got it (left open for more reads; None when signing
+    in failed, and then closed)."""
     if not settings.dataverse_url:
-        return Diagnosis(
-            False,
-            "DATAVERSE_URL is not set: use your environment's URL, e.g. "
-            "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)",
-        ), None
+        return (
+            Diagnosis(
+                False,
+                "DATAVERSE_URL is not set: use your environment's URL, e.g. "
+                "https://contoso.crm.dynamics.com (Power Platform admin center > Environments)",
+            ),
+            None,
+            None,
+        )
     try:
         credential = credential or _credential(settings)
     except SettingsError as exc:
-        return Diagnosis(False, str(exc)), None
+        return Diagnosis(False, str(exc)), None, None
     client = _client(settings, credential)
     try:
         who = client.whoami()
         verification = _verification(client, settings)
-    except SignInFailed as exc:
-        return Diagnosis(False, str(exc)), None
-    except DataverseError as exc:
-        return Diagnosis(False, _explain_dataverse(exc, settings)), None
     except Exception as exc:  # noqa: BLE001 — sign-in failures come from azure-identity/msal, typed loosely
-        return Diagnosis(False, sign_in_advice(exc)), None
-    finally:
         client.close()
+        if isinstance(exc, SignInFailed):
+            return Diagnosis(False, str(exc)), None, None
+        if isinstance(exc, DataverseError):
+            return Diagnosis(False, _explain_dataverse(exc, settings)), None, None
+        return Diagnosis(False, sign_in_advice(exc)), None, None
     organization = str(who.get("OrganizationId", "")).lower()
     expected = settings.expected_organization_id
     if expected and organization != expected:
-        return Diagnosis(
-            False,
-            f"connected, but this environment's organisation id is {organization}, not "
-            f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected",
-        ), who
+        return (
+            Diagnosis(
+                False,
+                f"connected, but this environment's organisation id is {organization}, not "
+                f"EXPECTED_ORGANIZATION_ID {expected}: every message would be rejected",
+            ),
+            who,
+            client,
+        )
     if verification is not None and not verification.ok:
-        return verification, who
+        return verification, who, client
     connected = f"connected as application user {who.get('UserId')} to organisation {organization}"
     message = f"{connected}; {verification.message if verification else 'VERIFY_CAMPAIGN_LOG is off'}"
-    return Diagnosis(True, message), who
+    return Diagnosis(True, message), who, client
 
 
 def _verification(client: DataverseClient, settings: Settings) -> Diagnosis | None:

@@ -94,7 +94,7 @@ def _privileges(
     held = reader.privileges_of(user)
     needs: list[tuple[Table | None, str]] = [(table, kind) for kind in ("Read", "Create", "Write", "Append")]
     for name in sorted({scope.table for scope in scopes}):
-        needs.append((Table(name, name + "s", "", False, privileges=reader.table_privileges(name)), "AppendTo"))
+        needs.append((reader.privileges_only(name), "AppendTo"))
     needs += [(recipient, "Read") for recipient in recipients.values()]
     missing = missing_privileges(held, needs)
     if missing:

@@ -146,14 +146,15 @@ def option_routes(options: Sequence[Option], settings: Settings) -> list[dict[st
 
 
 def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_json: bool = False) -> int:
-    if table is not None:
+    if table is not None:  # read once, with its options: ranked alone, then proposed from
         named = reader.table(table)
-        rows = [] if named is None else [(named.name, named.entity_set, named.display)]
+        known = [] if named is None else [named]
+        candidates = rank([(t.name, t.entity_set, t.display, _choices(t)) for t in known])
     else:
-        rows = [(s.name, s.entity_set, s.display) for s in reader.custom_tables()]
-    candidates = rank([(name, entity_set, display, reader.choices(name)) for name, entity_set, display in rows])
+        named = None
+        candidates = rank([(s.name, s.entity_set, s.display, reader.choices(s.name)) for s in reader.custom_tables()])
     best = candidates[0] if candidates else None
-    full = reader.table(best.table) if best else None
+    full = named if named is not None else (reader.table(best.table) if best else None)
     if best is None or full is None:
         result: dict[str, object] = {"candidates": [], "settings": {}, "options": []}
         print(json.dumps(result) if as_json else _nothing(table), file=out)
@@ -166,6 +167,10 @@ def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_
         return 0
     _print(candidates, full, proposal, routes, out)
     return 0
+
+
+def _choices(table: Table) -> list[Column]:
+    return [c for c in table.columns.values() if c.kind == "Picklist"]
 
 
 def _nothing(table: str | None) -> str:

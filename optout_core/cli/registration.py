@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from optout_core.dataverse.client import DataverseClient
+from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
 
@@ -291,26 +292,28 @@ def _ours(settings: Settings, found: Registration) -> list[Mapping[str, Any]]:
     return ours
 
 
-def apply(client: DataverseClient, changes: Sequence[Change]) -> list[Change]:
-    """Carry out ``changes`` in order; the changes as done (a created record with its new id). A failure raises
-    after the changes before it were made: a re-run picks up from there."""
+def apply(client: DataverseClient, plan: Sequence[Change]) -> tuple[list[Change], DataverseError | None]:
+    """Carry out ``plan`` in order (a "none" change only names the endpoint a new step binds to). Returns the
+    changes made — a created record with its new id — and the error that stopped the rest, if any: a re-run
+    finds what was made and completes the remainder."""
     done: list[Change] = []
     endpoint_id: str | None = None
-    for change in changes:
+    for change in plan:
         entity_set = {"serviceendpoint": ENDPOINTS, "step": STEPS, "workflow": WORKFLOWS}[change.record]
         values = dict(change.values)
-        if change.record == "serviceendpoint":
-            endpoint_id = change.id
         if change.record == "step" and change.action == "create":
             values["eventhandler_serviceendpoint@odata.bind"] = f"/serviceendpoints({endpoint_id})"
         record_id = change.id
-        if change.action == "create":
-            record_id = client.create(entity_set, values)
-            if change.record == "serviceendpoint":
-                endpoint_id = record_id
-        elif change.action == "update":
-            client.patch(entity_set, str(change.id), values)
-        elif change.action == "delete":
-            client.delete(entity_set, str(change.id))
+        try:
+            if change.action == "create":
+                record_id = client.create(entity_set, values)
+            elif change.action == "update":
+                client.patch(entity_set, str(change.id), values)
+            elif change.action == "delete":
+                client.delete(entity_set, str(change.id))
+        except DataverseError as exc:
+            return done, exc
+        if change.record == "serviceendpoint":
+            endpoint_id = record_id
         done.append(Change(change.action, change.record, record_id, change.name, why=change.why))
-    return done
+    return done, None

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from optout_core.cli.registration import Change, EndpointKey, apply, plan_remove, plan_setup, read_registration
-from optout_core.cli.schema import SchemaReader, Table, missing_privileges
+from optout_core.cli.schema import SchemaReader, missing_privileges
 from optout_core.dataverse.client import DataverseClient
-from optout_core.dataverse.errors import DataverseError, Undetermined
+from optout_core.dataverse.errors import Undetermined
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
 
@@ -59,13 +59,11 @@ def setup(
     done: Sequence[Change] = plan
     failure: str | None = None
     if not dry_run:
-        try:
-            done = apply(client, [c for c in plan if c.action != "none"])
-            done = [*done, *(c for c in plan if c.action == "none")]
-        except Undetermined as exc:
-            failure = f"{exc} — run setup again: it finds what exists by name and completes the rest"
-        except DataverseError as exc:
-            failure = f"Dataverse refused a change: {exc}"
+        done, error = apply(client, plan)
+        if isinstance(error, Undetermined):
+            failure = f"{error} — run setup again: it finds what exists by name and completes the rest"
+        elif error is not None:
+            failure = f"Dataverse refused a change: {error}"
     if as_json:
         result: dict[str, object] = {"changes": [c.as_json() for c in done], "dry_run": dry_run}
         if failure:
@@ -78,10 +76,9 @@ def setup(
 
 def _missing(client: DataverseClient, needs: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     reader = SchemaReader(client)
-    me = str(client.whoami().get("UserId", ""))
-    tables = {name: reader.table_privileges(name) for name, _ in needs}
-    pairs = [(Table(name, "", "", False, privileges=tables[name]), kind) for name, kinds in needs for kind in kinds]
-    return missing_privileges(reader.privileges_of(me), pairs)
+    held = reader.privileges_of(str(client.whoami().get("UserId", "")))
+    tables = [(reader.privileges_only(name), kinds) for name, kinds in needs]  # one read per table
+    return missing_privileges(held, [(table, kind) for table, kinds in tables for kind in kinds])
 
 
 def _print(changes: Sequence[Change], dry_run: bool, failure: str | None, out: TextIO) -> None:

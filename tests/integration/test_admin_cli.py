@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from optout_core.cli.check import connect_findings
+from optout_core.dataverse.auth import StaticTokenCredential
+from optout_core.dataverse.client import DataverseClient
 from optout_core.domain.settings import Settings
-from optout_dev.standin import CONCEP_WORKFLOWS, OTHER_WORKFLOWS, SDK_MESSAGE_IDS, filter_id
+from optout_dev.standin import CONCEP_WORKFLOWS, OTHER_WORKFLOWS, SDK_MESSAGE_IDS, Fault, filter_id
 from tests.support.cli import cli
 from tests.support.dataverse import TOKEN, standin_env
 
@@ -235,9 +237,6 @@ def test_check_connect_finds_a_registration_that_would_break_delivery(samples) -
     env = standin_env(samples, **SAMPLE_SETTINGS)
     assert cli("setup", env=env).returncode == 0
     endpoint, step = _ours(samples)
-    from optout_core.dataverse.auth import StaticTokenCredential
-    from optout_core.dataverse.client import DataverseClient
-
     client = DataverseClient(samples.url, StaticTokenCredential(TOKEN))
     try:
         client.patch("sdkmessageprocessingsteps", step["sdkmessageprocessingstepid"], {"mode": 0})
@@ -257,3 +256,39 @@ def test_an_application_user_that_may_not_read_the_registration_is_told_to_ask_a
     assert set(unreadable) >= {"registration.unreadable"}
     assert unreadable["registration.unreadable"].fix.startswith("run `check --connect` as a Dataverse administrator")
     assert [f.code for f in found if f.severity == "error"] == []
+
+
+def test_a_step_deleted_by_hand_is_made_again_on_the_endpoint_that_exists(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    endpoint, step = _ours(samples)
+    client = DataverseClient(samples.url, StaticTokenCredential(TOKEN))
+    try:
+        assert client.delete("sdkmessageprocessingsteps", step["sdkmessageprocessingstepid"])
+    finally:
+        client.close()
+
+    code, done = _json("setup", env=env)
+    assert code == 0 and [(c["action"], c["record"]) for c in done["changes"]] == [
+        ("none", "serviceendpoint"),
+        ("create", "step"),
+    ]
+    again, made = _ours(samples)
+    assert again == endpoint and made["_eventhandler_value"] == endpoint["serviceendpointid"]
+
+
+def test_a_change_dataverse_refuses_stops_setup_and_says_what_was_made(samples) -> None:
+    samples.inject(Fault(status=400, method="POST", path_contains="sdkmessageprocessingsteps"))
+    code, done = _json("setup", env=standin_env(samples, **SAMPLE_SETTINGS))
+    assert code == 1 and "Dataverse refused a change" in done["error"]
+    assert [(c["action"], c["record"]) for c in done["changes"]] == [("create", "serviceendpoint")]
+    assert len(samples.rows("serviceendpoint")) == 1 and samples.rows("sdkmessageprocessingstep") == {}
+
+
+def test_check_connect_checks_the_consent_write_when_only_topics_turn_it_on(make_standin) -> None:
+    from optout_dev.standin import NEWSLETTER_TOPIC_ID
+
+    journeys = make_standin(campaign_log=True, presets=("registration", "journeys"))
+    settings = Settings.from_env(standin_env(journeys, **SAMPLE_SETTINGS, CONSENT_TOPIC_IDS=NEWSLETTER_TOPIC_ID))
+    found, _ = connect_findings(settings)
+    assert any(f.code.startswith("consent.") and f.code != "consent.off" for f in found)
