@@ -17,7 +17,7 @@ from optout_core.app.outcome import _MAX_REASON, OutcomeRecord, log_outcome, out
 from optout_core.app.services import Services
 from optout_core.dataverse.errors import DataverseError, Undetermined
 from optout_core.domain.errors import PermanentError
-from optout_core.domain.model import Function, Outcome, function_for
+from optout_core.domain.model import Function, Outcome
 from optout_core.domain.policy import Fail, HandBack, Reject, next_step
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
@@ -155,7 +155,7 @@ def forward(
         "reschedules": item.reschedules or None,
     }
     return OutboundMessage(
-        queue=settings.queue(function_for(item.route)),
+        queue=settings.queue(settings.function_for(item.route)),
         body=item.to_json(),
         message_id=item.message_id,
         correlation_id=item.correlation_id,

@@ -43,21 +43,49 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class Function:
-    """One Azure Function of the app, as settings and routing know it."""
+    """One Azure Function of the app: its trigger queue, the work it does and the activity types sent to it.
+
+    Settings (its queue and activity-type settings, its portal toggle), the router's rules, the settings checks,
+    the generated app settings and queue list and the CLI all read these rows.
+    """
 
     name: str  # user-facing: the portal toggle is the app setting AzureWebJobs.<name>.Disabled
     queue_setting: str  # the app setting that names its trigger queue
-    route: Route | None  # the work it does; None for the router
+    queue_default: str  # that queue's name unless set (and the queue the Bicep template creates)
+    route: Route | None = None  # the work it does; None for the router
+    work: str = ""  # that work in a reason or a setting's meaning: "opt-out", "bounce"
+    types_setting: str | None = None  # the app setting listing the activity types routed to it
+    types_default: str = ""
+    types_required: bool = False  # an empty list would silently drop this work (opt-outs must never be)
+    batch: bool = False  # triggered with a batch of messages (the host does not renew their locks)
 
 
-# The functions, their trigger queues and routes: everything else (settings, routing, the app's handlers,
-# the local runner, redrive) reads this table rather than naming a function or queue itself.
-ROUTER = Function("CampaignLogRouter", "CAMPAIGN_LOG_QUEUE", None)
-OPT_OUT = Function("BulkEmailOptOut", "OPT_OUT_QUEUE", Route.OPT_OUT)
-BOUNCE = Function("BounceDetail", "BOUNCE_QUEUE", Route.BOUNCE)
+# The functions, their trigger queues, routes and activity types: everything else (settings, routing, the app's
+# handlers, the local runner, redrive, the generated settings and queue files) reads this table.
+ROUTER = Function("CampaignLogRouter", "CAMPAIGN_LOG_QUEUE", "campaign-log", work="campaign log")
+OPT_OUT = Function(
+    "BulkEmailOptOut",
+    "OPT_OUT_QUEUE",
+    "opt-out",
+    Route.OPT_OUT,
+    "opt-out",
+    "OPT_OUT_ACTIVITY_TYPES",
+    "Spam Report;Group Opt out;Client Opt Out",
+    types_required=True,
+    batch=True,
+)
+BOUNCE = Function(
+    "BounceDetail",
+    "BOUNCE_QUEUE",
+    "bounce",
+    Route.BOUNCE,
+    "bounce",
+    "BOUNCE_ACTIVITY_TYPES",
+    "Hard Bounce;Soft Bounce;Bounce",
+)
 FUNCTIONS = (ROUTER, OPT_OUT, BOUNCE)
 
 
-def function_for(route: Route) -> Function:
+def function_for(route: Route, functions: tuple[Function, ...] = FUNCTIONS) -> Function:
     """The function that does the work of ``route``."""
-    return next(f for f in FUNCTIONS if f.route is route)
+    return next(f for f in functions if f.route == route)

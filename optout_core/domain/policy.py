@@ -18,7 +18,7 @@ A transient failure never becomes a rejection: only time ends its retries.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optout_core.domain.retry import RetryPolicy
 
@@ -72,8 +72,8 @@ class FailurePolicy:
     """
 
     retry: RetryPolicy = RetryPolicy()
-    window: float = 259200.0
-    retry_after_cap: float = 300.0
+    window: float = field(default_factory=lambda: _default("DATAVERSE_RETRY_WINDOW_SECONDS"))
+    retry_after_cap: float = field(default_factory=lambda: _default("DATAVERSE_RETRY_AFTER_CAP_SECONDS"))
     put_back_max: float = 900.0
 
     def __post_init__(self) -> None:
@@ -85,6 +85,14 @@ class FailurePolicy:
         step = min(self.put_back_max, self.retry.backoff * 2.0 ** min(put_backs, 64))
         draw = rng.random() if rng is not None else random.random()
         return float(step / 2 + draw * step / 2)
+
+
+def _default(setting: str) -> float:
+    """The setting's default from the settings list, read when a policy is made: the list's parsers raise
+    SettingsError, whose module imports this one."""
+    from optout_core.domain.settings_spec import default
+
+    return float(default(setting))
 
 
 def next_step(

@@ -26,7 +26,7 @@ from optout_core.domain.execution_context import (
     references_one_of,
     unwrap,
 )
-from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route, function_for
+from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 
@@ -308,34 +308,31 @@ def _unsupported_kind(value: Any) -> str | None:
 
 
 def type_route(label: str | None, code: int | None, settings: Settings) -> str:
-    """What an activity type gets under ``settings``: "opt_out", "bounce", "user_opt_out" (ignored: Concep stops
-    the send account) or "ignored". The router's rule, shared with ``discover`` and ``check --connect``."""
-    for route, types in (
-        ("user_opt_out", settings.user_opt_out_types),
-        (Route.OPT_OUT.value, settings.opt_out_types),
-        (Route.BOUNCE.value, settings.bounce_types),
-    ):
-        if types.matches(label, code):
-            return route
-    return "ignored"
+    """What an activity type gets under ``settings``: the route of the function whose activity types list it
+    ("opt_out", "bounce"), "user_opt_out" (ignored: Concep stops the send account) or "ignored". The router's rule,
+    shared with ``discover`` and ``check --connect``."""
+    if settings.user_opt_out_types.matches(label, code):
+        return "user_opt_out"
+    function = settings.function_for_type(label, code)
+    return "ignored" if function is None else str(function.route)
 
 
 def _route(activity: ActivityType, settings: Settings) -> Route:
-    kind = type_route(activity.label, activity.code, settings)
-    if kind == "user_opt_out":
+    if settings.user_opt_out_types.matches(activity.label, activity.code):
         raise _Stop(
             Outcome.IGNORED,
             f"activity type {activity} is a user-level (send-account) opt-out: "
             "Concep already stops that send account; CRM is not changed",
         )
-    if kind == "ignored":
+    function = settings.function_for_type(activity.label, activity.code)
+    if function is None or function.route is None:
         hint = "" if activity.label else " (the message carries no label: list its option code)"
-        raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an opt-out or bounce type{hint}")
-    route = Route(kind)
-    function = function_for(route)
+        works = [f.work for f in settings.functions if f.types_setting]
+        kinds = " or ".join([", ".join(works[:-1]), works[-1]] if len(works) > 1 else works)
+        raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an {kinds} type{hint}")
     if not settings.is_enabled(function):
         raise _Stop(Outcome.IGNORED, f"{function.name} is switched off (AzureWebJobs.{function.name}.Disabled)")
-    return route
+    return function.route
 
 
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
