@@ -1,22 +1,48 @@
-"""Writes infra/app-settings.json from the app's settings list (run from the repository root).
+"""Writes every file derived from the app's settings list (optout_core/domain/settings_spec.py, with the
+function table's settings):
+
+* infra/app-settings.json, which the Bicep template (infra/resources.bicep) loads, so every setting the code reads
+  reaches the Function App with the code's own default;
+* local.settings.sample.json, every setting with its default and meaning, for Core Tools runs;
+* the settings table of README.md, between its ``settings-table`` markers.
 
     python -m tools.appsettings          (or ./dev appsettings)
 
-The Bicep template (infra/resources.bicep) loads that file, so every setting the code reads reaches the
-Function App with the code's own default: one source of truth, optout_core/domain/settings_spec.py.
-tests/unit/test_infra.py fails, naming this command, when the file and the code disagree.
+tests/unit/test_infra.py and tests/unit/test_settings.py fail, naming this command, when a file and the code
+disagree.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optout_core.domain.settings_spec import SPEC
+from optout_core.domain.settings_spec import SPEC, Setting
 
 COMMAND = "python -m tools.appsettings"
-OUTPUT = Path(__file__).resolve().parent.parent / "infra" / "app-settings.json"
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "infra" / "app-settings.json"
+SAMPLE = ROOT / "local.settings.sample.json"
+README = ROOT / "README.md"
+TABLE_START = "<!-- settings-table: written by ./dev appsettings from optout_core/domain/settings_spec.py -->"
+TABLE_END = "<!-- /settings-table -->"
+
+# Values shown in local.settings.sample.json instead of the default, for settings that have none that works.
+PLACEHOLDERS = {
+    "DATAVERSE_URL": "https://<your-org>.crm.dynamics.com",
+    "ServiceBusConnection__fullyQualifiedNamespace": "<your-namespace>.servicebus.windows.net",
+}
+# What Core Tools itself needs in local.settings.json (the code does not read these).
+HOST_VALUES = {
+    "FUNCTIONS_WORKER_RUNTIME": ("python", "Functions host: the worker language."),
+    "AzureWebJobsStorage": (
+        "UseDevelopmentStorage=true",
+        "Functions host: storage for the host's own state (Azurite locally).",
+    ),
+}
 
 # Settings whose value the template takes from what it creates or from its parameters (infra/resources.bicep,
 # `templateSettings`), with the reason. Every other non-secret setting gets the code's default.
@@ -46,28 +72,70 @@ PLATFORM: dict[str, str] = {
 }
 
 
-def document() -> dict[str, Any]:
-    """The content of infra/app-settings.json for the current SPEC."""
+def document(spec: Sequence[Setting] = SPEC) -> dict[str, Any]:
+    """The content of infra/app-settings.json for ``spec``."""
     return {
         "generatedBy": f"{COMMAND} - do not edit; regenerate after changing optout_core/domain/settings_spec.py",
         "defaults": {
-            s.name: s.default for s in SPEC if s.scope == "app" and not s.secret and s.name not in FROM_TEMPLATE
+            s.name: s.default for s in spec if s.scope == "app" and not s.secret and s.name not in FROM_TEMPLATE
         },
         "fromTemplate": sorted(FROM_TEMPLATE),
         # Secrets never become app settings: Service Bus and Dataverse are reached with the managed identity.
-        "secretsLeftOut": sorted(s.name for s in SPEC if s.secret),
+        "secretsLeftOut": sorted(s.name for s in spec if s.secret),
         # Read only by the administrator's commands (setup, check) on their own machine.
-        "adminOnly": sorted(s.name for s in SPEC if s.scope == "admin"),
+        "adminOnly": sorted(s.name for s in spec if s.scope == "admin"),
     }
 
 
-def render() -> str:
-    return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
+def render(spec: Sequence[Setting] = SPEC) -> str:
+    return json.dumps(document(spec), indent=2, ensure_ascii=False) + "\n"
+
+
+def sample(spec: Sequence[Setting] = SPEC) -> str:
+    """local.settings.sample.json: every setting with its default (a placeholder where none works) and meaning.
+    A connection string is a secret: it is described, never given a value in a file that may be copied around."""
+    values = {name: value for name, (value, _) in HOST_VALUES.items()}
+    meanings = {name: meaning for name, (_, meaning) in HOST_VALUES.items()}
+    for setting in spec:
+        meanings[setting.name] = setting.meaning
+        if setting.name == "ServiceBusConnection":
+            meanings[setting.name] += " Leave it out when you use the namespace setting below."
+            continue
+        values[setting.name] = PLACEHOLDERS.get(setting.name, setting.default)
+    document = {"IsEncrypted": False, "Values": values, "Meanings": meanings}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def readme_table(spec: Sequence[Setting] = SPEC) -> str:
+    """The README's settings table (markdown), markers included."""
+    rows = [TABLE_START, "| setting | default | meaning | example |", "| --- | --- | --- | --- |"]
+    for s in spec:
+        default = _code(s.default) if s.default else "*(empty)*"
+        example = _code(s.example) if s.example else ""
+        meaning = s.meaning.replace("|", "\\|")
+        rows.append(f"| `{s.name}` | {default} | {meaning} | {example} |".replace(" |  |", " | |"))
+    rows.append(TABLE_END)
+    return "\n".join(rows)
+
+
+def _code(value: str) -> str:
+    return f"`{value.replace('|', '\\|')}`"
+
+
+def with_readme_table(readme: str, spec: Sequence[Setting] = SPEC) -> str:
+    """``readme`` with the text between its settings-table markers replaced."""
+    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.DOTALL)
+    if len(pattern.findall(readme)) != 1:
+        raise SystemExit(f"README.md needs exactly one settings table between {TABLE_START} and {TABLE_END}")
+    return pattern.sub(lambda _: readme_table(spec), readme)
 
 
 def main() -> None:
     OUTPUT.write_text(render(), encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(Path.cwd()) if OUTPUT.is_relative_to(Path.cwd()) else OUTPUT}")
+    SAMPLE.write_text(sample(), encoding="utf-8")
+    README.write_text(with_readme_table(README.read_text(encoding="utf-8")), encoding="utf-8")
+    for path in (OUTPUT, SAMPLE, README):
+        print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class Setting:
     # "app": read by the functions, so an app setting of the Function App. "admin": read only by the
     # administrator's commands (``setup``, ``check --connect``) on their own machine, never deployed.
     scope: str = "app"
+    example: str = ""  # for the README's settings table
 
 
 def _queue(function: Function) -> Setting:
@@ -76,42 +77,49 @@ _BEFORE_TYPES: tuple[Setting, ...] = (
     Setting(
         "REJECTED_QUEUE",
         "rejected",
-        "Queue that keeps every rejected message with its reason, for redrive.",
+        "Where rejected messages are kept, with their reason, for redrive.",
         p.queue,
         field="rejected_queue",
     ),
     Setting(
         "CAMPAIGN_LOG_TABLE",
         "concep_emailcampaignlog",
-        "Logical name of Concep's Email Campaign Log table; other tables are rejected.",
+        "Logical name of the Email Campaign Log table; messages about other tables are rejected.",
         p.logical_name,
         field="campaign_log_table",
     ),
     Setting(
         "CAMPAIGN_LOG_ENTITY_SET",
         "",
-        "Web API entity set of the campaign log table, used to re-read trimmed messages; empty = the table name + s.",
+        "Web API entity set of the campaign log table, used to re-read a message Dataverse trimmed (over 192 KB); "
+        "empty: the table name + `s`.",
         p.optional_identifier,
+        example="concep_emailcampaignlogs",
     ),
     Setting(
         "EXPECTED_ORGANIZATION_ID",
         "",
-        "Your Dataverse organisation id; when set, messages from any other organisation are rejected.",
+        "Your environment's organisation id; when set, messages from any other organisation are rejected.",
         p.optional_guid,
         field="expected_organization_id",
+        example="99d8114f-583c-44d5-9a40-2634f42fc1fa",
     ),
     Setting(
         "VERIFY_CAMPAIGN_LOG",
         "false",
-        "true: before any write, check each event against Dataverse's own campaign log row and write its values "
-        "(a forged or altered event is rejected). Recommended wherever the queue's SAS key is not tightly held.",
+        "`true`: before any write, each event is checked against Dataverse's own campaign log row (it must "
+        "exist, and its activity type and recipient must match) and the row's values are written; a forged or "
+        "altered event is rejected. Costs one read per event, one `$batch` of reads per batch in a burst. "
+        "Recommended wherever the queue's SAS key cannot be tightly held; the application user then needs Read "
+        "on the campaign log table.",
         p.boolean,
         field="verify_campaign_log",
+        example="true",
     ),
     Setting(
         "ACTIVITY_TYPE_COLUMN",
         "concep_activitytype",
-        "Campaign log column holding the activity type (choice, text or lookup).",
+        "The log column holding the activity type (a choice, text or lookup).",
         p.logical_name,
         field="activity_type_column",
     ),
@@ -121,21 +129,24 @@ _AFTER_TYPES: tuple[Setting, ...] = (
     Setting(
         "USER_OPT_OUT_ACTIVITY_TYPES",
         "User Opt Out;Account Opt Out",
-        "Send-account (user-level) opt-outs: recorded as ignored, CRM unchanged.",
+        "Send-account (user-level) opt-outs: ignored, CRM unchanged.",
         p.activity_types(required=False),
         field="user_opt_out_types",
     ),
     Setting(
         "RECIPIENT_COLUMNS",
         "",
-        "Ordered ;-list of lookup columns naming the recipient; empty = the log's only contact/lead/account lookup.",
+        "Ordered `;`-list of lookup columns naming the recipient; the first non-empty one that points at a "
+        "contact, lead or account wins. Empty: the log's only contact/lead/account lookup (several different "
+        "ones are rejected as ambiguous).",
         p.logical_names,
         field="recipient_columns",
+        example="concep_contactid;concep_leadid;concep_accountid",
     ),
     Setting(
         "BOUNCE_DETAIL_COLUMN",
         "concep_bouncereason",
-        "Campaign log column whose value fills {detail} in BOUNCE_UPDATE.",
+        "Log column whose value fills `{detail}` in `BOUNCE_UPDATE`.",
         p.logical_name,
         field="bounce_detail_column",
     ),
@@ -145,48 +156,56 @@ _AFTER_TYPES: tuple[Setting, ...] = (
         "JSON object PATCHed onto the recipient for an opt-out.",
         p.update(required=True),
         field="opt_out_update",
+        example='{"donotbulkemail": true, "donotemail": true}',
     ),
     Setting(
         "BOUNCE_UPDATE",
         "",
-        "JSON object PATCHed onto the recipient for a bounce; strings may hold {activity_type} {occurred_on} "
-        "{log_id} {detail}. Empty = audit only.",
+        "JSON object PATCHed onto the recipient for a bounce; string values may hold `{activity_type}`, "
+        "`{occurred_on}` (ISO 8601 UTC of the log's `createdon`), `{log_id}`, `{detail}`. A value that is only "
+        "a placeholder with no value becomes `null`. Empty: audit only (the bounce is logged, nothing written).",
         p.update(required=False, placeholders=BOUNCE_PLACEHOLDERS),
         field="bounce_update",
+        example='{"new_emailbounced": true, "new_bouncedon": "{occurred_on}", "new_bouncereason": "{detail}"}',
     ),
     Setting(
         "CONSENT_PURPOSE_IDS",
         "",
-        "Customer Insights - Journeys: ;-separated ids of the purposes (e.g. Commercial communications) an opt-out "
-        "also records the address as opted out of, as contact point consent. Empty (with CONSENT_TOPIC_IDS) = off.",
+        "Customer Insights – Journeys: `;`-separated ids of the purposes an opt-out also records the address "
+        "as opted out of (contact point consent). Empty, with `CONSENT_TOPIC_IDS`: off.",
+        example="4f1e7c2a-9b3d-4e8f-a1c2-0d3e4f5a6b01",
     ),
     Setting(
         "CONSENT_TOPIC_IDS",
         "",
-        "Customer Insights - Journeys: ;-separated ids of the topics an opt-out also records as opted out.",
+        "Customer Insights – Journeys: `;`-separated ids of the topics an opt-out also records the address as "
+        "opted out of, where topic-level consent is used.",
     ),
     Setting(
         "RECIPIENT_EMAIL_COLUMNS",
         "emailaddress1",
-        "With consent on: the recipient's address columns (;-separated) whose addresses are opted out.",
+        "With consent on: the recipient's address columns (`;`-separated) that are opted out; each must exist "
+        "on contact, lead and account.",
+        example="emailaddress1;emailaddress2",
     ),
     Setting(
         "CONSENT_REASON_DESCRIPTION",
         DEFAULT_DESCRIPTION,
-        "With consent on: the Reason Description written on each consent record ({log_id}: the campaign log id). "
-        "A text of its own marks optout's records.",
+        "With consent on: the Reason Description written on each consent record (`{log_id}`: the campaign log "
+        "id). A text of its own marks optout's records.",
     ),
     Setting(
         "DATAVERSE_URL",
         "",
-        "Environment URL, e.g. https://contoso.crm.dynamics.com (needed by BulkEmailOptOut and BounceDetail).",
+        "Environment URL (needed by BulkEmailOptOut and BounceDetail).",
         p.dataverse_url,
         field="dataverse_url",
+        example="https://contoso.crm.dynamics.com",
     ),
     Setting(
         "DATAVERSE_TOKEN",
         "",
-        "Static bearer token, honoured only for a loopback DATAVERSE_URL (local stand-ins).",
+        "Static bearer token, honoured **only** for a loopback `DATAVERSE_URL` (local stand-ins); refused otherwise.",
         p.optional_text,
         field="dataverse_token",
         secret=True,
@@ -194,15 +213,16 @@ _AFTER_TYPES: tuple[Setting, ...] = (
     Setting(
         "AZURE_CLIENT_ID",
         "",
-        "Client id of a user-assigned managed identity for Dataverse; empty = DefaultAzureCredential.",
+        "Client id (a GUID) of a user-assigned managed identity for Dataverse; empty = `DefaultAzureCredential` "
+        "(system-assigned identity in Azure, your `az login` locally).",
         p.optional_guid,
         field="azure_client_id",
     ),
     Setting(
         "AZURE_CLIENT_SECRET",
         "",
-        "Only for a service principal instead of a managed identity (read by DefaultAzureCredential with "
-        "AZURE_TENANT_ID).",
+        "Only if you use a service principal instead of a managed identity (with `AZURE_TENANT_ID` and "
+        "`AZURE_CLIENT_ID`).",
         secret=True,
     ),
     Setting(
@@ -215,69 +235,76 @@ _AFTER_TYPES: tuple[Setting, ...] = (
     Setting(
         "DATAVERSE_MAX_CONCURRENCY",
         "8",
-        "Web API requests in flight at once per worker process (Dataverse allows 52 per application user across "
-        "all instances).",
+        "Web API requests in flight at once per worker process; keep instances × this well under Dataverse's "
+        "52 per application user.",
         p.number(minimum=1, integer=True),
         field="dataverse_concurrency",
     ),
     Setting(
         "DATAVERSE_MAX_ATTEMPTS",
         "5",
-        "Tries per Web API request in process (first included) before the work item is put back on its queue.",
+        "Tries per Web API request in process, the first included, before the work item is put back on its queue.",
         p.number(minimum=1, integer=True),
     ),
     Setting(
         "DATAVERSE_BACKOFF_SECONDS",
         "1",
-        "First back-off after a 5xx/timeout; doubles per try, with jitter.",
+        "First back-off after a 5xx or timeout; doubles each try, with jitter.",
         p.number(minimum=0),
     ),
-    Setting("DATAVERSE_BACKOFF_MAX_SECONDS", "30", "Longest back-off between two tries.", p.number(minimum=0)),
+    Setting(
+        "DATAVERSE_BACKOFF_MAX_SECONDS",
+        "30",
+        "Longest back-off.",
+        p.number(minimum=0),
+    ),
     Setting(
         "DATAVERSE_MAX_RETRY_AFTER_SECONDS",
         "30",
-        "Longest 429 Retry-After waited in process; a longer one puts the work item back on its queue, due after it.",
+        "Longest 429 `Retry-After` waited in process; a longer one puts the work item back on its queue, due after it.",
         p.number(minimum=0),
     ),
     Setting(
         "DATAVERSE_RETRY_AFTER_CAP_SECONDS",
         "300",
-        "Longest Retry-After honoured at all (Dataverse's window is 5 minutes); a larger one is treated as this, "
-        "and a non-finite, negative or unreadable one as the normal back-off. Either is logged.",
+        "Longest `Retry-After` honoured at all (Dataverse's window is 5 minutes): a larger one is treated as "
+        "this, a non-finite, negative or unreadable one as the normal back-off; both are logged.",
         p.number(minimum=0),
         field="retry_after_cap",
     ),
     Setting(
         "DATAVERSE_RETRY_WINDOW_SECONDS",
         "259200",
-        "How long after its first attempt an event keeps being retried (put back on its queue with growing "
-        "delays) through transient failures; then it ends as failed, kept on REJECTED_QUEUE for redrive.",
+        "How long after its first attempt an event keeps being put back through transient failures (72 hours); "
+        "then it ends `failed`, kept on `REJECTED_QUEUE`.",
         p.number(minimum=0),
         field="retry_window",
+        example="86400",
     ),
     Setting(
         "OPT_OUT_BATCH_BUDGET_SECONDS",
         "60",
-        "Time one BulkEmailOptOut batch may spend on Dataverse; what is not written by then is put back. Keep it "
-        "well below the opt-out queue's lock duration (the host does not renew locks for batches).",
+        "Time one BulkEmailOptOut batch may spend on Dataverse; what is not written by then is put back. The "
+        "host does not renew a batch's lock: keep this plus `DATAVERSE_TIMEOUT_SECONDS` well under the "
+        "`opt-out` queue's lock duration.",
         p.number(minimum=1),
         field="opt_out_batch_budget",
     ),
     Setting(
         "DATAVERSE_ENDPOINT_CONNECTION_STRING",
         "",
-        "For `setup`: the Send-only Service Bus connection string (with EntityPath = CAMPAIGN_LOG_QUEUE) that "
-        "Dataverse's service endpoint posts with. Its key is never printed or logged.",
+        "For `setup` only (your machine, never an app setting): the campaign-log queue's Send-only connection "
+        "string, ending `EntityPath=<CAMPAIGN_LOG_QUEUE>`; Dataverse's endpoint posts with it.",
         p.optional_text,
         field="endpoint_connection_string",
         secret=True,
         scope="admin",
+        example="Endpoint=sb://…;SharedAccessKeyName=dataverse-send;SharedAccessKey=…;EntityPath=campaign-log",
     ),
     Setting(
         "DATAVERSE_ENDPOINT_NAME",
         "optout campaign log",
-        "For `setup`: name of the service endpoint (and, with the table, of its step) that `setup` registers "
-        "and finds again.",
+        "For `setup`: the name of the service endpoint (and its step) it registers and finds again.",
         p.text,
         field="endpoint_name",
         scope="admin",
@@ -285,33 +312,38 @@ _AFTER_TYPES: tuple[Setting, ...] = (
     Setting(
         "CONCEP_WORKFLOWS",
         "",
-        "For `setup --deactivate-workflows` and `check --connect`: ;-separated names (or ids) of Concep's opt-out "
-        "and bounce workflows that optout replaces. Empty: `check` lists the activated workflows on the campaign "
-        "log table and nothing is deactivated.",
+        "For `setup --deactivate-workflows` and `check --connect`: `;`-separated names or ids of Concep's "
+        "opt-out and bounce workflows that optout replaces. Empty: `check` warns about every activated "
+        "workflow on the campaign log table, and nothing is deactivated.",
         p.names,
         field="concep_workflows",
         scope="admin",
+        example="Concep Opt Out;Concep Bounce Detail",
     ),
     Setting(
         "ServiceBusConnection",
         "",
-        "Service Bus connection string (or use ServiceBusConnection__fullyQualifiedNamespace).",
+        "Service Bus connection string (triggers and the SDK sender).",
         secret=True,
+        example="Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…",
     ),
     Setting(
         "ServiceBusConnection__fullyQualifiedNamespace",
         "",
-        "Namespace host (<ns>.servicebus.windows.net) for identity-based connections.",
+        "Instead of a connection string: the namespace, used with the app's managed identity.",
+        example="contoso-optout.servicebus.windows.net",
     ),
     Setting(
         "ServiceBusConnection__credential",
         "",
-        "managedidentity to use a user-assigned identity for Service Bus (with __clientId).",
+        "`managedidentity` to use a user-assigned identity for Service Bus.",
+        example="managedidentity",
     ),
     Setting(
         "ServiceBusConnection__clientId",
         "",
-        "Client id of the user-assigned identity used for Service Bus (with __credential=managedidentity).",
+        "Client id of a user-assigned identity for Service Bus (with "
+        "`ServiceBusConnection__credential=managedidentity`).",
     ),
 )
 

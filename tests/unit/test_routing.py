@@ -1,13 +1,17 @@
 """The router's decision (optout_core.domain.routing.decide), on bodies in the exact Dataverse wire shape."""
 
 import json
+from enum import StrEnum
 
 import pytest
 
+from optout_core.app.settle import forward
 from optout_core.domain.bounce import bounce_changes
-from optout_core.domain.model import Outcome, Recipient, Route
-from optout_core.domain.routing import RowRequest, decide, decide_row
+from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import FUNCTIONS, Function, Outcome, Recipient, Route
+from optout_core.domain.routing import RowRequest, decide, decide_row, type_route
 from optout_core.domain.settings import Settings
+from optout_core.domain.settings_spec import spec
 from optout_dev.messages import (
     ACCOUNTS,
     CONTACTS,
@@ -23,6 +27,7 @@ from optout_dev.messages import (
     reference,
     wire,
 )
+from tools import appsettings
 
 DEFAULTS = Settings.from_env({})
 
@@ -436,3 +441,57 @@ def test_wrong_types_in_fields_are_rejected_not_crashed():
         decision = decide(json.dumps(broken).encode(), DEFAULTS)
         assert decision.outcome is Outcome.REJECTED, key
         assert key.split(".")[0] in decision.reason, decision.reason
+
+
+class AddedRoute(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+
+
+# A fourth function, added to the table in memory only: one row, as docs/architecture.md's walkthrough adds one.
+UNSUBSCRIBE = Function(
+    "UnsubscribeAll",
+    "UNSUBSCRIBE_QUEUE",
+    "unsubscribe",
+    AddedRoute.UNSUBSCRIBE,
+    "unsubscribe",
+    "UNSUBSCRIBE_ACTIVITY_TYPES",
+    "Unsubscribe All",
+)
+WITH_UNSUBSCRIBE = (*FUNCTIONS, UNSUBSCRIBE)
+
+
+def test_a_function_added_to_the_table_is_routed_settled_and_listed():
+    settings = Settings.from_env({"UNSUBSCRIBE_QUEUE": "unsubscribe-all"}, WITH_UNSUBSCRIBE)
+    # routed: its activity types reach it, and the existing routes are unchanged
+    decision = decision_for(activity="unsubscribe-all", settings=settings)
+    assert decision.outcome is Outcome.ROUTED and decision.route == AddedRoute.UNSUBSCRIBE
+    assert type_route("Unsubscribe All", None, settings) == "unsubscribe"
+    assert decision_for(activity="Spam Report", settings=settings).route is Route.OPT_OUT
+    # settled: the work item goes to its trigger queue
+    message = forward(decision.work_item, settings)
+    assert message.queue == "unsubscribe-all" and message.message_id == f"{LOG_ID}:unsubscribe"
+    # listed: check's listing, the generated app settings and the README table carry its settings and toggle
+    shown = {s.name: value for s, value in settings.effective()}
+    assert shown["UNSUBSCRIBE_QUEUE"] == "unsubscribe-all"
+    assert shown["UNSUBSCRIBE_ACTIVITY_TYPES"] == "Unsubscribe All"
+    assert shown["AzureWebJobs.UnsubscribeAll.Disabled"] == "false"
+    listed = spec(WITH_UNSUBSCRIBE)
+    generated = appsettings.document(listed)["defaults"]
+    assert generated["UNSUBSCRIBE_ACTIVITY_TYPES"] == "Unsubscribe All"
+    assert "`UNSUBSCRIBE_QUEUE` | `unsubscribe`" in appsettings.readme_table(listed)
+    # ignored types now name it among the routes
+    reason = decision_for(activity="Open", settings=settings).reason
+    assert reason.endswith("is not an opt-out, bounce or unsubscribe type"), reason
+
+
+def test_the_settings_checks_cover_an_added_function():
+    with pytest.raises(SettingsError, match="OPT_OUT_ACTIVITY_TYPES and UNSUBSCRIBE_ACTIVITY_TYPES both list"):
+        Settings.from_env({"UNSUBSCRIBE_ACTIVITY_TYPES": "Spam Report"}, WITH_UNSUBSCRIBE)
+    with pytest.raises(SettingsError, match="UNSUBSCRIBE_QUEUE and REJECTED_QUEUE must be 5 different queues"):
+        Settings.from_env({"UNSUBSCRIBE_QUEUE": "bounce"}, WITH_UNSUBSCRIBE)
+    with pytest.raises(SettingsError, match="UNSUBSCRIBE_QUEUE must be a Service Bus queue name"):
+        Settings.from_env({"UNSUBSCRIBE_QUEUE": "un subscribe"}, WITH_UNSUBSCRIBE)
+    off = Settings.from_env({"AzureWebJobs.UnsubscribeAll.Disabled": "true"}, WITH_UNSUBSCRIBE)
+    assert decision_for(activity="Unsubscribe All", settings=off).reason == (
+        "UnsubscribeAll is switched off (AzureWebJobs.UnsubscribeAll.Disabled)"
+    )

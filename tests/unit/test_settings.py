@@ -5,9 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from optout_core.domain import setting_parsers
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.model import BOUNCE
+from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.settings import SPEC, ActivityTypes, Settings
+from optout_core.domain.settings_spec import default
+from tools import appsettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,3 +192,71 @@ def test_a_bounce_update_that_would_re_allow_bulk_email_is_refused():
     with pytest.raises(SettingsError, match="BOUNCE_UPDATE sets donotbulkemail to false"):
         Settings.from_env({"BOUNCE_UPDATE": '{"donotbulkemail": false, "description": "{detail}"}'})
     assert Settings.from_env({"BOUNCE_UPDATE": '{"donotbulkemail": true}'}).bounce_update == {"donotbulkemail": True}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["contoso-app", "not a guid", "11111111-2222-3333-4444-55555555555", "{11111111-2222-3333-4444-555555555555"],
+)
+def test_azure_client_id_must_be_a_guid(value):
+    # It goes into a $filter (applicationid eq …) and to the credential: anything but a GUID is refused at load.
+    with pytest.raises(SettingsError, match="AZURE_CLIENT_ID must be a GUID") as raised:
+        Settings.from_env({"AZURE_CLIENT_ID": value})
+    assert repr(value) in str(raised.value)
+
+
+def test_azure_client_id_is_read_as_a_lowercase_guid():
+    settings = Settings.from_env({"AZURE_CLIENT_ID": "{A1B2C3D4-0000-4000-8000-00000000000F}"})
+    assert settings.azure_client_id == "a1b2c3d4-0000-4000-8000-00000000000f"
+    assert Settings.from_env({}).azure_client_id is None
+
+
+GARBAGE = [
+    "not valid {",
+    "{unknown}",
+    "-1",
+    "0",
+    "nan",
+    "x y",
+    "http://example.com/path",
+    '{"donotbulkemail": 0}',
+    " - ",
+]
+FREE_TEXT = {setting_parsers.text, setting_parsers.optional_text, setting_parsers.names}
+# Read as text by the list, then validated together (consent) or in both spellings (portal toggles).
+VALIDATED_LATER = {"CONSENT_PURPOSE_IDS", "CONSENT_TOPIC_IDS", "RECIPIENT_EMAIL_COLUMNS", "CONSENT_REASON_DESCRIPTION"}
+CHECKED = [
+    s for s in SPEC if s.parse not in FREE_TEXT or s.name in VALIDATED_LATER or s.name.startswith("AzureWebJobs.")
+]
+
+
+@pytest.mark.parametrize("setting", CHECKED, ids=lambda s: s.name)
+def test_every_checked_setting_refuses_a_bad_value_naming_itself(setting):
+    refused = []
+    for value in GARBAGE:
+        try:
+            Settings.from_env({setting.name: value})
+        except SettingsError as exc:
+            refused.append(value)
+            assert setting.name in str(exc), (value, str(exc))
+    # free text aside, every setting has some value it refuses
+    assert refused, setting.name
+
+
+def test_each_default_is_written_once_in_the_settings_list():
+    # The failure policy's defaults are the settings' defaults, not numbers of their own.
+    policy = FailurePolicy()
+    assert policy.window == float(default("DATAVERSE_RETRY_WINDOW_SECONDS"))
+    assert policy.retry_after_cap == float(default("DATAVERSE_RETRY_AFTER_CAP_SECONDS"))
+    settings = Settings.from_env({})
+    assert settings.failure_policy == FailurePolicy(retry=settings.retry)
+    assert settings.dataverse_timeout == float(default("DATAVERSE_TIMEOUT_SECONDS"))
+    assert settings.retry.attempts == int(default("DATAVERSE_MAX_ATTEMPTS"))
+
+
+def test_the_sample_and_the_readme_table_are_generated_from_the_settings_list():
+    stale = f"stale: run `{appsettings.COMMAND}` (or ./dev appsettings) and commit it"
+    assert (ROOT / "local.settings.sample.json").read_text(encoding="utf-8") == appsettings.sample(), stale
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert appsettings.readme_table() in readme, stale
+    assert appsettings.with_readme_table(readme) == readme, stale
