@@ -1,5 +1,5 @@
-"""The one table of the app: each function (its name, trigger queue setting and route, from
-:data:`optout_core.domain.model.FUNCTIONS`) with the handler that does its work for one message.
+"""Each function of the table (:data:`optout_core.domain.model.FUNCTIONS`: its name, queue, route and activity
+types) with the handler that does its work for one message.
 
 The local runner and the tests read it to go from a route to the function, its queue and its handler;
 ``function_app.py`` binds the same handlers to the Functions host.
@@ -41,4 +41,4 @@ TABLE: tuple[Entry, ...] = (
 
 def entry_for(route_: Route) -> Entry:
     """The function that does the work of ``route_``, with its handler."""
-    return next(e for e in TABLE if e.function.route is route_)
+    return next(e for e in TABLE if e.function.route == route_)

@@ -19,8 +19,14 @@ import sys
 from collections.abc import Sequence
 
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import FUNCTIONS
 from optout_core.domain.routing import Decision, RowRequest, decide, explain_row_request
 from optout_core.domain.settings import Settings
+
+
+def _pipeline() -> str:
+    """The functions a message goes through, from the function table: "router → opt-out/bounce"."""
+    return "router → " + "/".join(f.work for f in FUNCTIONS if f.route is not None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the Service Bus ContentType to assume (default application/json)",
     )
     explain.add_argument("files", nargs="+", metavar="FILE")
-    run = commands.add_parser("run", help="run message bodies through router → opt-out/bounce in process")
+    run = commands.add_parser("run", help=f"run message bodies through {_pipeline()} in process")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--content-type", default="application/json", help=argparse.SUPPRESS)
     run.add_argument("files", nargs="+", metavar="FILE")

@@ -14,6 +14,7 @@ from pycep import BicepParser
 
 from optout_core.app import telemetry
 from optout_core.app.outcome import OutcomeRecord
+from optout_core.domain.model import FUNCTIONS
 from optout_core.domain.settings_spec import SPEC
 from tools import appsettings
 
@@ -103,6 +104,20 @@ def test_the_four_queues_are_the_code_defaults_with_the_properties_the_app_relie
     for work in (DEFAULTS["OPT_OUT_QUEUE"], DEFAULTS["BOUNCE_QUEUE"]):  # MessageId <log id>:<route> is dropped twice
         assert queue(bicep, work)["requiresDuplicateDetection"] is True
     assert queue(bicep, DEFAULTS["REJECTED_QUEUE"])["defaultMessageTimeToLive"].startswith("P10675199D")  # never
+
+
+def test_every_function_of_the_table_has_its_trigger_queue_and_receiver_role(bicep):
+    """The template's queues are written by hand: a function added to the table fails here until its queue, its
+    Receiver role and its lock (long enough for a batch) are in infra/resources.bicep."""
+    queues = {r["config"]["name"] for r in bicep["resources"].values() if r["type"].endswith("/queues")}
+    assert queues == {f.queue_default for f in FUNCTIONS} | {DEFAULTS["REJECTED_QUEUE"]}
+    symbols = {r["config"]["name"]: name for name, r in bicep["resources"].items() if r["type"].endswith("/queues")}
+    assignments = set(role_assignments(bicep).values())
+    for function in FUNCTIONS:
+        assert (symbols[function.queue_default], "serviceBusDataReceiver") in assignments, function.name
+        if function.route is not None:  # a work queue: the router sends to it, duplicates of a work item dropped
+            assert (symbols[function.queue_default], "serviceBusDataSender") in assignments, function.name
+            assert queue(bicep, function.queue_default)["requiresDuplicateDetection"] is True, function.name
 
 
 def test_the_opt_out_lock_outlasts_a_batch_budget_and_one_request_in_flight(bicep):
