@@ -63,7 +63,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], functions: tuple[Function, ...] = FUNCTIONS) -> Settings:
         """Read every setting from ``env`` (os.environ, or a dict in tests), applying defaults, for the function
         table ``functions``."""
-        settings = SPEC if functions is FUNCTIONS else spec(functions)
+        settings = spec(functions)
         raw = {s.name: _value(env, s.name, s.default) for s in settings}
         values = {s.name: _parsed(s, raw[s.name]) for s in settings}
         _check_together(values, functions)
@@ -135,7 +135,7 @@ class Settings:
     def effective(self) -> list[tuple[Setting, str]]:
         """Each setting with the value in force, secrets masked (for ``check``)."""
         shown = []
-        for s in SPEC if self.functions is FUNCTIONS else spec(self.functions):
+        for s in spec(self.functions):
             value = self.raw.get(s.name, s.default)
             if s.name.startswith("AzureWebJobs."):
                 value = "true" if s.name.split(".")[1] in self.disabled else "false"

@@ -9,6 +9,7 @@ trigger queue, its activity types, its portal toggle) come from the function tab
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from optout_core.domain import setting_parsers as p
@@ -57,6 +58,7 @@ def _toggle(function: Function) -> Setting:
     )
 
 
+@functools.cache  # one list per function table (in production, one)
 def spec(functions: tuple[Function, ...] = FUNCTIONS) -> tuple[Setting, ...]:
     """Every setting, for the function table ``functions``."""
     return (
