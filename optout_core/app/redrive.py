@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optout_core.domain.model import FUNCTIONS
+from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import InvalidWorkItem, WorkItem
 from optout_core.servicebus.envelopes import OutboundMessage
@@ -202,7 +203,9 @@ def _count(value: Any) -> int:
 
 
 def shown(reason: str) -> str:
-    reason = " ".join(reason.split())
+    """A kept message's reason as redrive prints it: one line, bounded, addresses masked (it is read from
+    the message, which anyone who can send to the queue wrote)."""
+    reason = " ".join(redact(reason).split())
     return reason if len(reason) <= _SHOWN_REASON else reason[: _SHOWN_REASON - 1] + "…"
 
 

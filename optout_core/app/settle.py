@@ -13,12 +13,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from optout_core.app.outcome import _MAX_REASON, OutcomeRecord, log_outcome, outcome_or_retry
+from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
 from optout_core.dataverse.errors import DataverseError, Undetermined
 from optout_core.domain.errors import PermanentError
 from optout_core.domain.model import Function, Outcome, function_for
 from optout_core.domain.policy import Fail, HandBack, Reject, next_step
+from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
@@ -172,7 +173,7 @@ def rejected_copy(
     properties = {
         **msg.application_properties,
         "outcome": str(outcome),
-        "rejected_reason": (reason or "")[:_MAX_REASON],
+        "rejected_reason": redact(reason or ""),  # a kept message leaves the app: no address in it
         "rejected_by": function,
         "rejected_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "original_message_id": msg.message_id or None,

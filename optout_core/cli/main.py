@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.redact import redact
 from optout_core.domain.routing import Decision, RowRequest, decide, explain_row_request
 from optout_core.domain.settings import Settings
 
@@ -116,9 +117,9 @@ def explanation(source: str, decision: Decision) -> dict[str, object]:
         "source": source,
         "outcome": str(decision.outcome),
         "route": str(decision.route) if decision.route and decision.work_item else None,
-        "reason": decision.reason,
+        "reason": _shown(decision.reason),
         "log_id": decision.log_id,
-        "activity_type": decision.activity_type.name if decision.activity_type else None,
+        "activity_type": _shown(decision.activity_type.name if decision.activity_type else None),
         "recipient": decision.recipient.as_dict() if decision.recipient else None,
     }
 
@@ -136,10 +137,10 @@ def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: 
             return 2
         failed |= result.outcome == FAILED
         if as_json:
-            print(json.dumps(result.as_dict(), ensure_ascii=False))
+            print(json.dumps({**result.as_dict(), "reason": _shown(result.reason)}, ensure_ascii=False))
         else:
             target = f" {result.route} {result.recipient['table']}/{result.recipient['id']}" if result.recipient else ""
-            reason = f": {result.reason}" if result.reason else ""
+            reason = f": {_shown(result.reason)}" if result.reason else ""
             print(f"{path}: {result.outcome}{target} ({result.dataverse_requests} Web API requests){reason}")
     return 1 if failed else 0
 
@@ -213,8 +214,13 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _line(source: str, decision: Decision) -> str:
     target = f" → {decision.route} {decision.recipient}" if decision.work_item else ""
-    reason = f": {decision.reason}" if decision.reason else ""
+    reason = f": {_shown(decision.reason)}" if decision.reason else ""
     return f"{source}: {decision.outcome}{target}{reason}"
+
+
+def _shown(text: str | None) -> str | None:
+    """Text from a message or from Dataverse as the CLI prints it: bounded, addresses masked."""
+    return None if text is None else redact(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

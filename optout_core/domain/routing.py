@@ -27,6 +27,7 @@ from optout_core.domain.execution_context import (
     unwrap,
 )
 from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route, function_for
+from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 
@@ -281,10 +282,10 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
             "supported; set ACTIVITY_TYPE_COLUMN to a choice, text or lookup column",
         )
     if isinstance(value, str):
-        return ActivityType(value.strip(), None)
+        return ActivityType(cap(value, MAX_LABEL).strip(), None)
     reference = as_reference(value)
     if reference is not None:  # a lookup to an activity type table: its name is the label
-        label = (reference.name or formatted or "").strip()
+        label = cap(reference.name or formatted or "", MAX_LABEL).strip()
         if not label:
             raise _Stop(
                 Outcome.IGNORED,
@@ -294,7 +295,7 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
     code = as_option_code(value)
     if code is None:
         raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
-    return ActivityType((formatted or "").strip() or None, code)
+    return ActivityType(cap(formatted or "", MAX_LABEL).strip() or None, code)
 
 
 def _unsupported_kind(value: Any) -> str | None:
@@ -341,10 +342,22 @@ def _route(activity: ActivityType, settings: Settings) -> Route:
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
     attributes = context.target
     if settings.recipient_columns:
+        # The first listed column that holds a value decides: a later column never stands in for it, so a
+        # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
         for column in settings.recipient_columns:
-            reference = as_reference(attributes.get(column))
-            if reference is not None and reference.table in ENTITY_SETS:
-                return _valid(reference.table, reference.id, column)
+            value = attributes.get(column)
+            if unwrap(value) in (None, ""):
+                continue
+            reference = as_reference(value)
+            if reference is None:
+                raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
+            if reference.table not in ENTITY_SETS:
+                raise _Stop(
+                    Outcome.REJECTED,
+                    f"the recipient column {column} references a {_shown(reference.table, 40)}, "
+                    "not a contact, lead or account",
+                )
+            return _valid(reference.table, reference.id, column)
         raise _Stop(
             Outcome.REJECTED,
             "no recipient: none of RECIPIENT_COLUMNS "

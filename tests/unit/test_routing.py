@@ -267,18 +267,46 @@ def test_the_same_recipient_in_two_lookups_is_not_ambiguous():
     assert decision.recipient == Recipient("contact", CONTACTS[0])
 
 
-def test_recipient_columns_pick_the_first_non_empty_contact_lead_or_account_in_order():
-    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_ownerid; concep_contactid;concep_leadid"})
+def test_recipient_columns_pick_the_first_non_empty_column_in_order():
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid;concep_leadid"})
     context = campaign_log(
         recipient=None,
         lookups={
-            "concep_ownerid": reference("systemuser", CONTACTS[2]),  # not a recipient table: skipped
             "concep_contactid": None,  # empty: skipped
             "concep_leadid": reference("lead", LEADS[1]),
             "concep_accountid": reference("account", ACCOUNTS[0]),  # not listed: never considered
         },
     )
     assert decide(wire(context), settings).recipient == Recipient("lead", LEADS[1])
+
+
+def test_a_first_recipient_column_pointing_at_another_table_is_rejected_not_passed_over():
+    # The first non-empty listed column decides: a later column never stands in for a log whose recipient
+    # column names a system user, so a crafted log cannot opt out the contact of its second column.
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_ownerid;concep_contactid"})
+    context = campaign_log(
+        recipient=None,
+        lookups={
+            "concep_ownerid": reference("systemuser", CONTACTS[2]),
+            "concep_contactid": reference("contact", CONTACTS[0]),
+        },
+    )
+    decision = decide(wire(context), settings)
+    assert decision.outcome is Outcome.REJECTED and decision.recipient is None
+    assert "concep_ownerid" in decision.reason and "systemuser" in decision.reason
+
+
+def test_a_listed_recipient_column_that_holds_no_lookup_is_rejected():
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid"})
+    context = campaign_log(recipient=None, lookups={"concep_contactid": "a1000000-0000-4000-8000-000000000001"})
+    decision = decide(wire(context), settings)
+    assert decision.outcome is Outcome.REJECTED and "does not hold a lookup" in decision.reason
+
+
+def test_a_forged_label_is_cut_before_anything_reads_it():
+    decision = decision_for(activity="Spam Report" + "x" * 100_000)
+    assert decision.outcome is Outcome.IGNORED and decision.activity_type is not None
+    assert len(decision.activity_type.label or "") <= 256
 
 
 def test_recipient_columns_that_name_nothing_are_rejected():
