@@ -57,7 +57,7 @@ def test_masking_reads_each_character_a_bounded_number_of_times(hostile):
 
 
 def test_redact_bounds_the_text_before_and_after_masking():
-    body = ("jane@example.com " * 40_000)[:512 * 1024]
+    body = ("jane@example.com " * 40_000)[: 512 * 1024]
     shown = redact(body)
     assert len(shown) <= MAX_REASON and "@" not in shown and shown.startswith(MASK)
 
