@@ -22,7 +22,7 @@ from optout_core.domain.policy import Fail, HandBack, Reject, next_step
 from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
-from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
+from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage, derived_message_id
 
 
 def take_in(
@@ -179,9 +179,7 @@ def rejected_copy(
         "original_message_id": msg.message_id or None,
         "original_delivery_count": msg.delivery_count,
     }
-    message_id = (
-        f"{msg.message_id}:rejected" if msg.message_id else hashlib.sha256(msg.body).hexdigest()[:32] + ":rejected"
-    )
+    message_id = derived_message_id(msg.message_id or hashlib.sha256(msg.body).hexdigest()[:32], ":rejected")
     return OutboundMessage(
         queue=settings.rejected_queue,
         body=msg.body,
