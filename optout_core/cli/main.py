@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import Outcome
 from optout_core.domain.redact import redact
 from optout_core.domain.routing import Decision, RowRequest, decide, explain_row_request
 from optout_core.domain.settings import Settings
@@ -127,7 +128,9 @@ def explanation(source: str, decision: Decision) -> dict[str, object]:
 def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: str, *, as_json: bool) -> int:
     from optout_dev.local import FAILED, LocalPipeline
 
-    local = LocalPipeline(settings)
+    # Each event ends with the outcome its function reaches (a put-back ends it as rescheduled): the command
+    # never waits out a retry window in real time.
+    local = LocalPipeline(settings, follow_put_backs=False)
     failed = False
     for path, body in bodies:
         try:
@@ -135,7 +138,7 @@ def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: 
         except SettingsError as exc:  # e.g. DATAVERSE_URL missing when a message needs the Web API
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
-        failed |= result.outcome == FAILED
+        failed |= result.outcome in (FAILED, Outcome.RESCHEDULED)  # not applied: put back, or failed
         if as_json:
             print(json.dumps({**result.as_dict(), "reason": _shown(result.reason)}, ensure_ascii=False))
         else:
