@@ -59,9 +59,12 @@ def test_a_long_message_id_still_gives_kept_and_redriven_ids_service_bus_accepts
     original = "m" * length
     kept = rejected_copy(InboundMessage(body=b"{}", message_id=original), "x", "CampaignLogRouter", SETTINGS)
     assert len(kept.message_id) <= 128 and kept.message_id.endswith(":rejected")
-    assert kept.message_id == rejected_copy(  # deterministic: duplicate detection still drops a re-send
-        InboundMessage(body=b"{}", message_id=original), "x", "CampaignLogRouter", SETTINGS
-    ).message_id
+    assert (
+        kept.message_id
+        == rejected_copy(  # deterministic: duplicate detection still drops a re-send
+            InboundMessage(body=b"{}", message_id=original), "x", "CampaignLogRouter", SETTINGS
+        ).message_id
+    )
     held = Held(message_id=kept.message_id, body=b"{}", application_properties=kept.application_properties)
     assert len(redrive_copy(held, "campaign-log").message_id) <= 128
 
