@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from optout_core.domain.bounce import uses_detail
 from optout_core.domain.execution_context import (
     CampaignLogContext,
     ContextHeader,
@@ -26,7 +27,7 @@ from optout_core.domain.execution_context import (
     references_one_of,
     unwrap,
 )
-from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route, function_for
+from optout_core.domain.model import BOUNCE, ENTITY_SETS, Outcome, Recipient, Route, function_for
 from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
@@ -248,15 +249,17 @@ def _row_request(context: TrimmedContext, log_id: str, settings: Settings) -> Ro
     return RowRequest(settings.campaign_log_entity_set, log_id, row_select(settings), context)
 
 
-def row_select(settings: Settings) -> tuple[str, ...]:
-    """The columns a decision reads from the campaign log row. Without RECIPIENT_COLUMNS the lookups are
-    unknown, so every column is read; with it, only what the decision uses (a wrong column name then fails
-    loudly with the Web API's 400)."""
+def row_select(settings: Settings, route: Route | None = None) -> tuple[str, ...]:
+    """The columns a decision reads from the campaign log row, for work on ``route`` (None: the router's read,
+    any route). Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
+    the decision uses (a wrong column name then fails loudly with the Web API's 400). BOUNCE_DETAIL_COLUMN is
+    read only when a bounce could be written with it: a missing bounce column never fails an opt-out's read."""
     if not settings.recipient_columns:
         return ()
+    detail = uses_detail(settings.bounce_update) and route in (None, Route.BOUNCE) and settings.is_enabled(BOUNCE)
     return (
         settings.activity_type_column,
-        settings.bounce_detail_column,
+        *((settings.bounce_detail_column,) if detail else ()),
         "createdon",
         *(f"_{column}_value" for column in settings.recipient_columns),
     )

@@ -6,7 +6,7 @@ import pytest
 
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.model import Outcome, Recipient, Route
-from optout_core.domain.routing import RowRequest, decide, decide_row
+from optout_core.domain.routing import RowRequest, decide, decide_row, row_select
 from optout_core.domain.settings import Settings
 from optout_dev.messages import (
     ACCOUNTS,
@@ -25,6 +25,7 @@ from optout_dev.messages import (
 )
 
 DEFAULTS = Settings.from_env({})
+BOUNCE_TOGGLE = "AzureWebJobs.BounceDetail.Disabled"
 
 
 def decision_for(context=None, settings=DEFAULTS, **kwargs):
@@ -172,13 +173,25 @@ def test_with_recipient_columns_the_row_request_selects_only_what_the_decision_r
     )
     request = decision_for(trimmed=True, settings=settings)
     assert request.entity_set == "concep_emailcampaignlogset"
-    assert request.select == (
+    assert request.select == (  # BOUNCE_UPDATE is empty by default: the bounce detail is never written, never read
         "concep_activitytype",
-        "concep_bouncereason",
         "createdon",
         "_concep_contactid_value",
         "_concep_leadid_value",
     )
+
+
+def test_the_bounce_detail_column_is_read_only_when_a_bounce_could_write_it():
+    env = {"RECIPIENT_COLUMNS": "concep_contactid"}
+    with_detail = Settings.from_env({**env, "BOUNCE_UPDATE": '{"description": "{detail}"}'})
+    without = Settings.from_env({**env, "BOUNCE_UPDATE": '{"lastusedincampaign": "{occurred_on}"}'})
+    bounce_off = Settings.from_env({**env, "BOUNCE_UPDATE": '{"description": "{detail}"}', BOUNCE_TOGGLE: "true"})
+    assert "concep_bouncereason" in row_select(with_detail)  # the router's read: any route
+    assert "concep_bouncereason" in row_select(with_detail, Route.BOUNCE)
+    # an opt-out's re-read never names it: a missing bounce column cannot fail a verified opt-out
+    assert "concep_bouncereason" not in row_select(with_detail, Route.OPT_OUT)
+    assert "concep_bouncereason" not in row_select(without)
+    assert "concep_bouncereason" not in row_select(bounce_off)
 
 
 def web_api_row(**columns):
