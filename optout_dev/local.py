@@ -60,6 +60,10 @@ class LocalPipeline:
     close (tests that inject long Retry-After values or long outages). A work item whose function raised
     is delivered again, as Service Bus would, up to ``max_deliveries`` times in all; then it is ``failed``
     (deployed: it would wait in the dead-letter queue).
+
+    ``follow_put_backs=False`` (the ``run`` command) ends an event at its first put-back, with the outcome the
+    function reached (``rescheduled``), instead of waiting for the work item to fall due: against an
+    unreachable Dataverse that wait would last the whole retry window.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class LocalPipeline:
         dataverse: Dataverse | None = None,
         honour_schedule: bool = True,
         max_deliveries: int = 1,
+        follow_put_backs: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.queues = InMemoryQueues()
@@ -76,6 +81,7 @@ class LocalPipeline:
         self.services = Services(settings, sender=self.queues, dataverse=dataverse, clock=self._clock)
         self._honour_schedule = honour_schedule
         self._max_deliveries = max_deliveries
+        self._follow_put_backs = follow_put_backs
         self._sleep = sleep
 
     def run(self, source: str, body: bytes, *, content_type: str | None = "application/json") -> RunResult:
@@ -118,7 +124,7 @@ class LocalPipeline:
                 return _result(
                     source, routed, outcome=FAILED, reason=f"{entry.function.name}: {written}", requests=requests
                 )
-            if written.outcome is not Outcome.RESCHEDULED:
+            if written.outcome is not Outcome.RESCHEDULED or not self._follow_put_backs:
                 return _result(source, written, route=routed.route, requests=requests)
             item = WorkItem.from_json(work.body)
             message_id = replace(item, reschedules=item.reschedules + 1).message_id

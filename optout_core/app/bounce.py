@@ -14,7 +14,7 @@ from optout_core.app.services import Services
 from optout_core.app.settle import after_failure, duplicate, recipient_missing, reject, take_in
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.bounce import bounce_changes
-from optout_core.domain.model import BOUNCE, Outcome
+from optout_core.domain.model import BOUNCE, Outcome, Route
 from optout_core.domain.routing import row_select
 from optout_core.domain.verification import verified
 from optout_core.domain.workitem import WorkItem
@@ -69,7 +69,9 @@ def _verify(
 ) -> OutcomeRecord | tuple[OutcomeRecord, WorkItem]:
     """VERIFY_CAMPAIGN_LOG: the work item with its campaign log row's values, or how the message ended."""
     settings = services.settings
-    read = services.dataverse.read_rows(settings.campaign_log_entity_set, [item.log_id], row_select(settings))
+    read = services.dataverse.read_rows(
+        settings.campaign_log_entity_set, [item.log_id], row_select(settings, Route.BOUNCE)
+    )
     [row] = read.rows
     record = record.but(dataverse_requests=read.requests)
     if isinstance(row, DataverseError):

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from optout_core.app.outcome import mask_emails
 from optout_core.dataverse.errors import DataverseError, DataverseRejected, DataverseUnavailable
 from optout_core.domain.consent import (
     ENTITY_SET,
@@ -35,6 +34,7 @@ from optout_core.domain.consent import (
     query_filter,
 )
 from optout_core.domain.model import ENTITY_SETS, Recipient
+from optout_core.domain.redact import mask_emails
 
 if TYPE_CHECKING:
     from optout_core.app.services import Dataverse

@@ -26,7 +26,7 @@ from optout_core.app.services import Services
 from optout_core.app.settle import after_failure, duplicate, put_back, recipient_missing, reject, take_in
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.consent import Tally
-from optout_core.domain.model import OPT_OUT, Outcome, Recipient
+from optout_core.domain.model import OPT_OUT, Outcome, Recipient, Route
 from optout_core.domain.routing import row_select
 from optout_core.domain.verification import verified
 from optout_core.domain.workitem import WorkItem
@@ -164,7 +164,7 @@ def _verify(
     read = services.dataverse.read_rows(
         settings.campaign_log_entity_set,
         [item.log_id for _, _, item in accepted],
-        row_select(settings),
+        row_select(settings, Route.OPT_OUT),
         deadline=deadline,
     )
     requests = read.requests  # reported once, on the batch's first message

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from optout_core.app import telemetry
 from optout_core.domain.model import Outcome
+from optout_core.domain.redact import MAX_REASON, redact
 
 log = logging.getLogger("optout")
 RETRY = "retry"  # not an outcome: the message goes back to Service Bus for another delivery
-_MAX_REASON = 1000  # Service Bus application properties share a 64 KB header budget
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-
-
-def mask_emails(text: str) -> str:
-    """``text`` with every email address replaced: record ids go to logs and reasons, addresses never do."""
-    return _EMAIL.sub("<email address>", text)
 
 
 @dataclass(frozen=True)
@@ -51,12 +44,12 @@ class OutcomeRecord:
         return replace(self, **changes)
 
     def fields(self) -> dict[str, Any]:
-        """The non-empty fields as logged (line and custom dimensions alike), email addresses masked."""
+        """The non-empty fields as logged (line and custom dimensions alike): bounded, email addresses masked."""
         fields = {k: (str(v) if isinstance(v, Outcome) else v) for k, v in asdict(self).items()}
         fields["duration_ms"] = round(self.duration_ms, 2)
         # Labels and reasons can quote what a message said; an address in them (a forged activity type, say)
         # must never reach the logs.
-        return {k: mask_emails(v) if isinstance(v, str) else v for k, v in fields.items() if v is not None}
+        return {k: redact(v) if isinstance(v, str) else v for k, v in fields.items() if v is not None}
 
     def line(self) -> str:
         return _line(self.fields())
@@ -92,5 +85,5 @@ class outcome_or_retry:  # noqa: N801 - used as a statement: ``with outcome_or_r
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Exception):
             log_outcome(
-                self.record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[:_MAX_REASON]), self.started
+                self.record.but(outcome=RETRY, reason=f"{type(exc).__name__}: {exc}"[: 2 * MAX_REASON]), self.started
             )

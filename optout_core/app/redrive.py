@@ -7,15 +7,17 @@ that receives, sends and settles is :mod:`optout_core.cli.redrive`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optout_core.domain.model import FUNCTIONS
+from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import InvalidWorkItem, WorkItem
-from optout_core.servicebus.envelopes import OutboundMessage
+from optout_core.servicebus.envelopes import OutboundMessage, derived_message_id
 
 REJECTED = "rejected"
 DEAD_LETTER_PREFIX = "deadletter:"
@@ -23,6 +25,8 @@ REDRIVE_COUNT = "redrive_count"
 NO_TARGET = "no target"
 SAME_QUEUE = "target is the source queue"
 NOT_DATA = "body is not binary data"
+UNREADABLE = "cannot be read"
+_REDRIVEN = re.compile(r"(?::redrive\d{1,9})+$")  # what earlier trips added to a MessageId
 _SHOWN_REASON = 120  # longest reason printed (a Dataverse error can be long)
 
 
@@ -105,17 +109,19 @@ def redrive_copy(held: Held, target: str) -> OutboundMessage:
     trips through redrive.
 
     The MessageId is the one the message had before it was rejected (its ``original_message_id`` property, set
-    by :func:`optout_core.app.settle.rejected_copy`, else its own) plus ``:redrive<n>``. It must differ from the
-    original: the work queues' duplicate detection would otherwise drop a copy sent within a day of the
-    original send without a word. It is still the same when a run sent a copy but could not complete the
-    original, so the copy a later run sends again is the one duplicate detection drops.
+    by :func:`optout_core.app.settle.rejected_copy`, else its own) without an earlier trip's ``:redrive<k>``,
+    plus ``:redrive<n>``: ids do not grow with each trip, and stay within Service Bus's limit whatever the
+    input. It must differ from the original: the work queues' duplicate detection would otherwise drop a copy
+    sent within a day of the original send without a word. It is still the same when a run sent a copy but
+    could not complete the original, so the copy a later run sends again is the one duplicate detection drops.
 
     A work item's body starts a new retry window (its first attempt and last error are cleared); its put-back
     count is kept, so that its later put-back copies still get MessageIds of their own.
     """
     properties = dict(held.application_properties)
     properties[REDRIVE_COUNT] = _count(properties.get(REDRIVE_COUNT)) + 1
-    message_id = f"{properties.get('original_message_id') or held.message_id}:redrive{properties[REDRIVE_COUNT]}"
+    original = _REDRIVEN.sub("", str(properties.get("original_message_id") or held.message_id))
+    message_id = derived_message_id(original, f":redrive{properties[REDRIVE_COUNT]}")
     return OutboundMessage(
         queue=target,
         body=_new_window(held.body or b""),
@@ -125,6 +131,19 @@ def redrive_copy(held: Held, target: str) -> OutboundMessage:
         subject=held.subject,
         application_properties=properties,
     )
+
+
+def plan_move(held: Held, source: Source, settings: Settings, to: str | None) -> tuple[OutboundMessage | None, str]:
+    """``(the copy to send, "")`` or ``(None, why it is skipped)``. Whatever a kept message holds, the answer is
+    one of these: a message that cannot be read is skipped (and reported), so it never stops the messages
+    behind it from being moved, on this run or any later one."""
+    try:
+        target, why = target_for(held, source, settings, to)
+        if target is None:
+            return None, why or NO_TARGET
+        return redrive_copy(held, target), ""
+    except Exception as exc:  # noqa: BLE001 - anything a planted body or property can make the copy raise
+        return None, f"{UNREADABLE} ({type(exc).__name__})"
 
 
 def reason_of(held: Held, source: Source) -> str:
@@ -202,7 +221,9 @@ def _count(value: Any) -> int:
 
 
 def shown(reason: str) -> str:
-    reason = " ".join(reason.split())
+    """A kept message's reason as redrive prints it: one line, bounded, addresses masked (it is read from
+    the message, which anyone who can send to the queue wrote)."""
+    reason = " ".join(redact(reason).split())
     return reason if len(reason) <= _SHOWN_REASON else reason[: _SHOWN_REASON - 1] + "…"
 
 

@@ -13,15 +13,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from optout_core.app.outcome import _MAX_REASON, OutcomeRecord, log_outcome, outcome_or_retry
+from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
 from optout_core.dataverse.errors import DataverseError, Undetermined
 from optout_core.domain.errors import PermanentError
 from optout_core.domain.model import Function, Outcome
 from optout_core.domain.policy import Fail, HandBack, Reject, next_step
+from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
-from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
+from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage, derived_message_id
 
 
 def take_in(
@@ -172,15 +173,13 @@ def rejected_copy(
     properties = {
         **msg.application_properties,
         "outcome": str(outcome),
-        "rejected_reason": (reason or "")[:_MAX_REASON],
+        "rejected_reason": redact(reason or ""),  # a kept message leaves the app: no address in it
         "rejected_by": function,
         "rejected_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "original_message_id": msg.message_id or None,
         "original_delivery_count": msg.delivery_count,
     }
-    message_id = (
-        f"{msg.message_id}:rejected" if msg.message_id else hashlib.sha256(msg.body).hexdigest()[:32] + ":rejected"
-    )
+    message_id = derived_message_id(msg.message_id or hashlib.sha256(msg.body).hexdigest()[:32], ":rejected")
     return OutboundMessage(
         queue=settings.rejected_queue,
         body=msg.body,

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from optout_core.domain.errors import SettingsError
-from optout_core.domain.model import FUNCTIONS
+from optout_core.domain.model import FUNCTIONS, Outcome
+from optout_core.domain.redact import redact
 from optout_core.domain.routing import Decision, RowRequest, decide, explain_row_request
 from optout_core.domain.settings import Settings
 
@@ -122,9 +123,9 @@ def explanation(source: str, decision: Decision) -> dict[str, object]:
         "source": source,
         "outcome": str(decision.outcome),
         "route": str(decision.route) if decision.route and decision.work_item else None,
-        "reason": decision.reason,
+        "reason": _shown(decision.reason),
         "log_id": decision.log_id,
-        "activity_type": decision.activity_type.name if decision.activity_type else None,
+        "activity_type": _shown(decision.activity_type.name if decision.activity_type else None),
         "recipient": decision.recipient.as_dict() if decision.recipient else None,
     }
 
@@ -132,7 +133,9 @@ def explanation(source: str, decision: Decision) -> dict[str, object]:
 def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: str, *, as_json: bool) -> int:
     from optout_dev.local import FAILED, LocalPipeline
 
-    local = LocalPipeline(settings)
+    # Each event ends with the outcome its function reaches (a put-back ends it as rescheduled): the command
+    # never waits out a retry window in real time.
+    local = LocalPipeline(settings, follow_put_backs=False)
     failed = False
     for path, body in bodies:
         try:
@@ -140,12 +143,12 @@ def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: 
         except SettingsError as exc:  # e.g. DATAVERSE_URL missing when a message needs the Web API
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
-        failed |= result.outcome == FAILED
+        failed |= result.outcome in (FAILED, Outcome.RESCHEDULED)  # not applied: put back, or failed
         if as_json:
-            print(json.dumps(result.as_dict(), ensure_ascii=False))
+            print(json.dumps({**result.as_dict(), "reason": _shown(result.reason)}, ensure_ascii=False))
         else:
             target = f" {result.route} {result.recipient['table']}/{result.recipient['id']}" if result.recipient else ""
-            reason = f": {result.reason}" if result.reason else ""
+            reason = f": {_shown(result.reason)}" if result.reason else ""
             print(f"{path}: {result.outcome}{target} ({result.dataverse_requests} Web API requests){reason}")
     return 1 if failed else 0
 
@@ -219,8 +222,13 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _line(source: str, decision: Decision) -> str:
     target = f" → {decision.route} {decision.recipient}" if decision.work_item else ""
-    reason = f": {decision.reason}" if decision.reason else ""
+    reason = f": {_shown(decision.reason)}" if decision.reason else ""
     return f"{source}: {decision.outcome}{target}{reason}"
+
+
+def _shown(text: str | None) -> str | None:
+    """Text from a message or from Dataverse as the CLI prints it: bounded, addresses masked."""
+    return None if text is None else redact(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

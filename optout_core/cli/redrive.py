@@ -25,18 +25,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from optout_core.app.redrive import (
-    NO_TARGET,
     Held,
     Source,
     Tally,
     UsageError,
     is_queue_name,
     parse_source,
+    plan_move,
     reason_of,
-    redrive_copy,
     shown,
     summary,
-    target_for,
 )
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
@@ -166,19 +164,19 @@ def _move(
                         break
                     new = 0
                     for index, message in enumerate(batch):
-                        held = Held.from_sdk(message)
-                        target, why = target_for(held, source, settings, to)
-                        if target is None:
+                        held = _held(message)
+                        copy, why = plan_move(held, source, settings, to)
+                        if copy is None:
                             held_back.append(message)
                             key = held.sequence_number if held.sequence_number is not None else held.message_id
                             if key not in counted:
                                 counted.add(key)
                                 new += 1
-                                tally.skip(held, source, why or NO_TARGET)
+                                tally.skip(held, source, why)
                                 progress.update(tally)
                             continue
                         new += 1
-                        copy = redrive_copy(held, target)
+                        target = copy.queue
                         try:
                             sender.send(copy)
                         except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
@@ -239,20 +237,19 @@ def _peek(
             for message in page:
                 if limit is not None and tally.moved >= limit:
                     break
-                held = Held.from_sdk(message)
-                target, why = target_for(held, source, settings, to)
+                held = _held(message)
+                copy, why = plan_move(held, source, settings, to)
                 reason = shown(reason_of(held, source))
-                if target is None:
-                    tally.skip(held, source, why or NO_TARGET)
+                if copy is None:
+                    tally.skip(held, source, why)
                     print(
-                        f"would skip {held.message_id or '(no id)'} (#{held.sequence_number}): {why} [{reason}]",
+                        f"would skip {shown(held.message_id) or '(no id)'} (#{held.sequence_number}): {why} [{reason}]",
                         file=out,
                     )
                 else:
-                    copy = redrive_copy(held, target)
-                    tally.move(held, source, target)
+                    tally.move(held, source, copy.queue)
                     print(
-                        f"would move {held.message_id} (#{held.sequence_number}) → {target} as "
+                        f"would move {shown(held.message_id)} (#{held.sequence_number}) → {copy.queue} as "
                         f"{copy.message_id} [{reason}]",
                         file=out,
                     )
@@ -261,6 +258,19 @@ def _peek(
                 break  # no sequence numbers to page on
             next_sequence = last + 1
     return 0
+
+
+def _held(message: Any) -> Held:
+    """What redrive reads from ``message``; a message whose properties cannot be read is still counted (as one
+    that cannot be moved: its body is left out), never a stop."""
+    try:
+        return Held.from_sdk(message)
+    except Exception:  # noqa: BLE001 - a planted property of any kind: skip the message, go on
+        return Held(
+            message_id=str(getattr(message, "message_id", "") or ""),
+            body=None,
+            sequence_number=getattr(message, "sequence_number", None),
+        )
 
 
 def _abandon(receiver: Any, messages: Iterable[Any]) -> None:

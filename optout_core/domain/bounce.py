@@ -11,6 +11,11 @@ from optout_core.domain.workitem import WorkItem
 _PLACEHOLDER = re.compile(r"\{(activity_type|occurred_on|log_id|detail)\}")
 
 
+def uses_detail(template: Mapping[str, Any] | None) -> bool:
+    """Whether BOUNCE_UPDATE writes the bounce detail (``{detail}``): only then is BOUNCE_DETAIL_COLUMN read."""
+    return any(isinstance(value, str) and "{detail}" in value for value in (template or {}).values())
+
+
 def bounce_changes(template: Mapping[str, Any] | None, item: WorkItem) -> dict[str, Any] | None:
     """The columns to PATCH for a bounce, or None when BOUNCE_UPDATE is empty (audit only).
 

@@ -127,7 +127,10 @@ def addresses(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[str, ...]
 
 
 def address_key(address: str) -> str:
-    return address.strip().casefold()
+    """Two addresses are one when Dataverse's text comparison calls them equal: case-insensitive, character by
+    character (``lower``), never case-folded — ``casefold`` makes ``straße`` and ``strasse`` one address, which
+    Dataverse keeps apart (docs/consent.md)."""
+    return address.strip().lower()
 
 
 # -- listing what exists -----------------------------------------------------------------------------------

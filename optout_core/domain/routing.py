@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from optout_core.domain.bounce import uses_detail
 from optout_core.domain.execution_context import (
     CampaignLogContext,
     ContextHeader,
@@ -26,7 +27,8 @@ from optout_core.domain.execution_context import (
     references_one_of,
     unwrap,
 )
-from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.model import BOUNCE, ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 
@@ -247,15 +249,17 @@ def _row_request(context: TrimmedContext, log_id: str, settings: Settings) -> Ro
     return RowRequest(settings.campaign_log_entity_set, log_id, row_select(settings), context)
 
 
-def row_select(settings: Settings) -> tuple[str, ...]:
-    """The columns a decision reads from the campaign log row. Without RECIPIENT_COLUMNS the lookups are
-    unknown, so every column is read; with it, only what the decision uses (a wrong column name then fails
-    loudly with the Web API's 400)."""
+def row_select(settings: Settings, route: Route | None = None) -> tuple[str, ...]:
+    """The columns a decision reads from the campaign log row, for work on ``route`` (None: the router's read,
+    any route). Without RECIPIENT_COLUMNS the lookups are unknown, so every column is read; with it, only what
+    the decision uses (a wrong column name then fails loudly with the Web API's 400). BOUNCE_DETAIL_COLUMN is
+    read only when a bounce could be written with it: a missing bounce column never fails an opt-out's read."""
     if not settings.recipient_columns:
         return ()
+    detail = uses_detail(settings.bounce_update) and route in (None, Route.BOUNCE) and settings.is_enabled(BOUNCE)
     return (
         settings.activity_type_column,
-        settings.bounce_detail_column,
+        *((settings.bounce_detail_column,) if detail else ()),
         "createdon",
         *(f"_{column}_value" for column in settings.recipient_columns),
     )
@@ -281,10 +285,10 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
             "supported; set ACTIVITY_TYPE_COLUMN to a choice, text or lookup column",
         )
     if isinstance(value, str):
-        return ActivityType(value.strip(), None)
+        return ActivityType(cap(value.strip(), MAX_LABEL), None)
     reference = as_reference(value)
     if reference is not None:  # a lookup to an activity type table: its name is the label
-        label = (reference.name or formatted or "").strip()
+        label = cap((reference.name or formatted or "").strip(), MAX_LABEL)
         if not label:
             raise _Stop(
                 Outcome.IGNORED,
@@ -294,7 +298,7 @@ def _activity_type(context: CampaignLogContext, settings: Settings) -> ActivityT
     code = as_option_code(value)
     if code is None:
         raise _Stop(Outcome.REJECTED, f"the campaign log's {column} is neither a choice, text nor a lookup")
-    return ActivityType((formatted or "").strip() or None, code)
+    return ActivityType(cap((formatted or "").strip(), MAX_LABEL) or None, code)
 
 
 def _unsupported_kind(value: Any) -> str | None:
@@ -338,10 +342,22 @@ def _route(activity: ActivityType, settings: Settings) -> Route:
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
     attributes = context.target
     if settings.recipient_columns:
+        # The first listed column that holds a value decides: a later column never stands in for it, so a
+        # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
         for column in settings.recipient_columns:
-            reference = as_reference(attributes.get(column))
-            if reference is not None and reference.table in ENTITY_SETS:
-                return _valid(reference.table, reference.id, column)
+            value = attributes.get(column)
+            if unwrap(value) in (None, ""):
+                continue
+            reference = as_reference(value)
+            if reference is None:
+                raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
+            if reference.table not in ENTITY_SETS:
+                raise _Stop(
+                    Outcome.REJECTED,
+                    f"the recipient column {column} references a {_shown(reference.table, 40)}, "
+                    "not a contact, lead or account",
+                )
+            return _valid(reference.table, reference.id, column)
         raise _Stop(
             Outcome.REJECTED,
             "no recipient: none of RECIPIENT_COLUMNS "

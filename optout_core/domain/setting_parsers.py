@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.ids import normalise_guid
+from optout_core.domain.redact import MAX_LABEL
 
 Parser = Callable[[str, str], Any]  # (setting name, text) -> value
 
@@ -30,9 +31,18 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 TRUE, FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
-@functools.lru_cache(maxsize=1024)  # the same few labels arrive over and over
 def normalise_label(label: str) -> str:
     """Activity type labels match ignoring case, spaces, hyphens and underscores ("Group Opt-Out")."""
+    # Only labels of a real label's size are cached: the cache holds at most 1,024 x MAX_LABEL characters.
+    return _normalised(label) if len(label) <= MAX_LABEL else _normalise(label)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few labels arrive over and over
+def _normalised(label: str) -> str:
+    return _normalise(label)
+
+
+def _normalise(label: str) -> str:
     return re.sub(r"[\s\-_]+", "", label).casefold()
 
 

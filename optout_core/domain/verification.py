@@ -26,7 +26,7 @@ def row_request(item: WorkItem, settings: Settings) -> RowRequest:
     context = TrimmedContext(
         "Create", settings.campaign_log_table, item.log_id, None, item.operation_id, item.correlation_id
     )
-    return RowRequest(settings.campaign_log_entity_set, item.log_id, row_select(settings), context)
+    return RowRequest(settings.campaign_log_entity_set, item.log_id, row_select(settings, item.route), context)
 
 
 def verified(item: WorkItem, row: Mapping[str, Any] | None, settings: Settings) -> WorkItem | str:

@@ -12,6 +12,8 @@ from optout_core.domain.ids import normalise_guid
 from optout_core.domain.model import ENTITY_SETS, Recipient, Route
 
 VERSION = 1
+MAX_RESCHEDULES = 1_000_000  # far beyond any retry window's put-backs; keeps put-back MessageIds short
+_LATEST = 32_503_680_000  # the year 3000 as Unix time: later than any first attempt
 
 
 class InvalidWorkItem(PermanentError):
@@ -71,10 +73,20 @@ class WorkItem:
 
     @classmethod
     def from_json(cls, body: bytes) -> WorkItem:
+        """The work item in ``body``; :class:`InvalidWorkItem` for anything else, however it is malformed (a list
+        where a table name belongs, a number too large for a float): never another exception, so a caller that
+        rejects invalid items never stops on one."""
         try:
             document = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise InvalidWorkItem("body is not a JSON work item") from None
+        try:
+            return cls._from_document(document)
+        except (TypeError, ValueError, OverflowError) as exc:  # a field of the wrong kind the checks below missed
+            raise InvalidWorkItem(f"work item field of the wrong kind ({type(exc).__name__})") from None
+
+    @classmethod
+    def _from_document(cls, document: Any) -> WorkItem:
         if not isinstance(document, dict):
             raise InvalidWorkItem("body is not a JSON work item object")
         if document.get("version") != VERSION:
@@ -89,7 +101,11 @@ class WorkItem:
         recipient = document.get("recipient")
         if log_id is None:
             raise InvalidWorkItem("log_id is not a GUID")
-        if not isinstance(recipient, dict) or recipient.get("table") not in ENTITY_SETS:
+        if (
+            not isinstance(recipient, dict)
+            or not isinstance(recipient.get("table"), str)
+            or recipient["table"] not in ENTITY_SETS
+        ):
             raise InvalidWorkItem("recipient table is not contact, lead or account")
         recipient_id = normalise_guid(recipient.get("id"))
         if recipient_id is None:
@@ -108,16 +124,23 @@ class WorkItem:
             occurred_on=_optional_text(document, "occurred_on"),
             detail=_optional_text(document, "detail"),
             reschedules=reschedules
-            if isinstance(reschedules, int) and not isinstance(reschedules, bool) and reschedules >= 0
+            if isinstance(reschedules, int)
+            and not isinstance(reschedules, bool)
+            and 0 <= reschedules <= MAX_RESCHEDULES
             else 0,
-            first_attempt=float(first_attempt)
-            if isinstance(first_attempt, (int, float))
-            and not isinstance(first_attempt, bool)
-            and math.isfinite(first_attempt)
-            and first_attempt >= 0
-            else None,
+            first_attempt=_time(first_attempt),
             last_error=_optional_text(document, "last_error"),
         )
+
+
+def _time(value: Any) -> float | None:
+    """A Unix time, or None: not a number, not finite, negative, or beyond any real time (a 400-digit integer
+    would not even convert to a float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not 0 <= value <= _LATEST:
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= _LATEST else None
 
 
 def _optional_text(document: dict[str, Any], key: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,3 +50,17 @@ class OutboundMessage:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+MAX_MESSAGE_ID = 128  # Service Bus refuses a longer MessageId
+
+
+def derived_message_id(base: str, suffix: str) -> str:
+    """``base`` + ``suffix`` (``:rejected``, ``:redrive2``), always within Service Bus's 128 characters.
+
+    Deterministic, so duplicate detection still drops a re-sent copy. A base that would not fit, however it
+    came to be that long (a sender's own long MessageId, ids grown through many trips), is replaced by a
+    short hash of itself."""
+    if len(base) + len(suffix) <= MAX_MESSAGE_ID:
+        return base + suffix
+    return hashlib.sha256(base.encode("utf-8", "surrogatepass")).hexdigest()[:40] + suffix[: MAX_MESSAGE_ID - 40]

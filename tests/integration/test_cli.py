@@ -77,3 +77,14 @@ def test_usage_and_configuration_errors_exit_2(args, env):
     result = explain(*args, env=env)
     assert result.returncode == 2
     assert result.stderr
+
+
+def test_explain_never_prints_an_address_a_forged_label_carries(tmp_path):
+    from optout_dev.messages import campaign_log, wire
+
+    body = tmp_path / "forged.json"
+    body.write_bytes(wire(campaign_log(activity='Spam "jane doe"@example.com and jane@intranet')))
+    for args in (("--json",), ()):
+        result = explain(*args, str(body))
+        assert result.returncode == 0, result.stderr
+        assert "jane" not in result.stdout and "<email address>" in result.stdout

@@ -127,6 +127,49 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     assert failed.returncode == 1 and json.loads(failed.stdout)["outcome"] == "failed"
 
 
+def test_run_against_an_unreachable_dataverse_ends_at_the_first_put_back_without_waiting_it_out():
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings.from_env(
+        {
+            "DATAVERSE_URL": f"https://127.0.0.1:{port}",
+            "DATAVERSE_TOKEN": "local-token",
+            "DATAVERSE_MAX_ATTEMPTS": "2",
+            "DATAVERSE_BACKOFF_SECONDS": "0.01",
+        }
+    )
+
+    def never(seconds):
+        raise AssertionError(f"the local runner waited {seconds:.0f} s for a put-back to fall due")
+
+    local = LocalPipeline(settings, follow_put_backs=False, sleep=never)
+    result = local.run("m.json", wire(campaign_log(activity="Spam Report", recipient=("lead", LEADS[0]))))
+    assert result.outcome == "rescheduled" and result.route == "opt_out"
+    [waiting] = local.queues.messages("opt-out")
+    assert WorkItem.from_json(waiting.body).reschedules == 1
+
+
+def test_run_cli_exits_1_when_an_event_was_only_put_back(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    body = tmp_path / "m.json"
+    body.write_bytes(wire(campaign_log(activity="Spam Report", recipient=("lead", LEADS[0]))))
+    env = {
+        "DATAVERSE_URL": f"https://127.0.0.1:{port}",
+        "DATAVERSE_TOKEN": "local-token",
+        "DATAVERSE_MAX_ATTEMPTS": "2",
+        "DATAVERSE_BACKOFF_SECONDS": "0.01",
+    }
+    result = cli("run", "--json", str(body), env=env)
+    assert result.returncode == 1 and json.loads(result.stdout)["outcome"] == "rescheduled"
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 

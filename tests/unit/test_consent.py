@@ -154,3 +154,16 @@ def test_consent_is_off_by_default_and_settings_parse_and_refuse():
 def test_the_reason_description_fits_its_column():
     long = ConsentSettings(purposes=(COMMERCIAL,), description="x" * 600 + "{log_id}")
     assert len(long.description_for("id")) == 500
+
+
+@pytest.mark.parametrize(
+    ("one", "other"), [("straße@example.com", "strasse@example.com"), ("ﬁona@example.com", "fiona@example.com")]
+)
+def test_addresses_that_differ_but_case_fold_alike_stay_distinct(one, other):
+    assert addresses({"a": one, "b": other}, ("a", "b")) == (one, other)
+    existing = Existing("r1", other, EMAIL, int(ConsentType.PURPOSE), None, COMMERCIAL, None)
+    assert existing.is_for(other, PURPOSE) and not existing.is_for(one, PURPOSE)
+
+
+def test_addresses_that_differ_only_in_case_are_one():
+    assert addresses({"a": "Jane@Example.com", "b": "jane@example.COM"}, ("a", "b")) == ("Jane@Example.com",)

@@ -9,7 +9,7 @@ from optout_core.app.settle import forward
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.model import FUNCTIONS, Function, Outcome, Recipient, Route
-from optout_core.domain.routing import RowRequest, decide, decide_row, type_route
+from optout_core.domain.routing import RowRequest, decide, decide_row, row_select, type_route
 from optout_core.domain.settings import Settings
 from optout_core.domain.settings_spec import spec
 from optout_dev.messages import (
@@ -30,6 +30,7 @@ from optout_dev.messages import (
 from tools import appsettings
 
 DEFAULTS = Settings.from_env({})
+BOUNCE_TOGGLE = "AzureWebJobs.BounceDetail.Disabled"
 
 
 def decision_for(context=None, settings=DEFAULTS, **kwargs):
@@ -177,13 +178,25 @@ def test_with_recipient_columns_the_row_request_selects_only_what_the_decision_r
     )
     request = decision_for(trimmed=True, settings=settings)
     assert request.entity_set == "concep_emailcampaignlogset"
-    assert request.select == (
+    assert request.select == (  # BOUNCE_UPDATE is empty by default: the bounce detail is never written, never read
         "concep_activitytype",
-        "concep_bouncereason",
         "createdon",
         "_concep_contactid_value",
         "_concep_leadid_value",
     )
+
+
+def test_the_bounce_detail_column_is_read_only_when_a_bounce_could_write_it():
+    env = {"RECIPIENT_COLUMNS": "concep_contactid"}
+    with_detail = Settings.from_env({**env, "BOUNCE_UPDATE": '{"description": "{detail}"}'})
+    without = Settings.from_env({**env, "BOUNCE_UPDATE": '{"lastusedincampaign": "{occurred_on}"}'})
+    bounce_off = Settings.from_env({**env, "BOUNCE_UPDATE": '{"description": "{detail}"}', BOUNCE_TOGGLE: "true"})
+    assert "concep_bouncereason" in row_select(with_detail)  # the router's read: any route
+    assert "concep_bouncereason" in row_select(with_detail, Route.BOUNCE)
+    # an opt-out's re-read never names it: a missing bounce column cannot fail a verified opt-out
+    assert "concep_bouncereason" not in row_select(with_detail, Route.OPT_OUT)
+    assert "concep_bouncereason" not in row_select(without)
+    assert "concep_bouncereason" not in row_select(bounce_off)
 
 
 def web_api_row(**columns):
@@ -272,18 +285,46 @@ def test_the_same_recipient_in_two_lookups_is_not_ambiguous():
     assert decision.recipient == Recipient("contact", CONTACTS[0])
 
 
-def test_recipient_columns_pick_the_first_non_empty_contact_lead_or_account_in_order():
-    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_ownerid; concep_contactid;concep_leadid"})
+def test_recipient_columns_pick_the_first_non_empty_column_in_order():
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid;concep_leadid"})
     context = campaign_log(
         recipient=None,
         lookups={
-            "concep_ownerid": reference("systemuser", CONTACTS[2]),  # not a recipient table: skipped
             "concep_contactid": None,  # empty: skipped
             "concep_leadid": reference("lead", LEADS[1]),
             "concep_accountid": reference("account", ACCOUNTS[0]),  # not listed: never considered
         },
     )
     assert decide(wire(context), settings).recipient == Recipient("lead", LEADS[1])
+
+
+def test_a_first_recipient_column_pointing_at_another_table_is_rejected_not_passed_over():
+    # The first non-empty listed column decides: a later column never stands in for a log whose recipient
+    # column names a system user, so a crafted log cannot opt out the contact of its second column.
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_ownerid;concep_contactid"})
+    context = campaign_log(
+        recipient=None,
+        lookups={
+            "concep_ownerid": reference("systemuser", CONTACTS[2]),
+            "concep_contactid": reference("contact", CONTACTS[0]),
+        },
+    )
+    decision = decide(wire(context), settings)
+    assert decision.outcome is Outcome.REJECTED and decision.recipient is None
+    assert "concep_ownerid" in decision.reason and "systemuser" in decision.reason
+
+
+def test_a_listed_recipient_column_that_holds_no_lookup_is_rejected():
+    settings = Settings.from_env({"RECIPIENT_COLUMNS": "concep_contactid"})
+    context = campaign_log(recipient=None, lookups={"concep_contactid": "a1000000-0000-4000-8000-000000000001"})
+    decision = decide(wire(context), settings)
+    assert decision.outcome is Outcome.REJECTED and "does not hold a lookup" in decision.reason
+
+
+def test_a_forged_label_is_cut_before_anything_reads_it():
+    decision = decision_for(activity="Spam Report" + "x" * 100_000)
+    assert decision.outcome is Outcome.IGNORED and decision.activity_type is not None
+    assert len(decision.activity_type.label or "") <= 256
 
 
 def test_recipient_columns_that_name_nothing_are_rejected():

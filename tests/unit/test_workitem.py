@@ -81,3 +81,36 @@ def test_a_lone_placeholder_with_no_value_becomes_null_and_inside_text_empty():
 def test_placeholder_values_are_not_reinterpreted():
     item = WorkItem(route=Route.BOUNCE, log_id=ITEM.log_id, recipient=ITEM.recipient, detail="{log_id} {0} %s")
     assert bounce_changes({"x_note": "{detail}!"}, item) == {"x_note": "{log_id} {0} %s!"}
+
+
+def _document(**changes):
+    import json
+
+    document = json.loads(ITEM.to_json())
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _document(recipient={"table": ["contact"], "id": ITEM.recipient.id}),  # a list where a name belongs
+        _document(recipient={"table": {"a": 1}, "id": ITEM.recipient.id}),
+        _document(route=["opt_out"]),
+        _document(log_id=[ITEM.log_id]),
+    ],
+)
+def test_a_malformed_item_is_an_invalid_work_item_never_another_error(body):
+    with pytest.raises(InvalidWorkItem):
+        WorkItem.from_json(body)
+
+
+@pytest.mark.parametrize("first_attempt", [10**400, -(10**400), 1e308, "1700000000"])
+def test_a_first_attempt_beyond_any_real_time_opens_no_window_and_raises_nothing(first_attempt):
+    body = _document(first_attempt=first_attempt).replace(b"1e+308", b"1e308")
+    assert WorkItem.from_json(body).first_attempt is None
+
+
+def test_a_huge_put_back_count_cannot_make_a_message_id_too_long():
+    item = WorkItem.from_json(_document(reschedules=10**100))
+    assert item.reschedules == 0 and len(item.message_id) <= 128
