@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pycep import BicepParser  # type: ignore[import-untyped]
+from pycep import BicepParser
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -43,7 +43,7 @@ def key(name: str) -> str:
 def symbols(path: Path) -> frozenset[str]:
     """The names a Bicep file declares: pycep writes a reference to one (``location: location``) as a bare string."""
     parsed = BicepParser().parse(file_path=path)
-    return frozenset(name for part in ("parameters", "variables", "resources") for name in parsed.get(part) or {})
+    return frozenset((*parsed["parameters"], *parsed["variables"], *parsed["resources"]))
 
 
 def resources(infra: Path = INFRA) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
@@ -122,8 +122,9 @@ def prune(types: Types, t: dict[str, Any], value: Any, where: str, missing: list
             missing.append(f"{where}.{discriminator} = {chosen!r}")
             return fact
         element = types.at(t["elements"][chosen])
-        merged = {"$type": "ObjectType", "properties": {**t["baseProperties"], **element["properties"]}}
-        merged["properties"][discriminator] = {"type": {"$literal": chosen}, "flags": 1}
+        properties: dict[str, Any] = {**t["baseProperties"], **element["properties"]}
+        properties[discriminator] = {"type": {"$literal": chosen}, "flags": 1}
+        merged = {"$type": "ObjectType", "properties": properties}
         fact.update(_object(types, merged, value, where, missing))
         fact["discriminator"] = {"property": discriminator, "value": chosen}
         return fact
