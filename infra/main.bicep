@@ -8,7 +8,42 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Azure region for every resource.')
+// The regions that offer Flex Consumption, as the official azd sample lists them (its canary region left out):
+// a wrong region fails at once, not at site creation. tests/contracts/facts/azure/flex-regions.json cites it.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@description('Azure region for every resource (one that offers Flex Consumption).')
 @metadata({ azd: { type: 'location' } })
 param location string
 
@@ -25,7 +60,7 @@ param alertEmail string
   '3.12'
   '3.13'
 ])
-@description('Python version of the Function App: the newest Flex Consumption runs (3.13, Flex only).')
+@description('Python version of the Function App (azd: OPTOUT_PYTHON_VERSION; not PYTHON_VERSION, which Python images set to a full version such as 3.13.11).')
 param pythonVersion string = '3.13'
 
 @minValue(1)

@@ -502,6 +502,9 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
     description: 'A message reached a dead-letter queue: redrive it with `optout redrive --from deadletter:<queue>`.'
     severity: 1
     enabled: true
+    // Not resolved by the metric: the message still waits until a person redrives it, and nothing receives from
+    // rejected. The alert stays fired until an operator closes it.
+    autoMitigate: false
     scopes: [
       serviceBus.id
     ]
@@ -549,6 +552,9 @@ resource rejectedAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
     description: 'An opt-out or bounce is kept on the rejected queue: read its reason, fix, then `optout redrive --from rejected`.'
     severity: 2
     enabled: true
+    // Not resolved by the metric: the message still waits until a person redrives it, and nothing receives from
+    // rejected. The alert stays fired until an operator closes it.
+    autoMitigate: false
     scopes: [
       serviceBus.id
     ]
@@ -630,9 +636,9 @@ resource backlogAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   }
 }
 
-// The outcome lines (optout_core/app/outcome.py): `outcome {json}`; the same query works whether or not the
-// fields also arrived as custom dimensions.
-var outcomes = 'traces | where message startswith "outcome " | extend o = parse_json(substring(message, 8))'
+// The outcome lines (optout_core/app/outcome.py): `outcome {json}`, the host's copy (it arrives even when the
+// distro's ingestion fails; the distro's copy carries the custom dimensions), one row per line.
+var outcomes = 'traces | where message startswith "outcome " and isempty(customDimensions.outcome) | extend o = parse_json(substring(message, 8))'
 
 resource failedOrRejectedAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
   name: 'optout-failed-or-rejected'

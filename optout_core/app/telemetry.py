@@ -5,8 +5,10 @@ not). Then the first outcome loads the Azure Monitor OpenTelemetry distro, never
 ``function_app.py``: importing the distro costs about 2x a cold ``import azure.functions`` (measured, see
 docs/deployment.md), which would break the cold-start budget. Signs in with Entra ID when
 ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` says ``Authorization=AAD`` (the component refuses keys).
-Outcome records then go to App Insights through the distro only (a logger of their own that does not
-propagate), so the host's log path does not send them a second time without their dimensions.
+Each outcome line goes to the host's log path (the ``optout`` logger) whatever happens, and a second copy with its
+fields as custom dimensions goes through the distro (a logger of its own that does not propagate): should the
+distro's ingestion fail (an Entra ID sign-in refused, say), the host's copy still reaches the logs and the log
+alerts. Queries that parse the line keep the host's copy (``isempty(customDimensions.outcome)``), one per line.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ _NOT_INSTRUMENTED = ("azure_sdk", "django", "fastapi", "flask", "psycopg2", "req
 class Telemetry:
     """Writes one outcome as a log record with custom dimensions and as metrics."""
 
-    def __init__(self, meter: Any, logger: logging.Logger) -> None:
-        self.logger = logger
+    def __init__(self, meter: Any, logger: logging.Logger, host: logging.Logger = log) -> None:
+        self.logger, self.host = logger, host
         self.outcomes = meter.create_counter(OUTCOMES, unit="1", description="messages that ended, per outcome")
         self.duration = meter.create_histogram(DURATION, unit="ms", description="one message's handling")
         self.end_to_end = meter.create_histogram(
@@ -43,6 +45,7 @@ class Telemetry:
 
     def emit(self, level: int, line: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> None:
         dimensions = {"function": str(fields.get("function")), "outcome": str(fields.get("outcome"))}
+        self.host.log(level, "outcome %s", line)  # the host's logs, independent of the distro's ingestion
         self.logger.log(level, "outcome %s", line, extra={k: v for k, v in fields.items() if v is not None})
         self.outcomes.add(1, dimensions)
         self.duration.record(float(fields.get("duration_ms") or 0.0), dimensions)

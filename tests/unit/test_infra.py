@@ -207,3 +207,117 @@ def test_every_query_reads_fields_and_metrics_the_app_emits():
     assert (
         "Dataverse answered" in (ROOT / "optout_core/dataverse/errors.py").read_text()
     )  # what the 401/403 alert matches
+
+
+AZURE_FACTS = ROOT / "tests" / "contracts" / "facts" / "azure"
+
+
+def platform_fact(name):
+    return json.loads((AZURE_FACTS / "platform.json").read_text(encoding="utf-8"))[name]
+
+
+@pytest.fixture(scope="module")
+def main_bicep():
+    return BicepParser().parse(file_path=INFRA / "main.bicep")
+
+
+def allowed(parameter):
+    found = [d["argument"] for d in parameter["decorators"] if d["type"] == "allowed"]
+    return found[0] if found else None
+
+
+def test_metric_alerts_on_messages_that_wait_for_a_person_do_not_resolve_themselves(bicep):
+    """Metric alerts resolve themselves unless told not to (autoMitigate defaults to true): a dead letter or a
+    message on rejected still waits when the metric dips, and nothing but a person takes it off."""
+    assert platform_fact("metric_alert_auto_mitigate_default")["value"] is True
+    for name in ("deadLetterAlert", "rejectedAlert"):
+        assert bicep["resources"][name]["config"]["properties"].get("autoMitigate") is False, name
+
+
+def test_location_is_limited_to_the_regions_that_offer_flex_consumption(main_bicep):
+    facts = json.loads((AZURE_FACTS / "flex-regions.json").read_text(encoding="utf-8"))
+    regions = allowed(main_bicep["parameters"]["location"])
+    assert regions, "location takes any region: a region without Flex Consumption fails only at site creation"
+    assert set(regions) <= set(facts["regions"]) - set(facts["canary"])
+
+
+def test_no_azd_parameter_reads_a_variable_python_images_set_and_every_default_is_allowed(main_bicep):
+    """azd fills ${NAME} from the process environment too: a Python image's PYTHON_VERSION=3.13.11 would win."""
+    taken = set(platform_fact("python_image_environment")["names"])
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    for name, entry in parameters.items():
+        match = re.fullmatch(r"\$\{(\w+)(?:=(.*))?\}", entry["value"])
+        assert match, name
+        assert match.group(1) not in taken, f"{name} reads {match.group(1)}, which Python's images set"
+        choices = allowed(main_bicep["parameters"][name])
+        if match.group(2) is not None and choices:
+            assert match.group(2) in choices, name
+
+
+def host_json():
+    return json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+
+
+def timespan(value):
+    hours, minutes, secs = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+
+
+def test_the_lock_is_renewed_for_as_long_as_a_function_may_run():
+    """Past maxAutoLockRenewalDuration the lock lapses and a still-running message is delivered again."""
+    document = host_json()
+    renewal = timespan(document["extensions"]["serviceBus"]["maxAutoLockRenewalDuration"])
+    assert renewal >= timespan(document["functionTimeout"])
+
+
+def test_host_json_holds_the_concurrency_the_template_sets_so_the_scale_controller_reads_the_same(bicep, main_bicep):
+    """Target-based scaling reads maxConcurrentCalls from host.json; the template's app setting sets the runtime's.
+    At the template's defaults both are the same number."""
+    variables = bicep["variables"]
+    assert "maxConcurrentCalls" in json.dumps(variables["templateSettings"]["value"])
+    budget = main_bicep["parameters"]["dataverseConcurrencyBudget"]["default"]
+    instances = main_bicep["parameters"]["maximumInstanceCount"]["default"]
+    groups = variables["dataverseFunctionGroups"]["value"]
+    per_process = max(1, budget // (groups * instances))
+    assert host_json()["extensions"]["serviceBus"]["maxConcurrentCalls"] == max(per_process, budget // groups)
+
+
+HISTOGRAMS = (telemetry.DURATION, telemetry.END_TO_END)
+
+
+def test_a_histograms_mean_divides_the_summed_sums_by_the_summed_counts():
+    """Each customMetrics row of a histogram is one interval's sum and count: avg(value) averages sums."""
+    assert platform_fact("histogram_rows")["source"]
+    for where, text in kql_texts():
+        text = text.replace('\\"', '"')
+        for query in re.findall(r"customMetrics[^`'\n]*", text):
+            if any(f'"{name}"' in query for name in HISTOGRAMS) and "avg" in query:
+                assert "avg(value" not in query, f"{where}: {query}"
+                assert "sum(valueSum) / sum(valueCount)" in query, f"{where}: {query}"
+
+
+def test_queries_that_parse_outcome_lines_keep_one_copy_of_each_line():
+    """With the exporter loaded each line arrives twice: the host's copy and the distro's (with dimensions)."""
+    for where, text in kql_texts():
+        text = text.replace('\\"', '"')
+        for query in re.findall(r"traces \| where message[^`'\n]*", text):
+            if "parse_json(substring(message, 8))" in query or "answered 429" in query:
+                assert "isempty(customDimensions.outcome)" in query, f"{where}: {query}"
+
+
+def test_what_data_owner_on_a_queue_also_allows_is_stated_as_residual_risk(bicep):
+    """Data Owner (Microsoft.ServiceBus/*) is given for the scale controller; it also reads the queue's keys and
+    deletes the queue. docs/security.md names every queue it is given on and what the role also allows."""
+    assert platform_fact("service_bus_data_owner")["actions"] == ["Microsoft.ServiceBus/*"]
+    owned = {scope for scope, role in role_assignments(bicep).values() if role == "serviceBusDataOwner"}
+    names = {bicep["resources"][scope]["config"]["name"] for scope in owned}
+    rows = [
+        line
+        for line in (ROOT / "docs" / "security.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| T") and "Azure Service Bus Data Owner" in line
+    ]
+    assert len(rows) == 1, "one threat row for the identity's Data Owner"
+    (row,) = rows
+    assert all(f"`{name}`" in row for name in names), names
+    rules = {r["config"]["name"] for r in bicep["resources"].values() if r["type"].endswith("/authorizationRules")}
+    assert all(f"`{rule}`" in row for rule in rules) and "delete" in row

@@ -76,6 +76,39 @@ def test_each_outcome_field_is_a_custom_dimension_and_the_message_keeps_the_line
     assert exported.log_record.body == f"outcome {logged.line()}"
 
 
+def test_with_the_exporter_loaded_each_line_still_reaches_the_hosts_log_once(sdk, caplog):
+    logs, _ = sdk
+    with caplog.at_level(logging.INFO, logger="optout"):
+        logged = log_outcome(OutcomeRecord("BounceDetail", Outcome.REJECTED, log_id="7a"), time.perf_counter())
+    host = [r for r in caplog.records if r.name == "optout"]
+    assert [(r.levelno, r.getMessage()) for r in host] == [(logging.WARNING, f"outcome {logged.line()}")]
+    assert [e.log_record.body for e in logs.get_finished_logs()] == [f"outcome {logged.line()}"]
+
+
+class _RefusedIngestion(InMemoryLogRecordExporter):
+    """An exporter whose every export fails, as the distro's does when Entra ID refuses its sign-in."""
+
+    def export(self, batch):  # type: ignore[no-untyped-def]
+        raise PermissionError("ingestion refused")
+
+
+def test_when_ingestion_fails_the_hosts_log_still_gets_the_line(caplog):
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(_RefusedIngestion()))
+    logger = logging.getLogger("tests.telemetry.refused")
+    handler = LoggingHandler(logger_provider=provider)
+    logger.addHandler(handler)
+    logger.propagate = False
+    telemetry.use(telemetry.Telemetry(MeterProvider().get_meter(telemetry.METER), logger))
+    try:
+        with caplog.at_level(logging.INFO, logger="optout"):
+            logged = log_outcome(OutcomeRecord("BulkEmailOptOut", Outcome.FAILED, log_id="3c"), time.perf_counter())
+        assert f"outcome {logged.line()}" in [r.getMessage() for r in caplog.records if r.name == "optout"]
+    finally:
+        telemetry.reset()
+        logger.removeHandler(handler)
+
+
 def test_a_dimension_never_carries_an_email_address(sdk):
     logs, _ = sdk
     log_outcome(

@@ -47,3 +47,25 @@ def test_deploy_runs_on_a_tag_or_by_hand_signs_in_with_oidc_then_smoke_tests() -
     smokes = [i for i, n in enumerate(names) if n.startswith("Smoke")]
     assert smokes and min(smokes) > deploy
     assert any("check --connect" in str(s.get("run", "")) for s in _steps(workflow))
+
+
+def _uses_az(step: dict[str, Any]) -> bool:
+    """A step that needs the az sign-in: an az command, or optout signing in through it (check --connect)."""
+    run = str(step.get("run", ""))
+    return any(line.strip().startswith("az ") or " az " in line or "$(az " in line for line in run.splitlines()) or (
+        "check --connect" in run
+    )
+
+
+def test_az_signs_in_right_before_each_step_that_needs_it() -> None:
+    """az keeps the GitHub OIDC token it was given (minutes) and cannot fetch a new one (Azure/azure-cli#28708)."""
+    steps = _steps(_load("deploy.yml"))
+    needing = [i for i, step in enumerate(steps) if _uses_az(step)]
+    assert needing
+    for i in needing:
+        before = steps[i - 1]
+        assert str(before.get("uses", "")).startswith("azure/login@"), (
+            f"{steps[i]['name']!r} follows {before['name']!r}, not a fresh azure/login"
+        )
+    logins = [i for i, step in enumerate(steps) if str(step.get("uses", "")).startswith("azure/login@")]
+    assert all(i + 1 in needing for i in logins)  # no sign-in that goes stale before its use
