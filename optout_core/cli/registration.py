@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.odata import equals, guid_literal
 from optout_core.domain.settings import Settings
 
 ENDPOINTS, STEPS, WORKFLOWS = "serviceendpoints", "sdkmessageprocessingsteps", "workflows"
@@ -129,17 +130,20 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
     endpoints = tuple(client.query(ENDPOINTS, select=ENDPOINT_COLUMNS))
     steps = {
         str(e["serviceendpointid"]): tuple(
-            client.query(STEPS, select=STEP_COLUMNS, where=f"_eventhandler_value eq {e['serviceendpointid']}")
+            client.query(
+                STEPS, select=STEP_COLUMNS, where=f"_eventhandler_value eq {guid_literal(e['serviceendpointid'])}"
+            )
         )
         for e in endpoints
     }
-    messages = client.query("sdkmessages", select=["sdkmessageid", "name"], where="name eq 'Create'")
+    table = settings.campaign_log_table
+    messages = client.query("sdkmessages", select=["sdkmessageid", "name"], where=equals("name", "Create"))
     message = str(messages[0]["sdkmessageid"]) if messages else None
     filters = (
         client.query(
             "sdkmessagefilters",
             select=["sdkmessagefilterid", "iscustomprocessingstepallowed", "primaryobjecttypecode"],
-            where=f"primaryobjecttypecode eq '{settings.campaign_log_table}' and _sdkmessageid_value eq {message}",
+            where=f"{equals('primaryobjecttypecode', table)} and _sdkmessageid_value eq {guid_literal(message)}",
         )
         if message
         else []
@@ -147,7 +151,7 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
     on_table = client.query(
         WORKFLOWS,
         select=WORKFLOW_COLUMNS,
-        where=f"type eq 1 and category eq 0 and primaryentity eq '{settings.campaign_log_table}'",
+        where=f"type eq 1 and category eq 0 and {equals('primaryentity', settings.campaign_log_table)}",
     )
     named = [
         row
@@ -161,9 +165,10 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
 
 
 def _name_or_id(text: str) -> str:
-    if len(text) == 36 and text.count("-") == 4:
-        return f"workflowid eq {text}"
-    return "name eq '{}'".format(text.replace("'", "''"))
+    """A CONCEP_WORKFLOWS entry as a condition: a real GUID is the workflow's id; anything else (a name that only
+    looks like one included) is its name, quoted and escaped, as an unquoted non-GUID value is a 400."""
+    workflow_id = guid_literal(text)
+    return f"workflowid eq {workflow_id}" if workflow_id else equals("name", text)
 
 
 def is_concep_workflow(workflow: Mapping[str, Any], settings: Settings) -> bool:

@@ -29,7 +29,7 @@ from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
 
 _DEFAULT_RETRY = RetryPolicy()
-_SAFE = "'()=,$@/:"  # an OData $filter keeps its quotes, parentheses and paths readable
+_SAFE = "'()=,$@/:%"  # readable quotes, parentheses, paths; string values come escaped (domain/odata.py)
 _ANNOTATIONS = 'odata.include-annotations="*"'  # formatted values (labels) and lookup tables with each row
 
 

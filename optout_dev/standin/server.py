@@ -193,6 +193,10 @@ class DataverseStandIn:
         """Replace the privileges the user holds (None: every privilege of every table), e.g. to take one away."""
         self._privileges.grant(names)
 
+    def set_privilege_depths(self, own: Mapping[str, str], team: Mapping[str, str] | None = None) -> None:
+        """Hold ``own`` (name -> Basic/Local/Deep/Global) through the user's role and ``team`` through a team's."""
+        self._privileges.set_depths(own, team or {})
+
     def inject(self, *faults: Fault, times: int = 1) -> None:
         """Queue faults; each request consumes the first queued fault it matches (FIFO). Inner faults
         (``Fault(inner=True)``) are consumed by operations inside a ``$batch`` only, the others by HTTP

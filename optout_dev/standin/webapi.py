@@ -87,8 +87,8 @@ class WebApi:
         name, key = match.group("name"), match.group("key")
         if name == "EntityDefinitions":
             return entity_definitions(self._store, self.base_url, method, key, rest, query)
-        if name == "systemusers" and key is not None and rest.removesuffix("()") == _PRIVILEGES_FUNCTION:
-            return self._user_privileges(method, key)
+        if name == "systemusers" and key is not None and rest.startswith("Microsoft.Dynamics.CRM.RetrieveUser"):
+            return self._user_privileges(method, key, rest.removesuffix("()"), query)
         if name in _UNSUPPORTED_SEGMENTS or name == "$batch":
             return unsupported(f"'{name}'")
         table = self._store.set_to_table.get(name)
@@ -138,12 +138,12 @@ class WebApi:
             },
         )
 
-    def _user_privileges(self, method: str, key: str) -> Response:
+    def _user_privileges(self, method: str, key: str, rest: str, query: Mapping[str, list[str]]) -> Response:
         if method != "GET":
             return method_not_allowed(method, "GET")
         if key.strip().lower() != self._identity.user_id.lower():
             return error(404, "0x80040217", f"systemuser With Id = {key} Does Not Exist")
-        return self._privileges.retrieve(self.base_url, API_PREFIX, self._identity.business_unit_id)
+        return self._privileges.function(rest, query, self.base_url, API_PREFIX, self._identity.business_unit_id)
 
     def _context(self, table: Table, columns: list[str]) -> str:
         return f"{self.base_url}{API_PREFIX}$metadata#{table.entity_set}({','.join(columns)})"
@@ -330,9 +330,6 @@ class WebApi:
         if isinstance(written, Response):
             return written
         return self._written(table, row_id, written, columns, headers, False)
-
-
-_PRIVILEGES_FUNCTION = "Microsoft.Dynamics.CRM.RetrieveUserPrivileges"
 
 
 def _wants_annotations(headers: Message) -> bool:

@@ -233,6 +233,28 @@ def test_check_connect_names_a_missing_privilege_of_the_application_user(samples
     assert "privileges.missing" in _codes(samples)
 
 
+def _privilege_findings(standin: Any) -> list[Any]:
+    settings = Settings.from_env(standin_env(standin, **SAMPLE_SETTINGS))
+    found, _ = connect_findings(settings)
+    return [f for f in found if f.code.startswith("privileges")]
+
+
+def test_check_connect_refuses_user_depth_write_on_contact_and_says_what_to_change(samples) -> None:
+    user_depth = dict.fromkeys(samples.privileges, "Global") | {"prvWriteContact": "Basic"}
+    samples.set_privilege_depths(user_depth)
+    [found] = [f for f in _privilege_findings(samples) if f.severity == "error"]
+    assert found.code == "privileges.depth"
+    assert "Write on contact (prvWriteContact): holds it at Basic depth, needs Global" in found.message
+    assert "give Write on contact Global (Organization) depth" in found.fix
+
+
+def test_check_connect_counts_a_team_role_at_its_real_depth(samples) -> None:
+    """RetrieveUserPrivileges would say Basic for the team's grant; the effective depth is Global."""
+    user_depth = dict.fromkeys(samples.privileges, "Global") | {"prvWriteContact": "Basic"}
+    samples.set_privilege_depths(user_depth, team={"prvWriteContact": "Global"})
+    assert [f.severity for f in _privilege_findings(samples)] == ["ok"]
+
+
 def test_check_connect_finds_a_registration_that_would_break_delivery(samples) -> None:
     env = standin_env(samples, **SAMPLE_SETTINGS)
     assert cli("setup", env=env).returncode == 0
