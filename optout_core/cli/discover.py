@@ -7,11 +7,13 @@ The ranking and the proposal are pure functions of the metadata; :func:`discover
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from optout_core.cli.schema import LOOKUP_KINDS, RECIPIENT_TABLES, Column, Option, SchemaReader, Table
+from optout_core.domain.odata import logical_name
 from optout_core.domain.routing import type_route
 from optout_core.domain.settings import Settings, normalise_label
 
@@ -146,6 +148,9 @@ def option_routes(options: Sequence[Option], settings: Settings) -> list[dict[st
 
 
 def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_json: bool = False) -> int:
+    if table is not None and logical_name(table) is None:  # it goes into EntityDefinitions(LogicalName='…')
+        print(f"--table {table!r} is not a logical name: lower-case letters, digits and underscores", file=sys.stderr)
+        return 2
     if table is not None:  # read once, with its options: ranked alone, then proposed from
         named = reader.table(table)
         known = [] if named is None else [named]

@@ -226,7 +226,7 @@ def plan_setup(
         steps: tuple[Mapping[str, Any], ...] = ()
     else:
         endpoint = ours[0]
-        differ = {c: v for c, v in wanted.items() if endpoint.get(c) != v}
+        differ = {c: v for c, v in wanted.items() if not same(c, endpoint.get(c), v)}
         if endpoint.get("issaskeyset") is False or "description" in differ:  # a new or rotated key
             differ["saskey"] = key.key
         endpoint_id = str(endpoint["serviceendpointid"])
@@ -249,7 +249,7 @@ def plan_setup(
         changes.append(Change("create", "step", None, wanted_step["name"], wanted_step))
     else:
         step = creates[0]
-        differ = {c: v for c, v in step_values(settings).items() if step.get(c) != v}
+        differ = {c: v for c, v in step_values(settings).items() if not same(c, step.get(c), v)}
         if str(step.get("_sdkmessagefilterid_value")) != str(found.create_filter["sdkmessagefilterid"]):
             differ["sdkmessagefilterid@odata.bind"] = wanted_step["sdkmessagefilterid@odata.bind"]
         if "statecode" in differ or "statuscode" in differ:
@@ -287,8 +287,31 @@ def plan_remove(settings: Settings, found: Registration) -> list[Change]:
     return changes
 
 
+# Compared without regard to case: host names (RFC 3986 §3.2.2), Service Bus namespace and queue names (Service
+# Bus treats entity names case-insensitively), and the endpoint's name, which Dataverse's own string filters match
+# case-insensitively (learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows).
+_CASELESS = frozenset({"name", "solutionnamespace", "path"})
+
+
+def same(column: str, stored: Any, wanted: Any) -> bool:
+    """Whether a stored value already says what ``setup`` would write, whatever form Dataverse keeps it in: text
+    without surrounding blanks, the namespace address by scheme and host (case and trailing slash aside)."""
+    if not isinstance(stored, str) or not isinstance(wanted, str):
+        return bool(stored == wanted and type(stored) is type(wanted))
+    if column == "namespaceaddress":
+        return _address(stored) == _address(wanted)
+    if column in _CASELESS:
+        return stored.strip().casefold() == wanted.strip().casefold()
+    return stored.strip() == wanted.strip()
+
+
+def _address(text: str) -> tuple[str, str, str]:
+    parts = urlsplit(text.strip())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.path.strip("/")
+
+
 def _ours(settings: Settings, found: Registration) -> list[Mapping[str, Any]]:
-    ours = [e for e in found.endpoints if e.get("name") == settings.endpoint_name]
+    ours = [e for e in found.endpoints if same("name", e.get("name"), settings.endpoint_name)]
     if len(ours) > 1:
         raise SettingsError(
             f"{len(ours)} service endpoints are named {settings.endpoint_name!r}: delete the extra ones or set "

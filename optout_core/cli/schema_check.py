@@ -18,6 +18,7 @@ from optout_core.cli.registration import (
     Registration,
     is_concep_workflow,
     read_registration,
+    same,
 )
 from optout_core.cli.schema import (
     CHOICE_KINDS,
@@ -332,7 +333,7 @@ def privilege_findings(settings: Settings, facts: Facts) -> list[Finding]:
 
 def registration_findings(settings: Settings, found: Registration) -> list[Finding]:
     queue = settings.campaign_log_queue
-    endpoints = [e for e in found.endpoints if e.get("path") == queue]
+    endpoints = [e for e in found.endpoints if same("path", e.get("path"), queue)]
     if not endpoints:
         return [error("registration.endpoint_missing", f"no service endpoint posts to queue {queue}", "run `setup`")]
     results = []

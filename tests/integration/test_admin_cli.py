@@ -3,6 +3,7 @@ set up the Dataverse side, on the samples' schema and on one with other names, c
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -86,6 +87,12 @@ def test_discover_can_be_told_the_table_and_says_so_when_none_qualifies(make_sta
     assert (code, found) == (1, {"candidates": [], "settings": {}, "options": []})
     text = cli("discover", env=standin_env(bare))
     assert text.returncode == 1 and "is the Concep solution installed" in text.stdout
+
+
+def test_discover_refuses_a_table_name_that_is_no_logical_name_before_asking_dataverse(samples) -> None:
+    result = cli("discover", "--table", "concep_emailcampaignlog')/Attributes", env=standin_env(samples))
+    assert result.returncode == 2 and "is not a logical name" in result.stderr
+    assert not [r for r in samples.requests if "EntityDefinitions" in r.path]
 
 
 # -- setup -----------------------------------------------------------------------------------------
@@ -174,6 +181,21 @@ def test_setup_deactivates_only_the_named_concep_workflows(samples) -> None:
     assert states["Concep Opt Out (child)"] == 0 and states["Concep Bounce Detail"] == 0
     assert states["Concep Email Campaign Log - Router"] == 1 and states["Welcome new contact"] == 1
     assert set(OTHER_WORKFLOWS) <= set(states) and set(CONCEP_WORKFLOWS) <= set(states)
+
+
+def test_a_workflow_name_shaped_like_a_guid_is_looked_up_by_name(samples) -> None:
+    """36 characters and four hyphens, but no GUID: a quoted name, never an unquoted id (a 400 from Dataverse)."""
+    named = {
+        **SAMPLE_SETTINGS,
+        "CONCEP_WORKFLOWS": "Opt-out bounce-handler v2-final-copy;Concep Bounce Detail;Concep: a/b & c=d?",
+    }
+    code, done = _json("setup", "--deactivate-workflows", env=standin_env(samples, **named))
+    assert code == 0
+    assert [c["name"] for c in done["changes"] if c["record"] == "workflow"] == ["Concep Bounce Detail"]
+    asked = [unquote(r.path) for r in samples.requests if "/workflows?" in r.path]
+    assert any("name eq 'Opt-out bounce-handler v2-final-copy'" in path for path in asked)
+    # The characters the filter-rows page lists travel URL-encoded inside the string value.
+    assert any("'Concep%3A%20a%2Fb%20%26%20c%3Dd%3F'" in r.path for r in samples.requests)
 
 
 def test_setup_refuses_without_the_administrator_privileges_it_needs_and_writes_nothing(samples) -> None:
