@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -165,13 +166,37 @@ def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_
         print(json.dumps(result) if as_json else _nothing(table), file=out)
         return 1
     proposal = propose(full, best.activity_type_column)
-    routes = option_routes(full.columns[best.activity_type_column].options, Settings.from_env(proposal))
+    options = full.columns[best.activity_type_column].options
+    routes = option_routes(options, Settings.from_env(proposal))
+    language = label_language(options)
     if as_json:
-        result = {"candidates": [c.as_json() for c in candidates], "settings": proposal, "options": routes}
+        result = {
+            "candidates": [c.as_json() for c in candidates],
+            "settings": proposal,
+            "options": routes,
+            "label_language": language,
+        }
         print(json.dumps(result, ensure_ascii=False), file=out)
         return 0
     _print(candidates, full, proposal, routes, out)
+    said = language if language is not None else "unknown"
+    print(f"\nOption labels are in language {said}{_note(language)}.", file=out)
     return 0
+
+
+def label_language(options: Sequence[Option]) -> int | None:
+    """The language the options' labels were read in (the most common one; None when no label said)."""
+    found = Counter(o.language for o in options if o.language is not None)
+    return found.most_common(1)[0][0] if found else None
+
+
+def _note(language: int | None) -> str:
+    if language in (None, 1033):
+        return ""
+    return (
+        " (the organisation's own, not English): a type list may name options by these labels or, in any language, "
+        "by their codes"
+    )
 
 
 def _choices(table: Table) -> list[Column]:

@@ -51,6 +51,9 @@ STEP_COLUMNS = [
     "_sdkmessagefilterid_value",
     "_eventhandler_value",
 ]
+# Not valid for read (serviceendpoint reference: learn.microsoft.com/power-apps/developer/data-platform/reference/
+# entities/serviceendpoint): never in a $select, a read-back's included; issaskeyset says whether one is set.
+UNREADABLE = frozenset({"saskey"})
 WORKFLOW_COLUMNS = ["workflowid", "name", "statecode", "statuscode", "primaryentity", "category", "type"]
 # Option values (docs/dataverse-admin.md §3): Queue contract, Normal connection, SAS key, namespace address, JSON,
 # no user information; the step: post-operation, asynchronous, server only, system job deleted on success.
@@ -336,7 +339,7 @@ def apply(client: DataverseClient, plan: Sequence[Change]) -> tuple[list[Change]
             if change.action == "create":
                 record_id = client.create(entity_set, values)
             elif change.action == "update":
-                client.patch(entity_set, str(change.id), values)
+                client.patch(entity_set, str(change.id), values, unreadable=UNREADABLE)
             elif change.action == "delete":
                 client.delete(entity_set, str(change.id))
         except DataverseError as exc:

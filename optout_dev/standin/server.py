@@ -77,6 +77,7 @@ class DataverseStandIn:
         self.user_id = USER_ID
         self.business_unit_id = BUSINESS_UNIT_ID
         self.organization_id = ORGANIZATION_ID
+        self.base_language = 1033  # the organisation's base language (e.g. 1031 German): the language of its labels
 
         self._lock = threading.Lock()  # guards the token
         self._token = token

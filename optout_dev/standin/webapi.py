@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from optout_dev.standin.batch import Batches, OperationHooks
-from optout_dev.standin.metadata import entity_definitions
+from optout_dev.standin.metadata import entity_definitions, localise
 from optout_dev.standin.privileges import NEEDED, UserPrivileges
 from optout_dev.standin.query import parse_filter, representation, selection, top
 from optout_dev.standin.recording import Traffic
@@ -34,6 +34,7 @@ class Identity(Protocol):
     user_id: str
     business_unit_id: str
     organization_id: str
+    base_language: int
 
 
 def not_served(path: str) -> Response:
@@ -86,7 +87,8 @@ class WebApi:
             return error(400, "0x80060888", "Bad Request - Error in query syntax.")
         name, key = match.group("name"), match.group("key")
         if name == "EntityDefinitions":
-            return entity_definitions(self._store, self.base_url, method, key, rest, query)
+            answer = entity_definitions(self._store, self.base_url, method, key, rest, query)
+            return localise(answer, self._identity.base_language, query)
         if name == "systemusers" and key is not None and rest.startswith("Microsoft.Dynamics.CRM.RetrieveUser"):
             return self._user_privileges(method, key, rest.removesuffix("()"), query)
         if name in _UNSUPPORTED_SEGMENTS or name == "$batch":

@@ -89,6 +89,30 @@ def test_discover_can_be_told_the_table_and_says_so_when_none_qualifies(make_sta
     assert text.returncode == 1 and "is the Concep solution installed" in text.stdout
 
 
+def test_discover_reads_an_organisation_whose_labels_are_in_german_only_and_says_so(samples) -> None:
+    samples.base_language = 1031
+    code, found = _json("discover", env=standin_env(samples))
+    assert code == 0 and found["label_language"] == 1031
+    assert found["settings"]["OPT_OUT_ACTIVITY_TYPES"] == SAMPLE_SETTINGS["OPT_OUT_ACTIVITY_TYPES"]
+    assert not [r for r in samples.requests if "LabelLanguages" in r.path]
+    text = cli("discover", env=standin_env(samples)).stdout
+    assert "Option labels are in language 1031 (the organisation's own" in text
+
+
+def test_label_languages_keeps_only_the_labels_of_the_languages_it_names(samples) -> None:
+    samples.base_language = 1031
+    client = DataverseClient(samples.url, StaticTokenCredential(TOKEN))
+    try:
+        english = client.get("EntityDefinitions(LogicalName='contact')?$select=DisplayName&LabelLanguages=1033")
+        german = client.get("EntityDefinitions(LogicalName='contact')?$select=DisplayName")
+    finally:
+        client.close()
+    assert english is not None and german is not None
+    assert english["DisplayName"]["LocalizedLabels"] == []
+    assert [label["LanguageCode"] for label in german["DisplayName"]["LocalizedLabels"]] == [1031]
+    assert german["DisplayName"]["UserLocalizedLabel"]["LanguageCode"] == 1031
+
+
 def test_discover_refuses_a_table_name_that_is_no_logical_name_before_asking_dataverse(samples) -> None:
     result = cli("discover", "--table", "concep_emailcampaignlog')/Attributes", env=standin_env(samples))
     assert result.returncode == 2 and "is not a logical name" in result.stderr
@@ -153,6 +177,18 @@ def test_a_changed_setting_updates_the_records_in_place(samples) -> None:
     ]
     after, _ = _ours(samples)
     assert after["serviceendpointid"] == before["serviceendpointid"] and after["path"] == "dataverse-log"
+
+
+def test_a_rotated_key_whose_answer_is_lost_is_read_back_without_selecting_the_unreadable_key(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    rotated = {**env, "DATAVERSE_ENDPOINT_CONNECTION_STRING": CONNECTION.replace(KEY, "bmV3LWtleQ==")}
+    samples.inject(Fault(drop=True, after=True, method="PATCH", path_contains="serviceendpoints"))
+    assert cli("setup", env=rotated).returncode == 0
+    reads = [unquote(r.path) for r in samples.requests if r.method == "GET" and "serviceendpoints(" in r.path]
+    assert reads and not [path for path in reads if "saskey" in path.split("$select=")[-1].split(",")]
+    endpoint, _ = _ours(samples)
+    assert endpoint["saskey"] == "bmV3LWtleQ=="
 
 
 def test_remove_deletes_what_setup_made_and_nothing_else(samples) -> None:
