@@ -5,7 +5,8 @@ the address columns and create and update consent records? Only asked when the f
 from __future__ import annotations
 
 from optout_core.cli.findings import Finding, error, ok
-from optout_core.cli.schema import RECIPIENT_TABLES, SchemaReader, Table, missing_privileges
+from optout_core.cli.schema import GLOBAL, RECIPIENT_TABLES, SchemaReader, Table, needed_names, shortfalls
+from optout_core.cli.schema_check import app_user_id
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.consent import TABLE, ConsentType, Scope
@@ -35,7 +36,8 @@ def consent_findings(client: DataverseClient, settings: Settings) -> list[Findin
         findings += [_scope(client, scope) for scope in consent.scopes]
         recipients = {name: reader.table(name) for name in RECIPIENT_TABLES}
         findings += _address_columns(recipients, consent.address_columns)
-        findings.append(_privileges(client, reader, table, recipients, consent.scopes))
+        user = app_user_id(client, settings, client.whoami())
+        findings.append(_privileges(reader, user, table, recipients, consent.scopes))
     except DataverseError as exc:
         return [error("consent.unreadable", f"checking the consent write failed: {exc}", f"grant {_ROLE} Read on it")]
     return findings
@@ -82,25 +84,25 @@ def _address_columns(recipients: dict[str, Table | None], columns: tuple[str, ..
 
 
 def _privileges(
-    client: DataverseClient,
     reader: SchemaReader,
+    user: str,
     table: Table,
     recipients: dict[str, Table | None],
     scopes: tuple[Scope, ...],
 ) -> Finding:
-    """Read, Create, Write and Append on the consent table (Append: it binds the purpose), AppendTo on the purpose
-    and topic tables, Read on the recipients (the addresses come back with the opt-out's write)."""
-    user = str(client.whoami().get("UserId", ""))
-    held = reader.privileges_of(user)
-    needs: list[tuple[Table | None, str]] = [(table, kind) for kind in ("Read", "Create", "Write", "Append")]
+    """Read, Write and Append on the consent table at organisation depth (the records of an address may have been
+    made by anyone: Customer Insights - Journeys, an import), Create at any depth (the app owns what it creates);
+    AppendTo on the purpose and topic tables and Read on the recipients, at organisation depth too."""
+    needs: list[tuple[Table | None, str, str]] = [(table, kind, GLOBAL) for kind in ("Read", "Write", "Append")]
+    needs.append((table, "Create", "Basic"))
     for name in sorted({scope.table for scope in scopes}):
-        needs.append((reader.privileges_only(name), "AppendTo"))
-    needs += [(recipient, "Read") for recipient in recipients.values()]
-    missing = missing_privileges(held, needs)
+        needs.append((reader.privileges_only(name), "AppendTo", GLOBAL))
+    needs += [(recipient, "Read", GLOBAL) for recipient in recipients.values()]
+    missing = shortfalls(reader.privilege_depths(user, needed_names(needs)), needs)
     if missing:
         return error(
             "consent.privileges_missing",
-            f"application user {user} lacks {', '.join(missing)}",
-            f"add them to {_ROLE}, Organization depth",
+            f"application user {user}: {'; '.join(short.describe() for short in missing)}",
+            f"give them in {_ROLE} at the depth named",
         )
     return ok("consent.privileges", f"application user {user} may read addresses and create and update consent records")

@@ -7,11 +7,14 @@ The ranking and the proposal are pure functions of the metadata; :func:`discover
 from __future__ import annotations
 
 import json
+import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from optout_core.cli.schema import LOOKUP_KINDS, RECIPIENT_TABLES, Column, Option, SchemaReader, Table
+from optout_core.domain.odata import logical_name
 from optout_core.domain.routing import type_route
 from optout_core.domain.settings import Settings, normalise_label
 
@@ -146,6 +149,9 @@ def option_routes(options: Sequence[Option], settings: Settings) -> list[dict[st
 
 
 def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_json: bool = False) -> int:
+    if table is not None and logical_name(table) is None:  # it goes into EntityDefinitions(LogicalName='…')
+        print(f"--table {table!r} is not a logical name: lower-case letters, digits and underscores", file=sys.stderr)
+        return 2
     if table is not None:  # read once, with its options: ranked alone, then proposed from
         named = reader.table(table)
         known = [] if named is None else [named]
@@ -160,13 +166,37 @@ def discover(reader: SchemaReader, out: TextIO, *, table: str | None = None, as_
         print(json.dumps(result) if as_json else _nothing(table), file=out)
         return 1
     proposal = propose(full, best.activity_type_column)
-    routes = option_routes(full.columns[best.activity_type_column].options, Settings.from_env(proposal))
+    options = full.columns[best.activity_type_column].options
+    routes = option_routes(options, Settings.from_env(proposal))
+    language = label_language(options)
     if as_json:
-        result = {"candidates": [c.as_json() for c in candidates], "settings": proposal, "options": routes}
+        result = {
+            "candidates": [c.as_json() for c in candidates],
+            "settings": proposal,
+            "options": routes,
+            "label_language": language,
+        }
         print(json.dumps(result, ensure_ascii=False), file=out)
         return 0
     _print(candidates, full, proposal, routes, out)
+    said = language if language is not None else "unknown"
+    print(f"\nOption labels are in language {said}{_note(language)}.", file=out)
     return 0
+
+
+def label_language(options: Sequence[Option]) -> int | None:
+    """The language the options' labels were read in (the most common one; None when no label said)."""
+    found = Counter(o.language for o in options if o.language is not None)
+    return found.most_common(1)[0][0] if found else None
+
+
+def _note(language: int | None) -> str:
+    if language in (None, 1033):
+        return ""
+    return (
+        " (the organisation's own, not English): a type list may name options by these labels or, in any language, "
+        "by their codes"
+    )
 
 
 def _choices(table: Table) -> list[Column]:

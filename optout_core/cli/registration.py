@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.odata import equals, guid_literal
 from optout_core.domain.settings import Settings
 
 ENDPOINTS, STEPS, WORKFLOWS = "serviceendpoints", "sdkmessageprocessingsteps", "workflows"
@@ -50,6 +51,9 @@ STEP_COLUMNS = [
     "_sdkmessagefilterid_value",
     "_eventhandler_value",
 ]
+# Not valid for read (serviceendpoint reference: learn.microsoft.com/power-apps/developer/data-platform/reference/
+# entities/serviceendpoint): never in a $select, a read-back's included; issaskeyset says whether one is set.
+UNREADABLE = frozenset({"saskey"})
 WORKFLOW_COLUMNS = ["workflowid", "name", "statecode", "statuscode", "primaryentity", "category", "type"]
 # Option values (docs/dataverse-admin.md §3): Queue contract, Normal connection, SAS key, namespace address, JSON,
 # no user information; the step: post-operation, asynchronous, server only, system job deleted on success.
@@ -129,17 +133,20 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
     endpoints = tuple(client.query(ENDPOINTS, select=ENDPOINT_COLUMNS))
     steps = {
         str(e["serviceendpointid"]): tuple(
-            client.query(STEPS, select=STEP_COLUMNS, where=f"_eventhandler_value eq {e['serviceendpointid']}")
+            client.query(
+                STEPS, select=STEP_COLUMNS, where=f"_eventhandler_value eq {guid_literal(e['serviceendpointid'])}"
+            )
         )
         for e in endpoints
     }
-    messages = client.query("sdkmessages", select=["sdkmessageid", "name"], where="name eq 'Create'")
+    table = settings.campaign_log_table
+    messages = client.query("sdkmessages", select=["sdkmessageid", "name"], where=equals("name", "Create"))
     message = str(messages[0]["sdkmessageid"]) if messages else None
     filters = (
         client.query(
             "sdkmessagefilters",
             select=["sdkmessagefilterid", "iscustomprocessingstepallowed", "primaryobjecttypecode"],
-            where=f"primaryobjecttypecode eq '{settings.campaign_log_table}' and _sdkmessageid_value eq {message}",
+            where=f"{equals('primaryobjecttypecode', table)} and _sdkmessageid_value eq {guid_literal(message)}",
         )
         if message
         else []
@@ -147,7 +154,7 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
     on_table = client.query(
         WORKFLOWS,
         select=WORKFLOW_COLUMNS,
-        where=f"type eq 1 and category eq 0 and primaryentity eq '{settings.campaign_log_table}'",
+        where=f"type eq 1 and category eq 0 and {equals('primaryentity', settings.campaign_log_table)}",
     )
     named = [
         row
@@ -161,9 +168,10 @@ def read_registration(client: DataverseClient, settings: Settings) -> Registrati
 
 
 def _name_or_id(text: str) -> str:
-    if len(text) == 36 and text.count("-") == 4:
-        return f"workflowid eq {text}"
-    return "name eq '{}'".format(text.replace("'", "''"))
+    """A CONCEP_WORKFLOWS entry as a condition: a real GUID is the workflow's id; anything else (a name that only
+    looks like one included) is its name, quoted and escaped, as an unquoted non-GUID value is a 400."""
+    workflow_id = guid_literal(text)
+    return f"workflowid eq {workflow_id}" if workflow_id else equals("name", text)
 
 
 def is_concep_workflow(workflow: Mapping[str, Any], settings: Settings) -> bool:
@@ -221,7 +229,7 @@ def plan_setup(
         steps: tuple[Mapping[str, Any], ...] = ()
     else:
         endpoint = ours[0]
-        differ = {c: v for c, v in wanted.items() if endpoint.get(c) != v}
+        differ = {c: v for c, v in wanted.items() if not same(c, endpoint.get(c), v)}
         if endpoint.get("issaskeyset") is False or "description" in differ:  # a new or rotated key
             differ["saskey"] = key.key
         endpoint_id = str(endpoint["serviceendpointid"])
@@ -244,7 +252,7 @@ def plan_setup(
         changes.append(Change("create", "step", None, wanted_step["name"], wanted_step))
     else:
         step = creates[0]
-        differ = {c: v for c, v in step_values(settings).items() if step.get(c) != v}
+        differ = {c: v for c, v in step_values(settings).items() if not same(c, step.get(c), v)}
         if str(step.get("_sdkmessagefilterid_value")) != str(found.create_filter["sdkmessagefilterid"]):
             differ["sdkmessagefilterid@odata.bind"] = wanted_step["sdkmessagefilterid@odata.bind"]
         if "statecode" in differ or "statuscode" in differ:
@@ -282,8 +290,31 @@ def plan_remove(settings: Settings, found: Registration) -> list[Change]:
     return changes
 
 
+# Compared without regard to case: host names (RFC 3986 §3.2.2), Service Bus namespace and queue names (Service
+# Bus treats entity names case-insensitively), and the endpoint's name, which Dataverse's own string filters match
+# case-insensitively (learn.microsoft.com/power-apps/developer/data-platform/webapi/query/filter-rows).
+_CASELESS = frozenset({"name", "solutionnamespace", "path"})
+
+
+def same(column: str, stored: Any, wanted: Any) -> bool:
+    """Whether a stored value already says what ``setup`` would write, whatever form Dataverse keeps it in: text
+    without surrounding blanks, the namespace address by scheme and host (case and trailing slash aside)."""
+    if not isinstance(stored, str) or not isinstance(wanted, str):
+        return bool(stored == wanted and type(stored) is type(wanted))
+    if column == "namespaceaddress":
+        return _address(stored) == _address(wanted)
+    if column in _CASELESS:
+        return stored.strip().casefold() == wanted.strip().casefold()
+    return stored.strip() == wanted.strip()
+
+
+def _address(text: str) -> tuple[str, str, str]:
+    parts = urlsplit(text.strip())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.path.strip("/")
+
+
 def _ours(settings: Settings, found: Registration) -> list[Mapping[str, Any]]:
-    ours = [e for e in found.endpoints if e.get("name") == settings.endpoint_name]
+    ours = [e for e in found.endpoints if same("name", e.get("name"), settings.endpoint_name)]
     if len(ours) > 1:
         raise SettingsError(
             f"{len(ours)} service endpoints are named {settings.endpoint_name!r}: delete the extra ones or set "
@@ -308,7 +339,7 @@ def apply(client: DataverseClient, plan: Sequence[Change]) -> tuple[list[Change]
             if change.action == "create":
                 record_id = client.create(entity_set, values)
             elif change.action == "update":
-                client.patch(entity_set, str(change.id), values)
+                client.patch(entity_set, str(change.id), values, unreadable=UNREADABLE)
             elif change.action == "delete":
                 client.delete(entity_set, str(change.id))
         except DataverseError as exc:

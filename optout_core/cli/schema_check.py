@@ -18,18 +18,22 @@ from optout_core.cli.registration import (
     Registration,
     is_concep_workflow,
     read_registration,
+    same,
 )
 from optout_core.cli.schema import (
     CHOICE_KINDS,
+    GLOBAL,
     LOOKUP_KINDS,
     RECIPIENT_TABLES,
     Option,
     SchemaReader,
     Table,
-    missing_privileges,
+    needed_names,
+    shortfalls,
 )
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
+from optout_core.domain.odata import guid_literal
 from optout_core.domain.settings import Settings, normalise_label
 from optout_core.domain.settings_spec import SPEC
 
@@ -44,23 +48,43 @@ class Facts:
     log: Table | None
     recipients: Mapping[str, Table | None]
     user_id: str  # the application user whose privileges were read
-    held: tuple[frozenset[str], frozenset[str]] | DataverseError  # privilege ids and names, or why unreadable
+    held: Mapping[str, str] | DataverseError  # privilege name -> deepest depth held, or why unreadable
     registration: Registration | DataverseError  # or why it could not be read (the app's user may not)
+
+
+def app_user_id(client: DataverseClient, settings: Settings, who: Mapping[str, Any]) -> str:
+    """The application user whose privileges matter: with AZURE_CLIENT_ID set, the one whose ``applicationid`` it
+    is (an administrator may be the one running the check); otherwise the caller of WhoAmI."""
+    caller = str(who.get("UserId", ""))
+    application_id = guid_literal(settings.azure_client_id)
+    if application_id is None:
+        return caller
+    users = client.query("systemusers", select=["systemuserid"], where=f"applicationid eq {application_id}")
+    return str(users[0]["systemuserid"]) if users else caller
+
+
+def privilege_needs(log: Table | None, recipients: Mapping[str, Table | None]) -> list[tuple[Table | None, str, str]]:
+    """Organisation depth for what the app does to rows it does not own: Read and Write on every recipient, Read
+    on the campaign log (re-reads, VERIFY_CAMPAIGN_LOG). A Basic privilege covers only the user's own rows
+    (PrivilegeDepth), so a Basic Write refuses each opt-out of someone else's contact with 403."""
+    needs: list[tuple[Table | None, str, str]] = [
+        (recipients[t], kind, GLOBAL) for t in RECIPIENT_TABLES for kind in ("Read", "Write")
+    ]
+    needs.append((log, "Read", GLOBAL))
+    return needs
 
 
 def read_facts(client: DataverseClient, settings: Settings, who: Mapping[str, Any]) -> Facts:
     reader = SchemaReader(client)
-    user_id = str(who.get("UserId", ""))
-    if settings.azure_client_id:  # an administrator may run check: read the app's own user, not theirs
-        users = client.query(
-            "systemusers", select=["systemuserid"], where=f"applicationid eq {settings.azure_client_id}"
-        )
-        user_id = str(users[0]["systemuserid"]) if users else user_id
+    user_id = app_user_id(client, settings, who)
+    log = reader.table(settings.campaign_log_table)
+    recipients = {name: reader.table(name) for name in RECIPIENT_TABLES}
+    names = needed_names(privilege_needs(log, recipients))
     return Facts(
-        log=reader.table(settings.campaign_log_table),
-        recipients={name: reader.table(name) for name in RECIPIENT_TABLES},
+        log=log,
+        recipients=recipients,
         user_id=user_id,
-        held=_attempt(lambda: reader.privileges_of(user_id)),
+        held=_attempt(lambda: reader.privilege_depths(user_id, names)),
         registration=_attempt(lambda: read_registration(client, settings)),
     )
 
@@ -286,25 +310,30 @@ def _cannot_take(table: Table | None, column_name: str, value: Any) -> str | Non
 def privilege_findings(settings: Settings, facts: Facts) -> list[Finding]:
     if isinstance(facts.held, DataverseError):
         return _unreadable("privileges.unreadable", f"the privileges of user {facts.user_id}", facts.held)
-    needs = [(facts.recipients[t], kind) for t in RECIPIENT_TABLES for kind in ("Read", "Write")]
-    needs.append((facts.log, "Read"))
-    missing = missing_privileges(facts.held, needs)
+    missing = shortfalls(facts.held, privilege_needs(facts.log, facts.recipients))
     if not missing:
         log = " and read the campaign log" if facts.log is not None else ""
-        return [ok("privileges", f"application user {facts.user_id} can read and write contact, lead and account{log}")]
+        return [
+            ok(
+                "privileges",
+                f"application user {facts.user_id} can read and write every contact, lead and account{log} "
+                "(organisation depth)",
+            )
+        ]
     return [
         error(
-            "privileges.missing",
-            f"application user {facts.user_id} lacks {name}",
-            f"add {name} to its security role (README: least-privilege role)",
+            "privileges.missing" if short.held is None else "privileges.depth",
+            f"application user {facts.user_id}: {short.describe()}",
+            f"in its security role (README: least-privilege role), give {short.kind} on {short.table} "
+            f"{short.needed} (Organization) depth",
         )
-        for name in missing
+        for short in missing
     ]
 
 
 def registration_findings(settings: Settings, found: Registration) -> list[Finding]:
     queue = settings.campaign_log_queue
-    endpoints = [e for e in found.endpoints if e.get("path") == queue]
+    endpoints = [e for e in found.endpoints if same("path", e.get("path"), queue)]
     if not endpoints:
         return [error("registration.endpoint_missing", f"no service endpoint posts to queue {queue}", "run `setup`")]
     results = []

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from optout_core.cli.registration import Change, EndpointKey, apply, plan_remove, plan_setup, read_registration
-from optout_core.cli.schema import SchemaReader, missing_privileges
+from optout_core.cli.schema import SchemaReader, needed_names, shortfalls
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import Undetermined
 from optout_core.domain.errors import SettingsError
@@ -75,10 +75,13 @@ def setup(
 
 
 def _missing(client: DataverseClient, needs: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """The privileges ``setup`` needs and lacks, by name. Any depth will do: it changes the records it creates
+    (and workflows an administrator's role reaches)."""
     reader = SchemaReader(client)
-    held = reader.privileges_of(str(client.whoami().get("UserId", "")))
     tables = [(reader.privileges_only(name), kinds) for name, kinds in needs]  # one read per table
-    return missing_privileges(held, [(table, kind) for table, kinds in tables for kind in kinds])
+    wanted = [(table, kind, "Basic") for table, kinds in tables for kind in kinds]
+    held = reader.privilege_depths(str(client.whoami().get("UserId", "")), needed_names(wanted))
+    return [short.name for short in shortfalls(held, wanted)]
 
 
 def _print(changes: Sequence[Change], dry_run: bool, failure: str | None, out: TextIO) -> None:

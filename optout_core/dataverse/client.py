@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
 
 _DEFAULT_RETRY = RetryPolicy()
-_SAFE = "'()=,$@/:"  # an OData $filter keeps its quotes, parentheses and paths readable
+_SAFE = "'()=,$@/:%"  # readable quotes, parentheses, paths; string values come escaped (domain/odata.py)
 _ANNOTATIONS = 'odata.include-annotations="*"'  # formatted values (labels) and lookup tables with each row
 
 
@@ -236,9 +236,13 @@ class DataverseClient:
         response = self._one(_post(entity_set, values))
         return entity_id(response.headers.get("OData-EntityId", ""))
 
-    def patch(self, entity_set: str, row_id: str, changes: Mapping[str, Any]) -> bool:
-        """Update an existing row of any table (``If-Match: *``: never creates one); False when it is missing."""
-        [result], _ = self._transport.perform([_patch_at(f"{API}/{entity_set}({row_id})", changes)], batch=False)
+    def patch(
+        self, entity_set: str, row_id: str, changes: Mapping[str, Any], *, unreadable: Collection[str] = ()
+    ) -> bool:
+        """Update an existing row of any table (``If-Match: *``: never creates one); False when it is missing.
+        ``unreadable``: columns Dataverse never returns (a SAS key), left out of a read-back's ``$select``."""
+        operation = _patch_at(f"{API}/{entity_set}({row_id})", changes, unreadable=unreadable)
+        [result], _ = self._transport.perform([operation], batch=False)
         if isinstance(result, DataverseError):
             raise result
         return result.status != 404
@@ -275,7 +279,9 @@ def _patch(write: Write, returning: Sequence[str] = ()) -> Operation:
     return _patch_at(f"{API}/{ENTITY_SETS[write.table]}({write.row_id})", write.changes, returning)
 
 
-def _patch_at(path: str, changes: Mapping[str, Any], returning: Sequence[str] = ()) -> Operation:
+def _patch_at(
+    path: str, changes: Mapping[str, Any], returning: Sequence[str] = (), unreadable: Collection[str] = ()
+) -> Operation:
     body = json.dumps(dict(changes), separators=(",", ":")).encode("utf-8")
     headers = {"If-Match": "*", "Content-Type": "application/json"}
     target = path
@@ -285,7 +291,9 @@ def _patch_at(path: str, changes: Mapping[str, Any], returning: Sequence[str] = 
     request = Request("PATCH", target, headers, body)
     # Lookup bindings (``x@odata.bind``) cannot be checked by reading the column back: such writes are resent.
     checkable = all("@" not in column for column in changes)
-    return Operation(request, missing_ok=True, read_back=ReadBack(path, changes) if checkable else None)
+    readable = {column: value for column, value in changes.items() if column not in unreadable}
+    read_back = ReadBack(path, readable) if checkable and readable else None
+    return Operation(request, missing_ok=True, read_back=read_back)
 
 
 def _post(entity_set: str, values: Mapping[str, Any]) -> Operation:

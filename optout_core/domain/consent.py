@@ -19,6 +19,7 @@ from typing import Any
 
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.ids import normalise_guid
+from optout_core.domain.odata import equals
 
 TABLE = "msdynmkt_contactpointconsent4"
 ENTITY_SET = "msdynmkt_contactpointconsent4s"
@@ -139,9 +140,8 @@ QUERY_SELECT = (KEY, ADDRESS, CHANNEL, CONSENT_TYPE, STATUS, "_msdynmkt_purposei
 
 
 def query_filter(address: str) -> str:
-    """The OData ``$filter`` for the email-channel records of ``address`` (single quotes doubled, as OData wants)."""
-    literal = address.replace("'", "''")
-    return f"{ADDRESS} eq '{literal}' and {CHANNEL} eq {EMAIL}"
+    """The OData ``$filter`` for the email-channel records of ``address`` (escaped by :mod:`.odata`)."""
+    return f"{equals(ADDRESS, address)} and {CHANNEL} eq {EMAIL}"
 
 
 @dataclass(frozen=True, slots=True)

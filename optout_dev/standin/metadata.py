@@ -1,10 +1,12 @@
 """``EntityDefinitions`` (docs/dataverse-admin.md §1, docs/dataverse-webapi.md §10): the collection with
 ``$select`` (``DisplayName`` and ``Privileges`` included) and a simple ``$filter``; one table by
 ``LogicalName='x'`` or MetadataId, with ``$expand=Attributes($select=...)``; and its attributes and their casts
-(:mod:`.attributes`). ``LabelLanguages`` is accepted (every label is in 1033 only)."""
+(:mod:`.attributes`). Every label is in the organisation's base language (:func:`localise`), and ``LabelLanguages``
+keeps only the labels of the languages it names."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -168,3 +170,39 @@ def _filter(text: str) -> list[tuple[str, Any]] | Response:
             value = int(literal)
         conditions.append((name, value))
     return conditions
+
+
+def localise(answer: Response, base_language: int, query: Mapping[str, list[str]]) -> Response:
+    """An ``EntityDefinitions`` answer as an organisation with ``base_language`` and no language pack gives it: its
+    labels exist in the base language only ("If no additional language packs are installed, there will only be
+    labels for the organization base language": learn.microsoft.com/dotnet/api/microsoft.xrm.sdk.metadata.query.
+    labelqueryexpression, Remarks), the user's label (``UserLocalizedLabel``) in it too. ``LabelLanguages=1033,...``
+    ("Query table definitions using the Web API", Limit languages returned) keeps only ``LocalizedLabels`` in those
+    languages; whether it also empties ``UserLocalizedLabel`` is not documented, so that one is kept."""
+    if answer.status != 200 or not answer.body:
+        return answer
+    wanted: set[int] | None = None
+    if "LabelLanguages" in query:
+        codes = [c.strip() for c in ",".join(query["LabelLanguages"]).split(",") if c.strip()]
+        if not all(c.isdigit() for c in codes):
+            return error(400, "0x0", f"LabelLanguages must be language codes (LCIDs): {','.join(codes)}")
+        wanted = {int(c) for c in codes}
+    if base_language == 1033 and wanted is None:
+        return answer  # as built: English labels, nothing filtered
+    document = _relabel(json.loads(answer.body), base_language, wanted)
+    return Response(answer.status, json.dumps(document, separators=(",", ":")).encode(), answer.headers)
+
+
+def _relabel(node: Any, language: int, wanted: set[int] | None) -> Any:
+    if isinstance(node, list):
+        return [_relabel(item, language, wanted) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "LocalizedLabels" in node and "UserLocalizedLabel" in node:
+        localized = [{**item, "LanguageCode": language} for item in node["LocalizedLabels"]]
+        user = node["UserLocalizedLabel"]
+        return {
+            "LocalizedLabels": [i for i in localized if wanted is None or i["LanguageCode"] in wanted],
+            "UserLocalizedLabel": {**user, "LanguageCode": language} if isinstance(user, dict) else user,
+        }
+    return {key: _relabel(value, language, wanted) for key, value in node.items()}

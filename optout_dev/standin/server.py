@@ -77,6 +77,7 @@ class DataverseStandIn:
         self.user_id = USER_ID
         self.business_unit_id = BUSINESS_UNIT_ID
         self.organization_id = ORGANIZATION_ID
+        self.base_language = 1033  # the organisation's base language (e.g. 1031 German): the language of its labels
 
         self._lock = threading.Lock()  # guards the token
         self._token = token
@@ -192,6 +193,10 @@ class DataverseStandIn:
     def set_privileges(self, names: Collection[str] | None) -> None:
         """Replace the privileges the user holds (None: every privilege of every table), e.g. to take one away."""
         self._privileges.grant(names)
+
+    def set_privilege_depths(self, own: Mapping[str, str], team: Mapping[str, str] | None = None) -> None:
+        """Hold ``own`` (name -> Basic/Local/Deep/Global) through the user's role and ``team`` through a team's."""
+        self._privileges.set_depths(own, team or {})
 
     def inject(self, *faults: Fault, times: int = 1) -> None:
         """Queue faults; each request consumes the first queued fault it matches (FIFO). Inner faults

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from optout_dev.standin.batch import Batches, OperationHooks
-from optout_dev.standin.metadata import entity_definitions
+from optout_dev.standin.metadata import entity_definitions, localise
 from optout_dev.standin.privileges import NEEDED, UserPrivileges
 from optout_dev.standin.query import parse_filter, representation, selection, top
 from optout_dev.standin.recording import Traffic
@@ -34,6 +34,7 @@ class Identity(Protocol):
     user_id: str
     business_unit_id: str
     organization_id: str
+    base_language: int
 
 
 def not_served(path: str) -> Response:
@@ -86,9 +87,10 @@ class WebApi:
             return error(400, "0x80060888", "Bad Request - Error in query syntax.")
         name, key = match.group("name"), match.group("key")
         if name == "EntityDefinitions":
-            return entity_definitions(self._store, self.base_url, method, key, rest, query)
-        if name == "systemusers" and key is not None and rest.removesuffix("()") == _PRIVILEGES_FUNCTION:
-            return self._user_privileges(method, key)
+            answer = entity_definitions(self._store, self.base_url, method, key, rest, query)
+            return localise(answer, self._identity.base_language, query)
+        if name == "systemusers" and key is not None and rest.startswith("Microsoft.Dynamics.CRM.RetrieveUser"):
+            return self._user_privileges(method, key, rest.removesuffix("()"), query)
         if name in _UNSUPPORTED_SEGMENTS or name == "$batch":
             return unsupported(f"'{name}'")
         table = self._store.set_to_table.get(name)
@@ -138,12 +140,12 @@ class WebApi:
             },
         )
 
-    def _user_privileges(self, method: str, key: str) -> Response:
+    def _user_privileges(self, method: str, key: str, rest: str, query: Mapping[str, list[str]]) -> Response:
         if method != "GET":
             return method_not_allowed(method, "GET")
         if key.strip().lower() != self._identity.user_id.lower():
             return error(404, "0x80040217", f"systemuser With Id = {key} Does Not Exist")
-        return self._privileges.retrieve(self.base_url, API_PREFIX, self._identity.business_unit_id)
+        return self._privileges.function(rest, query, self.base_url, API_PREFIX, self._identity.business_unit_id)
 
     def _context(self, table: Table, columns: list[str]) -> str:
         return f"{self.base_url}{API_PREFIX}$metadata#{table.entity_set}({','.join(columns)})"
@@ -330,9 +332,6 @@ class WebApi:
         if isinstance(written, Response):
             return written
         return self._written(table, row_id, written, columns, headers, False)
-
-
-_PRIVILEGES_FUNCTION = "Microsoft.Dynamics.CRM.RetrieveUserPrivileges"
 
 
 def _wants_annotations(headers: Message) -> bool:

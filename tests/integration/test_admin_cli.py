@@ -3,6 +3,7 @@ set up the Dataverse side, on the samples' schema and on one with other names, c
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -88,6 +89,36 @@ def test_discover_can_be_told_the_table_and_says_so_when_none_qualifies(make_sta
     assert text.returncode == 1 and "is the Concep solution installed" in text.stdout
 
 
+def test_discover_reads_an_organisation_whose_labels_are_in_german_only_and_says_so(samples) -> None:
+    samples.base_language = 1031
+    code, found = _json("discover", env=standin_env(samples))
+    assert code == 0 and found["label_language"] == 1031
+    assert found["settings"]["OPT_OUT_ACTIVITY_TYPES"] == SAMPLE_SETTINGS["OPT_OUT_ACTIVITY_TYPES"]
+    assert not [r for r in samples.requests if "LabelLanguages" in r.path]
+    text = cli("discover", env=standin_env(samples)).stdout
+    assert "Option labels are in language 1031 (the organisation's own" in text
+
+
+def test_label_languages_keeps_only_the_labels_of_the_languages_it_names(samples) -> None:
+    samples.base_language = 1031
+    client = DataverseClient(samples.url, StaticTokenCredential(TOKEN))
+    try:
+        english = client.get("EntityDefinitions(LogicalName='contact')?$select=DisplayName&LabelLanguages=1033")
+        german = client.get("EntityDefinitions(LogicalName='contact')?$select=DisplayName")
+    finally:
+        client.close()
+    assert english is not None and german is not None
+    assert english["DisplayName"]["LocalizedLabels"] == []
+    assert [label["LanguageCode"] for label in german["DisplayName"]["LocalizedLabels"]] == [1031]
+    assert german["DisplayName"]["UserLocalizedLabel"]["LanguageCode"] == 1031
+
+
+def test_discover_refuses_a_table_name_that_is_no_logical_name_before_asking_dataverse(samples) -> None:
+    result = cli("discover", "--table", "concep_emailcampaignlog')/Attributes", env=standin_env(samples))
+    assert result.returncode == 2 and "is not a logical name" in result.stderr
+    assert not [r for r in samples.requests if "EntityDefinitions" in r.path]
+
+
 # -- setup -----------------------------------------------------------------------------------------
 
 
@@ -148,6 +179,18 @@ def test_a_changed_setting_updates_the_records_in_place(samples) -> None:
     assert after["serviceendpointid"] == before["serviceendpointid"] and after["path"] == "dataverse-log"
 
 
+def test_a_rotated_key_whose_answer_is_lost_is_read_back_without_selecting_the_unreadable_key(samples) -> None:
+    env = standin_env(samples, **SAMPLE_SETTINGS)
+    assert cli("setup", env=env).returncode == 0
+    rotated = {**env, "DATAVERSE_ENDPOINT_CONNECTION_STRING": CONNECTION.replace(KEY, "bmV3LWtleQ==")}
+    samples.inject(Fault(drop=True, after=True, method="PATCH", path_contains="serviceendpoints"))
+    assert cli("setup", env=rotated).returncode == 0
+    reads = [unquote(r.path) for r in samples.requests if r.method == "GET" and "serviceendpoints(" in r.path]
+    assert reads and not [path for path in reads if "saskey" in path.split("$select=")[-1].split(",")]
+    endpoint, _ = _ours(samples)
+    assert endpoint["saskey"] == "bmV3LWtleQ=="
+
+
 def test_remove_deletes_what_setup_made_and_nothing_else(samples) -> None:
     env = standin_env(samples, **SAMPLE_SETTINGS)
     assert cli("setup", env=env).returncode == 0
@@ -174,6 +217,21 @@ def test_setup_deactivates_only_the_named_concep_workflows(samples) -> None:
     assert states["Concep Opt Out (child)"] == 0 and states["Concep Bounce Detail"] == 0
     assert states["Concep Email Campaign Log - Router"] == 1 and states["Welcome new contact"] == 1
     assert set(OTHER_WORKFLOWS) <= set(states) and set(CONCEP_WORKFLOWS) <= set(states)
+
+
+def test_a_workflow_name_shaped_like_a_guid_is_looked_up_by_name(samples) -> None:
+    """36 characters and four hyphens, but no GUID: a quoted name, never an unquoted id (a 400 from Dataverse)."""
+    named = {
+        **SAMPLE_SETTINGS,
+        "CONCEP_WORKFLOWS": "Opt-out bounce-handler v2-final-copy;Concep Bounce Detail;Concep: a/b & c=d?",
+    }
+    code, done = _json("setup", "--deactivate-workflows", env=standin_env(samples, **named))
+    assert code == 0
+    assert [c["name"] for c in done["changes"] if c["record"] == "workflow"] == ["Concep Bounce Detail"]
+    asked = [unquote(r.path) for r in samples.requests if "/workflows?" in r.path]
+    assert any("name eq 'Opt-out bounce-handler v2-final-copy'" in path for path in asked)
+    # The characters the filter-rows page lists travel URL-encoded inside the string value.
+    assert any("'Concep%3A%20a%2Fb%20%26%20c%3Dd%3F'" in r.path for r in samples.requests)
 
 
 def test_setup_refuses_without_the_administrator_privileges_it_needs_and_writes_nothing(samples) -> None:
@@ -231,6 +289,28 @@ def test_check_connect_finds_each_misconfiguration(samples, env: dict[str, str],
 def test_check_connect_names_a_missing_privilege_of_the_application_user(samples) -> None:
     samples.set_privileges(set(samples.privileges) - {"prvWriteLead"})
     assert "privileges.missing" in _codes(samples)
+
+
+def _privilege_findings(standin: Any) -> list[Any]:
+    settings = Settings.from_env(standin_env(standin, **SAMPLE_SETTINGS))
+    found, _ = connect_findings(settings)
+    return [f for f in found if f.code.startswith("privileges")]
+
+
+def test_check_connect_refuses_user_depth_write_on_contact_and_says_what_to_change(samples) -> None:
+    user_depth = dict.fromkeys(samples.privileges, "Global") | {"prvWriteContact": "Basic"}
+    samples.set_privilege_depths(user_depth)
+    [found] = [f for f in _privilege_findings(samples) if f.severity == "error"]
+    assert found.code == "privileges.depth"
+    assert "Write on contact (prvWriteContact): holds it at Basic depth, needs Global" in found.message
+    assert "give Write on contact Global (Organization) depth" in found.fix
+
+
+def test_check_connect_counts_a_team_role_at_its_real_depth(samples) -> None:
+    """RetrieveUserPrivileges would say Basic for the team's grant; the effective depth is Global."""
+    user_depth = dict.fromkeys(samples.privileges, "Global") | {"prvWriteContact": "Basic"}
+    samples.set_privilege_depths(user_depth, team={"prvWriteContact": "Global"})
+    assert [f.severity for f in _privilege_findings(samples)] == ["ok"]
 
 
 def test_check_connect_finds_a_registration_that_would_break_delivery(samples) -> None:

@@ -1,5 +1,7 @@
 """check --connect for the consent write (optout_core.cli.consent_check.consent_findings), against the stand-in."""
 
+from urllib.parse import unquote
+
 import pytest
 
 from optout_core.app.services import build_dataverse_client
@@ -77,4 +79,25 @@ def test_a_missing_privilege_on_the_consent_table_is_named(journeys, kind):
 def test_append_to_on_the_purpose_is_needed_to_bind_it(journeys):
     journeys.set_privileges(journeys.privileges - {"prvAppendTomsdynmkt_purpose"})
     found = findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
-    assert [f.message.split("lacks ")[1] for f in found if f.severity == "error"] == ["prvAppendTomsdynmkt_purpose"]
+    [missing] = [f for f in found if f.severity == "error"]
+    assert (
+        "AppendTo on msdynmkt_purpose (prvAppendTomsdynmkt_purpose): does not hold it, needs Global" in missing.message
+    )
+
+
+def test_a_consent_privilege_at_user_depth_is_an_error_and_a_team_s_organisation_depth_is_not(journeys):
+    user_depth = dict.fromkeys(journeys.privileges, "Global") | {f"prvWrite{CONSENT}": "Basic"}
+    journeys.set_privilege_depths(user_depth)
+    found = findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
+    [short] = [f for f in found if f.severity == "error"]
+    assert f"Write on {CONSENT} (prvWrite{CONSENT}): holds it at Basic depth, needs Global" in short.message
+
+    journeys.set_privilege_depths(user_depth, team={f"prvWrite{CONSENT}": "Global"})
+    assert codes(findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID), "error") == []
+
+
+def test_with_azure_client_id_the_application_s_own_user_is_checked_not_the_caller(journeys):
+    application = "5c0ffee0-0000-4000-8000-00000000a99b"
+    findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID, AZURE_CLIENT_ID=application)
+    asked = [unquote(r.path) for r in journeys.requests if r.path.split("?")[0].endswith("/systemusers")]
+    assert asked and all(f"applicationid eq {application}" in path for path in asked)

@@ -1,7 +1,7 @@
 """discover: which table is the campaign log, and the settings it proposes — pure over metadata."""
 
 from optout_core.cli.discover import looks_like, option_routes, propose, rank, recipient_columns, type_list
-from optout_core.cli.schema import Column, Option, Table, kind_of, label_text, options_of
+from optout_core.cli.schema import Column, Option, Table, kind_of, label_text, localized_label, options_of
 from optout_core.domain.settings import Settings
 
 CONCEP_TYPES = (
@@ -115,3 +115,12 @@ def test_metadata_labels_kinds_and_options_are_read_as_documented() -> None:
         "GlobalOptionSet": {"Options": [{"Value": 3, "Label": {"UserLocalizedLabel": {"Label": "Spam Report"}}}]},
     }
     assert options_of(global_only) == (Option(3, "Spam Report"),)
+
+
+def test_a_label_in_the_organisation_s_language_only_is_read_with_its_language() -> None:
+    german = {"Label": "Spam-Meldung", "LanguageCode": 1031}
+    assert localized_label({"LocalizedLabels": [german], "UserLocalizedLabel": None}) == ("Spam-Meldung", 1031)
+    assert localized_label({"LocalizedLabels": [], "UserLocalizedLabel": german}) == ("Spam-Meldung", 1031)
+    assert localized_label({"LocalizedLabels": [], "UserLocalizedLabel": None}) == ("", None)
+    [option] = options_of({"OptionSet": {"Options": [{"Value": 3, "Label": {"LocalizedLabels": [german]}}]}})
+    assert (option.label, option.language) == ("Spam-Meldung", 1031)

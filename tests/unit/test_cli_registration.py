@@ -93,6 +93,23 @@ def test_a_second_run_changes_nothing() -> None:
     assert [c.action for c in plan_setup(SETTINGS, _key(), _registered())] == ["none", "none"]
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"namespaceaddress": "sb://optout-bus.servicebus.windows.net"},  # no trailing slash
+        {"namespaceaddress": "SB://Optout-Bus.ServiceBus.Windows.NET/"},  # host names are case-insensitive
+        {"solutionnamespace": "Optout-Bus", "path": "Campaign-Log"},  # so are namespace and queue names
+        {"name": "Optout Campaign Log ", "saskeyname": " dataverse-send"},  # found by a case-insensitive filter
+        {"description": f"{endpoint_values(SETTINGS, _key())['description']}\r\n"},
+    ],
+)
+def test_a_second_run_changes_nothing_whatever_form_dataverse_stores(stored: dict[str, str]) -> None:
+    registered = _registered()
+    endpoint = {**registered.endpoints[0], **stored}
+    again = plan_setup(SETTINGS, _key(), _found((endpoint,), registered.steps[ENDPOINT]))
+    assert [c.action for c in again] == ["none", "none"]
+
+
 def test_a_changed_queue_or_key_updates_the_endpoint_in_place() -> None:
     moved = Settings.from_env(
         {

@@ -5,7 +5,7 @@ from typing import Any
 
 from optout_core.cli.findings import Finding
 from optout_core.cli.registration import Registration
-from optout_core.cli.schema import Column, Option, Table
+from optout_core.cli.schema import Column, Option, Table, deepest, shortfalls
 from optout_core.cli.schema_check import (
     Facts,
     activity_type_findings,
@@ -160,19 +160,27 @@ def test_a_bounce_detail_column_that_is_missing_is_an_error_only_when_the_update
     assert _codes(update_findings(uses, RECIPIENTS, LOG)) == ["bounce.detail_column"]
 
 
-def _facts(held: set[str], registration: Registration | None = None) -> Facts:
-    return Facts(LOG, RECIPIENTS, "app-user", (frozenset(held), frozenset()), registration or _registration())
+def _facts(held: Mapping[str, str], registration: Registration | None = None) -> Facts:
+    return Facts(LOG, RECIPIENTS, "app-user", held, registration or _registration())
 
 
-def test_each_missing_privilege_is_an_error_naming_it() -> None:
-    everything = {f"{k}-{t}" for t in ("contact", "lead", "account") for k in ("Read", "Write")} | {
-        "Read-concep_emailcampaignlog"
+def test_each_missing_or_shallow_privilege_is_an_error_naming_it() -> None:
+    everything = {f"prv{k}{t}": "Global" for t in ("contact", "lead", "account") for k in ("Read", "Write")} | {
+        "prvReadconcep_emailcampaignlog": "Global"
     }
     assert _codes(privilege_findings(_settings(), _facts(everything)), "ok") == ["privileges"]
-    found = privilege_findings(_settings(), _facts(everything - {"Write-lead", "Read-concep_emailcampaignlog"}))
-    assert sorted(f.message for f in found) == [
-        "application user app-user lacks prvReadconcep_emailcampaignlog",
-        "application user app-user lacks prvWritelead",
+    held = {n: d for n, d in everything.items() if n != "prvWritelead"} | {"prvReadconcep_emailcampaignlog": "Local"}
+    found = privilege_findings(_settings(), _facts(held))
+    assert sorted((f.code, f.message) for f in found) == [
+        (
+            "privileges.depth",
+            "application user app-user: Read on concep_emailcampaignlog (prvReadconcep_emailcampaignlog): holds it "
+            "at Local depth, needs Global",
+        ),
+        (
+            "privileges.missing",
+            "application user app-user: Write on lead (prvWritelead): does not hold it, needs Global",
+        ),
     ]
 
 
@@ -225,9 +233,27 @@ def test_concep_workflows_still_activated_are_warned_about_by_name() -> None:
 
 
 def test_all_findings_come_together_with_the_option_route_table() -> None:
-    everything = {f"{k}-{t}" for t in ("contact", "lead", "account") for k in ("Read", "Write")} | {
-        "Read-concep_emailcampaignlog"
+    everything = {f"prv{k}{t}": "Global" for t in ("contact", "lead", "account") for k in ("Read", "Write")} | {
+        "prvReadconcep_emailcampaignlog": "Global"
     }
     found, options = findings(_settings(), _facts(everything))
     assert _codes(found) == []
     assert {o["label"]: o["route"] for o in options}["User Opt Out"] == "user_opt_out"
+
+
+def test_the_deepest_grant_of_each_privilege_counts_whether_named_or_numbered() -> None:
+    grants = [
+        {"PrivilegeName": "prvWriteContact", "Depth": "Basic"},
+        {"PrivilegeName": "prvWriteContact", "Depth": 3},
+        {"PrivilegeName": "prvReadLead", "Depth": "Local"},
+        {"PrivilegeName": "prvReadAccount", "Depth": "RecordFilter"},
+    ]
+    assert deepest(grants) == {"prvWriteContact": "Global", "prvReadLead": "Local"}
+
+
+def test_a_privilege_short_of_the_depth_needed_is_named_with_both_depths() -> None:
+    contact = Table("contact", "contacts", "Contact", False, privileges={"Write": ("1", "prvWriteContact")})
+    [short] = shortfalls({"prvWriteContact": "Deep"}, [(contact, "Write", "Global")])
+    assert short.describe() == "Write on contact (prvWriteContact): holds it at Deep depth, needs Global"
+    assert shortfalls({"prvWriteContact": "Global"}, [(contact, "Write", "Global")]) == []
+    assert shortfalls({}, [(contact, "Write", "Basic")])[0].held is None

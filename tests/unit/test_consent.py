@@ -108,9 +108,9 @@ def test_an_update_only_ever_opts_out():
     assert set(opted_out("m")) == {"msdynmkt_value", "msdynmkt_source", "msdynmkt_logicalreason", "msdynmkt_reason"}
 
 
-def test_the_query_lists_the_email_channel_of_one_address_with_quotes_doubled():
-    assert query_filter("o'neil@example.com") == (
-        "msdynmkt_contactpointvalue eq 'o''neil@example.com' and msdynmkt_contactpointtype eq 534120000"
+def test_the_query_lists_the_email_channel_of_one_address_with_quotes_doubled_and_specials_encoded():
+    assert query_filter("o'neil+news@example.com") == (
+        "msdynmkt_contactpointvalue eq 'o''neil%2Bnews%40example.com' and msdynmkt_contactpointtype eq 534120000"
     )
 
 
