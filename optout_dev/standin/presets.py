@@ -349,8 +349,13 @@ SDK_MESSAGE_FILTER = Table(
         Column(  # read-only in the reference
             "primaryobjecttypecode", "EntityName", creatable=False, updatable=False, label="Primary Object Type Code"
         ),
-        Column("sdkmessageid", "Lookup", targets=("sdkmessage",), label="SDK Message"),
-        boolean("iscustomprocessingstepallowed", label="Custom Processing Step Allowed"),
+        Column("sdkmessageid", "Lookup", targets=("sdkmessage",), label="SDK Message", required="SystemRequired"),
+        boolean(
+            "iscustomprocessingstepallowed",
+            label="Custom Processing Step Allowed",
+            required="SystemRequired",
+            default=False,
+        ),
     ),
     "SdkMessageFilter",
     "Sdk Message Filter",
