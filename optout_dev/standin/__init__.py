@@ -28,7 +28,8 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   undeclared navigation property, case included -> 400; a bind to a missing row -> 404 ``0x80040217``
   "<table> With Id = <guid> Does Not Exist").
 * ``GET <entityset>`` (collection): ``$select``, ``$filter`` of ``property eq|ne literal`` clauses joined by
-  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400) and
+  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400; a malformed
+  clause, such as a text value sent unquoted -> 400 ``0x80060888`` "Syntax error at position ...") and
   ``$top``; ``{"@odata.context", "value": [...]}`` with the primary key always included; no paging.
 * ``POST <entityset>``: 204 with ``OData-EntityId`` (201 and the row with ``Prefer: return=representation``);
   a client-supplied primary key is honoured (412 ``0x80040237`` when taken); defaults filled (choices with a

@@ -19,6 +19,12 @@ _LITERAL = (
     r"'(?:[^']|'')*'|true|false|null|-?\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _CLAUSE = re.compile(rf"\s*([A-Za-z_]\w*)\s+(eq|ne)\s+({_LITERAL})\s*")
+# Valid OData the stand-in does not model (other operators, functions, grouping): 501, not a guess.
+_RICHER = re.compile(r"\b(?:or|not|gt|ge|lt|le|has|in|any|all)\b|[()/]", re.IGNORECASE)
+# A malformed $filter: ODataLib's ExpressionLexer_SyntaxError text, "Syntax error at position {0} in '{1}'."
+# (OData/odata.net, Microsoft.OData.Core resources), under the code Dataverse also uses for query syntax
+# (docs/dataverse-webapi.md §8; its name is unconfirmed). The position is where the first malformed clause starts.
+QUERY_SYNTAX = "0x80060888"
 _EDM = {"Boolean": "Edm.Boolean", "Integer": "Edm.Int32", "DateTime": "Edm.DateTimeOffset"}
 
 
@@ -68,6 +74,9 @@ def parse_filter(table: Table, text: str) -> list[Condition] | Response:
     for clause in re.split(r"\s+and\s+", text.strip()):
         match = _CLAUSE.fullmatch(clause)
         if match is None:
+            if _RICHER.search(re.sub(r"'(?:[^']|'')*'", "''", clause)) is None:
+                position = max(text.find(clause.strip()), 0)
+                return error(400, QUERY_SYNTAX, f"Syntax error at position {position} in '{text}'.")
             return unsupported(
                 f"The $filter '{text}' (only 'property eq|ne literal' clauses joined by 'and' are modelled)"
             )
