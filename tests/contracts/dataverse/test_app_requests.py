@@ -5,7 +5,7 @@ column is valid for read. The stand-in is strict too, but these checks read the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -20,7 +20,7 @@ from optout_dev.queues import InMemoryQueues
 from optout_dev.standin import COMMERCIAL_PURPOSE_ID, NEWSLETTER_TOPIC_ID, DataverseStandIn, RecordedRequest
 from tests.contracts.dataverse.facts import Checked, check_request, tables
 from tests.support.cli import cli
-from tests.support.dataverse import standin_env
+from tests.support.dataverse import running_standin, standin_env
 
 KEY = "c2VjcmV0LWtleS1uZXZlci1wcmludGVk"
 SETTINGS = {
@@ -62,11 +62,15 @@ def _violations(checked: Iterable[Checked]) -> list[str]:
     return [f"{c.request}: {v}" for c in checked for v in c.violations]
 
 
-@pytest.fixture
-def admin_traffic(make_standin) -> list[Checked]:
+@pytest.fixture(scope="module")
+def admin_traffic() -> Iterator[list[Checked]]:
     """setup (creates, then a rotated key's patches, workflows deactivated), check --connect, discover and
     setup --remove, against a stand-in with the registration tables and Journeys consent."""
-    standin = make_standin(campaign_log=True, presets=("registration", "journeys"))
+    with running_standin(campaign_log=True, presets=("registration", "journeys")) as standin:
+        yield _admin(standin)
+
+
+def _admin(standin: DataverseStandIn) -> list[Checked]:
     env = standin_env(standin, DATAVERSE_ENDPOINT_CONNECTION_STRING=_connection(KEY), **SETTINGS)
     rotated = {**env, "DATAVERSE_ENDPOINT_CONNECTION_STRING": _connection(KEY[::-1])}
     for args, settings in (
@@ -82,10 +86,14 @@ def admin_traffic(make_standin) -> list[Checked]:
     return _checked(_sent(standin))
 
 
-@pytest.fixture
-def function_traffic(make_standin) -> list[Checked]:
+@pytest.fixture(scope="module")
+def function_traffic() -> Iterator[list[Checked]]:
     """BulkEmailOptOut with consent on (a record created, one updated) and BounceDetail writing its columns."""
-    standin = make_standin(recipients={}, campaign_log=True, presets=("journeys",))
+    with running_standin(recipients={}, campaign_log=True, presets=("journeys",)) as standin:
+        yield _functions(standin)
+
+
+def _functions(standin: DataverseStandIn) -> list[Checked]:
     standin.add_row("contact", CONTACT, donotbulkemail=False, emailaddress1="pat.example@example.com")
     standin.add_row("lead", LEAD, donotbulkemail=False, emailaddress1="lee@example.com")
     standin.add_row(
