@@ -16,7 +16,9 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   malformed payload -> 400 ``0x80048d19``; stale ``If-Match`` etag -> 412.
 * ``GET <entityset>(<guid>)`` (with ``$select``) and ``GET WhoAmI``.
 * Typed tables (:mod:`.schema`; docs/dataverse-admin.md): every column has a type, validity for read, create
-  and update, a required level, options (choices) or targets and navigation properties (lookups). A plain
+  and update, a required level, options (choices) or targets and navigation properties (lookups). Microsoft's
+  tables (:mod:`.presets`) follow their published table references; tests/contracts/dataverse checks them against
+  facts extracted from those pages (tests/contracts/facts/dataverse, each naming its page). A plain
   column set (``tables=``) is still accepted and typed by name. Writes are checked by type: a Boolean must be
   a JSON boolean, a choice one of its options (400 ``0x8004431a`` "... is outside the valid range. Accepted
   Values: ..."), a column not valid for create/update 400 ``0x80040203``, a statuscode that does not belong
@@ -26,7 +28,8 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   undeclared navigation property, case included -> 400; a bind to a missing row -> 404 ``0x80040217``
   "<table> With Id = <guid> Does Not Exist").
 * ``GET <entityset>`` (collection): ``$select``, ``$filter`` of ``property eq|ne literal`` clauses joined by
-  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400) and
+  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400; a malformed
+  clause, such as a text value sent unquoted -> 400 ``0x80060888`` "Syntax error at position ...") and
   ``$top``; ``{"@odata.context", "value": [...]}`` with the primary key always included; no paging.
 * ``POST <entityset>``: 204 with ``OData-EntityId`` (201 and the row with ``Prefer: return=representation``);
   a client-supplied primary key is honoured (412 ``0x80040237`` when taken); defaults filled (choices with a

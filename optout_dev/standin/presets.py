@@ -1,7 +1,13 @@
 """The typed tables the stand-in knows and the rows it seeds with them (docs/dataverse-admin.md): contact, lead and
 account; the samples' campaign log and a second, different one; Customer Insights – Journeys consent (§5);
 Service Bus registration and classic workflows (§3, §4). Option values are Microsoft's where §1-§5 list them;
-the campaign-log schemas are made up (the real Concep schema is unconfirmed)."""
+the campaign-log schemas are made up (the real Concep schema is unconfirmed).
+
+Microsoft's tables follow their published references (MicrosoftDocs/powerapps-docs
+``powerapps-docs/developer/data-platform/reference/entities/<table>.md`` and
+MicrosoftDocs/dynamics-365-customer-engagement ``ce/developer/reference/entities/<table>.md``): each column's type,
+validity for read, create and update, options and navigation properties. tests/contracts/facts/dataverse holds what
+they say and tests/contracts/dataverse holds the stand-in to it."""
 
 from __future__ import annotations
 
@@ -236,7 +242,7 @@ CONSENT_TABLE = Table(
             "Lookup",
             targets=("email",),
             label="Message",
-            navigation={"msdynmkt_messageId": "email"},
+            navigation={"email_msdynmkt_messageid": "email"},  # the reference's ReferencingEntityNavigationPropertyName
         ),
         _CREATED,
         _MODIFIED,
@@ -340,9 +346,16 @@ SDK_MESSAGE_FILTER = Table(
     "sdkmessagefilter",
     "sdkmessagefilters",
     (
-        Column("primaryobjecttypecode", "EntityName", label="Primary Object Type Code"),
-        Column("sdkmessageid", "Lookup", targets=("sdkmessage",), label="SDK Message"),
-        boolean("iscustomprocessingstepallowed", label="Custom Processing Step Allowed"),
+        Column(  # read-only in the reference
+            "primaryobjecttypecode", "EntityName", creatable=False, updatable=False, label="Primary Object Type Code"
+        ),
+        Column("sdkmessageid", "Lookup", targets=("sdkmessage",), label="SDK Message", required="SystemRequired"),
+        boolean(
+            "iscustomprocessingstepallowed",
+            label="Custom Processing Step Allowed",
+            required="SystemRequired",
+            default=False,
+        ),
     ),
     "SdkMessageFilter",
     "Sdk Message Filter",
@@ -369,7 +382,21 @@ STEP = Table(
         Column("sdkmessagefilterid", "Lookup", targets=("sdkmessagefilter",), label="SdkMessage Filter"),
         _choice(
             "stage",
-            {10: "Pre-validation", 20: "Pre-operation", 40: "Post-operation"},
+            {
+                5: "Initial Pre-operation (For internal use only)",
+                10: "Pre-validation",
+                15: "Internal Pre-operation Before External Plugins (For internal use only)",
+                20: "Pre-operation",
+                25: "Internal Pre-operation After External Plugins (For internal use only)",
+                30: "Main Operation (For internal use only)",
+                35: "Internal Post-operation Before External Plugins (For internal use only)",
+                40: "Post-operation",
+                45: "Internal Post-operation After External Plugins (For internal use only)",
+                50: "Post-operation (Deprecated)",
+                55: "Final Post-operation (For internal use only)",
+                80: "Pre-Commit stage fired before transaction commit (For internal use only)",
+                90: "Post-Commit stage fired after transaction commit (For internal use only)",
+            },
             label="Execution Stage",
             required="SystemRequired",
         ),

@@ -167,6 +167,24 @@ def test_queries_outside_the_model_are_refused_loudly(standin, http, params, sta
     assert query(http, standin, resource, **params).status_code == status
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        "firstname eq Opt-out bounce-handler v2-final-copy",  # a text value sent unquoted
+        "firstname eq 'Ada",
+        "firstname = 'Ada'",
+        "firstname eq",
+        "firstname eq 'Ada' and",
+    ],
+)
+def test_a_malformed_filter_is_a_syntax_error_not_a_missing_feature(standin, http, where):
+    answer = query(http, standin, "contacts", **{"$filter": where})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "0x80060888"
+    assert error["message"].startswith("Syntax error at position ") and error["message"].endswith(f" in '{where}'.")
+
+
 # ----- create -----------------------------------------------------------------------------------------------------
 
 
