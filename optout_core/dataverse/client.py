@@ -23,6 +23,7 @@ from optout_core.dataverse.auth import TokenCredentialLike
 from optout_core.dataverse.errors import DataverseRejected
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.result import Attempt, Batch
+from optout_core.dataverse.sender import HttpSender
 from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.dataverse.transport import API, Operation, ReadBack, Transport
 from optout_core.domain.model import ENTITY_SETS
@@ -67,6 +68,7 @@ class DataverseClient:
         max_concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
         gate: ThrottleGate | None = None,
+        sender: HttpSender | None = None,
     ) -> None:
         self._transport = Transport(
             url,
@@ -75,6 +77,7 @@ class DataverseClient:
             timeout=timeout,
             gate=gate or ThrottleGate(max_concurrency, sleep=sleep),
             sleep=sleep,
+            sender=sender,
         )
         self.url = self._transport.url
 

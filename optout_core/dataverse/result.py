@@ -38,10 +38,10 @@ class Attempt[T]:
     def map[U](self, convert: Callable[[T], U]) -> Attempt[U]:
         """The same attempt with its value converted; a conversion that fails with a Dataverse error (an answer
         that does not say what it must) ends it with that error."""
-        if self.error is not None or self.value is None:
+        if self.error is not None:
             return Attempt[U](None, self.error, self.requests, self.attempts)
         try:
-            return Attempt(convert(self.value), None, self.requests, self.attempts)
+            return Attempt(convert(cast("T", self.value)), None, self.requests, self.attempts)
         except DataverseError as refused:
             return Attempt[U](None, refused.counted(requests=self.requests, attempts=0), self.requests, 0)
 
