@@ -4,7 +4,12 @@ plain reads, queries, creates and deletes the administrator's commands and the c
 Follows the Azure SDK shape: it takes the environment URL and a ``TokenCredential``. It uses the Web API as it
 really behaves: ``If-Match: *`` turns PATCH into update-only (404 instead of a silent upsert-create), many
 updates go through ``$batch`` with ``continue-on-error``, and a row is read with its annotations. How requests
-are sent, retried and judged lives in :mod:`optout_core.dataverse.transport`; what is left raises a
+are sent, retried and judged lives in :mod:`optout_core.dataverse.transport`.
+
+The functions' calls (``update``, ``update_many``, ``read_rows``, ``query_many``, ``write_rows``) end as values:
+an :class:`~optout_core.dataverse.result.Attempt` per operation (a :class:`~optout_core.dataverse.result.Batch`
+of them), holding the value or the error. The administrator's calls (``get``, ``query``, ``create``, ``patch``,
+``delete``, ``whoami``, ``read_row``) raise the error: a
 :class:`~optout_core.dataverse.errors.DataverseRejected` (permanent) or
 :class:`~optout_core.dataverse.errors.DataverseUnavailable` (transient).
 """
@@ -68,7 +73,7 @@ class DataverseClient:
         max_concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
         gate: ThrottleGate | None = None,
-        sender: HttpSender | None = None,
+        sender: HttpSender | None = None,  # the wire; None: the requests sender (tests pass a scripted one)
     ) -> None:
         self._transport = Transport(
             url,

@@ -8,7 +8,6 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from optout_core.dataverse import odata_batch
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.sender import Lost
 
@@ -57,5 +56,3 @@ def parts_of(request: Request) -> list[Request]:
     lines = [line for line in request.body.split(b"\r\n") if line.startswith((b"GET ", b"PATCH ", b"POST "))]
     return [Request(*line.decode().split(" ")[:2]) for line in lines]
 
-
-__all__ = ["FakeSender", "Lost", "answer", "batch_answer", "odata_batch", "parts_of"]
