@@ -55,4 +55,3 @@ def parts_of(request: Request) -> list[Request]:
     assert request.body is not None
     lines = [line for line in request.body.split(b"\r\n") if line.startswith((b"GET ", b"PATCH ", b"POST "))]
     return [Request(*line.decode().split(" ")[:2]) for line in lines]
-
