@@ -96,7 +96,7 @@ def _updates_under_protection(side: str, standin: RemoteStandIn, ids: list[str],
             client = DataverseClient(
                 standin.url, credential, retry=RetryPolicy(), timeout=30.0, max_concurrency=concurrency
             )
-            done = list(pool.map(lambda rid: attempt(lambda r: client.update("contact", r, CHANGES), rid), ids))
+            done = list(pool.map(lambda rid: attempt(lambda r: client.update("contact", r, CHANGES).get(), rid), ids))
             client.close()
         else:
             with sdk.client(standin.url, credential) as theirs:

@@ -63,14 +63,14 @@ def run(quick: bool, concurrency: int = 8) -> dict[str, Any]:
 
             def ours_single() -> None:
                 results = list(pool.map(lambda rid: ours.update("contact", rid, CHANGES), ids))
-                assert all(r.found for r in results)
+                assert all(r.error is None and r.value.found for r in results)
 
             def sdk_single() -> None:
                 list(pool.map(lambda rid: theirs.records.update("contact", rid, CHANGES), ids))
 
             def ours_batch() -> None:
                 result = ours.update_many([Write("contact", rid, CHANGES) for rid in ids])
-                assert all(o.found and o.error is None for o in result.outcomes)
+                assert all(o.error is None and o.value.found for o in result.items)
 
             sides = {"ours": ours_single, "sdk": sdk_single, "ours_batch": ours_batch}
             # Warm-up: every pooled connection open, TLS done, the SDK's entity-set lookup cached.

@@ -11,7 +11,7 @@ import time
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome
 from optout_core.app.services import Services
-from optout_core.app.settle import after_failure, duplicate, recipient_missing, reject, take_in
+from optout_core.app.settle import after_failure, duplicate, message_deadline, recipient_missing, reject, take_in
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.model import BOUNCE, Outcome, Route
@@ -24,6 +24,7 @@ from optout_core.servicebus.envelopes import InboundMessage
 def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
     """Record one bounce on its recipient: one outcome, or raise so Service Bus delivers it again."""
     started = time.perf_counter()
+    deadline = message_deadline()
     taken = take_in(BOUNCE, msg, services, started)
     if isinstance(taken, OutcomeRecord):
         return taken
@@ -40,23 +41,23 @@ def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
                 started,
             )
         if services.settings.verify_campaign_log:
-            checked = _verify(record, item, msg, services, started)
+            checked = _verify(record, item, msg, services, started, deadline)
             if isinstance(checked, OutcomeRecord):
                 return checked
             record, item = checked
             changes = bounce_changes(services.settings.bounce_update, item)  # Dataverse's values, not the message's
             assert changes is not None
-        try:
-            # A redelivered or put-back work item may have been applied by an attempt whose answer was lost
-            # (or whose lock expired): the row is read back first and written only if it does not hold it.
-            again = (msg.delivery_count or 1) > 1 or item.reschedules > 0
-            result = services.dataverse.update(item.recipient.table, item.recipient.id, changes, verify_first=again)
-        except DataverseError as exc:
-            requests = record.dataverse_requests + exc.requests
-            return after_failure(record.but(dataverse_requests=requests), item, msg, exc, services, started)
+        # A redelivered or put-back work item may have been applied by an attempt whose answer was lost (or whose
+        # lock expired): the row is read back first and written only if it does not hold it.
+        again = (msg.delivery_count or 1) > 1 or item.reschedules > 0
+        table, row_id = item.recipient.table, item.recipient.id
+        written = services.dataverse.update(table, row_id, changes, verify_first=again, deadline=deadline)
+        record = record.but(dataverse_requests=record.dataverse_requests + written.requests)
+        if written.error is not None:
+            return after_failure(record, item, msg, written.error, services, started)
         done = True
-        record = record.but(dataverse_requests=record.dataverse_requests + result.requests)
-        if not result.found:
+        assert written.value is not None
+        if not written.value.found:
             return log_outcome(record.but(outcome=Outcome.RECIPIENT_MISSING, reason=recipient_missing(item)), started)
         return log_outcome(record.but(outcome=Outcome.APPLIED), started)
     finally:
@@ -65,12 +66,12 @@ def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
 
 
 def _verify(
-    record: OutcomeRecord, item: WorkItem, msg: InboundMessage, services: Services, started: float
+    record: OutcomeRecord, item: WorkItem, msg: InboundMessage, services: Services, started: float, deadline: float
 ) -> OutcomeRecord | tuple[OutcomeRecord, WorkItem]:
     """VERIFY_CAMPAIGN_LOG: the work item with its campaign log row's values, or how the message ended."""
     settings = services.settings
     read = services.dataverse.read_rows(
-        settings.campaign_log_entity_set, [item.log_id], row_select(settings, Route.BOUNCE)
+        settings.campaign_log_entity_set, [item.log_id], row_select(settings, Route.BOUNCE), deadline=deadline
     )
     [row] = read.rows
     record = record.but(dataverse_requests=read.requests)

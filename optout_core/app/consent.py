@@ -135,13 +135,14 @@ def _write(
             deadline=deadline,
         )
         requests = done.requests
-        for (key, _), created in zip(creates, done.created, strict=True):
-            if isinstance(created, DataverseError):
-                errors.setdefault(key, []).append(created)
-        for (key, record), updated in zip(updates, done.updated, strict=True):
+        for (key, _), created in zip(creates, done.items[: len(creates)], strict=True):
+            if created.error is not None:
+                errors.setdefault(key, []).append(created.error)
+        for (key, record), updated in zip(updates, done.items[len(creates) :], strict=True):
             if updated.error is not None:
                 errors.setdefault(key, []).append(updated.error)
-            elif not updated.found:  # deleted since it was listed: list again later, then create
+            elif isinstance(updated.value, str) or not (updated.value and updated.value.found):
+                # deleted since it was listed: list again later, then create
                 errors.setdefault(key, []).append(
                     DataverseUnavailable(f"consent record {record} was deleted while being opted out")
                 )

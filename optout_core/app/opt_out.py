@@ -111,9 +111,9 @@ def _write_groups(
     requests = result.requests  # the batch's requests are reported once, on its first message
     if consent.enabled:
         done = {
-            Recipient(*key): (outcome.row, members[0][2].log_id)
-            for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True)
-            if outcome.error is None and outcome.found
+            Recipient(*key): (outcome.value.row, members[0][2].log_id)
+            for (key, members), outcome in zip(groups.items(), result.items, strict=True)
+            if outcome.value is not None and outcome.value.found
         }
         written = write_consent(
             {r: row for r, (row, _) in done.items()},
@@ -124,7 +124,7 @@ def _write_groups(
         )
         consents, requests = written.by_recipient, requests + written.requests
     wrote = ", ".join(update)
-    for (key, members), outcome in zip(groups.items(), result.outcomes, strict=True):
+    for (key, members), outcome in zip(groups.items(), result.items, strict=True):
         for index, record, item in members:
             record = record.but(dataverse_requests=record.dataverse_requests + requests)
             requests = 0
@@ -132,7 +132,8 @@ def _write_groups(
                 # Not finished: a put-back copy, or a redriven one, must still run.
                 results[index] = after_failure(record, item, msgs[index], outcome.error, services, started)
                 continue
-            reason = None if outcome.found else recipient_missing(item)
+            found = outcome.value is not None and outcome.value.found
+            reason = None if found else recipient_missing(item)
             if consent.enabled:
                 written_consent = consents.get(Recipient(*key))
                 if isinstance(written_consent, DataverseError):  # put back or kept; its next try lists first
@@ -144,7 +145,7 @@ def _write_groups(
                 reason = written_consent.describe(wrote) if written_consent else f"{reason}; no consent record written"
             if len(members) > 1:
                 reason = (reason + "; " if reason else "") + f"one write for {len(members)} opt-outs of this recipient"
-            name = Outcome.APPLIED if outcome.found else Outcome.RECIPIENT_MISSING
+            name = Outcome.APPLIED if found else Outcome.RECIPIENT_MISSING
             results[index] = log_outcome(record.but(outcome=name, reason=reason), started)
             finished.add(item.key)
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
-from optout_core.app.settle import forward, rejected_copy
+from optout_core.app.settle import forward, message_deadline, rejected_copy
 from optout_core.domain.errors import OptOutError
 from optout_core.domain.model import ROUTER, Outcome
 from optout_core.domain.policy import Reject, next_step
@@ -45,7 +45,9 @@ def _decide_from_row(request: RowRequest, services: Services) -> Decision:
     """A trimmed context: read the campaign log row and decide from it. There is no work item yet to put back,
     so a transient failure is handed back to Service Bus (raised) for another delivery."""
     try:
-        row = services.dataverse.read_row(request.entity_set, request.log_id, request.select)
+        row = services.dataverse.read_row(
+            request.entity_set, request.log_id, request.select, deadline=message_deadline()
+        )
     except OptOutError as exc:
         step = next_step(
             exc.failure, attempt=exc.attempts, put_backs=0, policy=services.settings.failure_policy, can_put_back=False

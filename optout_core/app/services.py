@@ -20,23 +20,22 @@ from optout_core.domain.settings import Settings
 from optout_core.servicebus.sender import QueueSender, ServiceBusSender
 
 if TYPE_CHECKING:  # the client module loads with the first write, not at indexing
-    from optout_core.dataverse.client import (
-        BatchResult,
-        DataverseClient,
-        QueriesResult,
-        RowsResult,
-        Write,
-        WriteResult,
-        WritesResult,
-    )
+    from optout_core.dataverse.client import DataverseClient, Write, Written
+    from optout_core.dataverse.result import Attempt, Batch
 
 
 class Dataverse(Protocol):
     """What the functions ask of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`)."""
 
     def update(
-        self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False
-    ) -> WriteResult: ...
+        self,
+        table: str,
+        row_id: str,
+        changes: Mapping[str, Any],
+        *,
+        verify_first: bool = False,
+        deadline: float | None = None,
+    ) -> Attempt[Written]: ...
 
     def update_many(
         self,
@@ -45,17 +44,19 @@ class Dataverse(Protocol):
         verify_first: bool = False,
         deadline: float | None = None,
         returning: Sequence[str] = (),
-    ) -> BatchResult: ...
+    ) -> Batch[Written]: ...
 
-    def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None: ...
+    def read_row(
+        self, entity_set: str, row_id: str, select: Sequence[str] = (), *, deadline: float | None = None
+    ) -> dict[str, Any] | None: ...
 
     def read_rows(
         self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
-    ) -> RowsResult: ...
+    ) -> Batch[dict[str, Any] | None]: ...
 
     def query_many(
         self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
-    ) -> QueriesResult: ...
+    ) -> Batch[list[dict[str, Any]]]: ...
 
     def write_rows(
         self,
@@ -64,7 +65,7 @@ class Dataverse(Protocol):
         updates: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         deadline: float | None = None,
-    ) -> WritesResult: ...
+    ) -> Batch[str | Written]: ...
 
     def close(self) -> None: ...
 

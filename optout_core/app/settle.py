@@ -8,6 +8,7 @@ fails (the copy cannot be sent), the exception reaches the host and the message 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,16 @@ from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage, derived_message_id
+
+# A single message's lock is renewed for at most maxAutoLockRenewalDuration (host.json: 5 minutes). Its Dataverse
+# calls end (the work goes back to its queue, or to Service Bus) well within it, waits at the throttle gate
+# included, so that no second copy is delivered while this one still runs.
+MESSAGE_BUDGET_SECONDS = 240.0
+
+
+def message_deadline() -> float:
+    """The ``time.monotonic()`` past which a single message's Dataverse calls stop."""
+    return time.monotonic() + MESSAGE_BUDGET_SECONDS
 
 
 def take_in(

@@ -1,4 +1,5 @@
-"""Which credential signs Dataverse requests, and how a token Dataverse refused is replaced.
+"""Which credential signs Dataverse requests, the bearer token each request carries, and how a token Dataverse
+refused is replaced.
 
 azure-identity credentials hand back their cached token until it nears expiry, so asking again after a 401
 usually returns the very token that was refused. :func:`access_token` asks with a claims request instead,
@@ -12,9 +13,13 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from optout_core.dataverse.errors import SignInFailed, sign_in_advice
+from optout_core.dataverse.odata_batch import Request, Response
+from optout_core.dataverse.sender import HttpSender, Refused, Reply
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings, is_loopback_url
 
@@ -24,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("optout.dataverse")
 
 # The ``claims`` parameter of a Bearer challenge, quoted or bare (RFC 9110 auth-param).
+# Refresh a cached token this long before it expires, so a request never leaves with a dying token.
+_TOKEN_MARGIN_SECONDS = 300
+_NOT_RENEWED = " and the credential gave the refused token again (a static token, or one it cannot renew)"
 _CLAIMS_PARAMETER = re.compile(r'(?:^|[\s,])claims\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
 
 
@@ -142,3 +150,65 @@ def _fresh_token_claims() -> str:
     """A claims request for a token issued from now on: what a CAE revocation challenge asks for."""
     now = str(int(time.time()))
     return json.dumps({"access_token": {"nbf": {"essential": True, "value": now}}}, separators=(",", ":"))
+
+
+class BearerToken:
+    """The token every request carries: cached while good (refreshed ``margin`` seconds before it expires, so
+    none leaves with a dying token), and replaced once after Dataverse refused it. A sign-in that fails raises
+    :class:`~optout_core.dataverse.errors.SignInFailed` (permanent), explained as ``check --connect`` would."""
+
+    def __init__(self, credential: TokenCredentialLike, scope: str, *, margin: float = _TOKEN_MARGIN_SECONDS) -> None:
+        self._credential, self._scope, self._margin = credential, scope, margin
+        self._lock = threading.Lock()
+        self._token: AccessTokenLike | None = None
+
+    def current(self) -> str:
+        with self._lock:
+            token = self._token
+            if token is None or token.expires_on - self._margin <= time.time():
+                token = self._token = self._obtain(None, None)
+            return token.token
+
+    def replace(self, refused: str, challenge: str | None) -> str:
+        """The token after Dataverse refused ``refused``: one obtained anew (see :func:`access_token`), shared by
+        every thread that saw the same refused token; the credential's own token when it has no other."""
+        with self._lock:
+            token = self._token
+            if token is not None and token.token == refused:
+                token = self._token = self._obtain(token, challenge)
+            elif token is None or token.expires_on - self._margin <= time.time():
+                token = self._token = self._obtain(None, None)
+            return token.token
+
+    def _obtain(self, refused: AccessTokenLike | None, challenge: str | None) -> AccessTokenLike:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            return access_token(self._credential, self._scope, refused=refused, challenge=challenge)
+        except ClientAuthenticationError as exc:
+            raise SignInFailed(sign_in_advice(exc)) from None
+
+
+class Authorized:
+    """A sender that signs each request with the bearer token and, when Dataverse answers 401, sends it once more
+    with a token obtained anew (a token can expire or be revoked between issue and use)."""
+
+    def __init__(self, sender: HttpSender, token: BearerToken) -> None:
+        self._sender, self._token = sender, token
+
+    def send(self, request: Request) -> Reply:
+        token = self._token.current()
+        answer = self._sender.send(_signed(request, token))
+        if not isinstance(answer, Response) or answer.status != 401:
+            return answer
+        fresh = self._token.replace(token, answer.headers.get("WWW-Authenticate"))
+        if fresh == token:  # the credential cannot issue another token (a static one, or a cache)
+            return Refused(answer, _NOT_RENEWED)
+        answer = self._sender.send(_signed(request, fresh))
+        if isinstance(answer, Response) and answer.status == 401:
+            return Refused(answer, " to a token obtained anew after a first 401")
+        return answer
+
+
+def _signed(request: Request, token: str) -> Request:
+    return Request(request.method, request.path, {"Authorization": f"Bearer {token}", **request.headers}, request.body)

@@ -4,7 +4,12 @@ plain reads, queries, creates and deletes the administrator's commands and the c
 Follows the Azure SDK shape: it takes the environment URL and a ``TokenCredential``. It uses the Web API as it
 really behaves: ``If-Match: *`` turns PATCH into update-only (404 instead of a silent upsert-create), many
 updates go through ``$batch`` with ``continue-on-error``, and a row is read with its annotations. How requests
-are sent, retried and judged lives in :mod:`optout_core.dataverse.transport`; what is left raises a
+are sent, retried and judged lives in :mod:`optout_core.dataverse.transport`.
+
+The functions' calls (``update``, ``update_many``, ``read_rows``, ``query_many``, ``write_rows``) end as values:
+an :class:`~optout_core.dataverse.result.Attempt` per operation (a :class:`~optout_core.dataverse.result.Batch`
+of them), holding the value or the error. The administrator's calls (``get``, ``query``, ``create``, ``patch``,
+``delete``, ``whoami``, ``read_row``) raise the error: a
 :class:`~optout_core.dataverse.errors.DataverseRejected` (permanent) or
 :class:`~optout_core.dataverse.errors.DataverseUnavailable` (transient).
 """
@@ -20,8 +25,10 @@ from typing import Any
 from urllib.parse import quote
 
 from optout_core.dataverse.auth import TokenCredentialLike
-from optout_core.dataverse.errors import DataverseError, DataverseRejected
+from optout_core.dataverse.errors import DataverseRejected
 from optout_core.dataverse.odata_batch import Request, Response
+from optout_core.dataverse.result import Attempt, Batch
+from optout_core.dataverse.sender import HttpSender
 from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.dataverse.transport import API, Operation, ReadBack, Transport
 from optout_core.domain.model import ENTITY_SETS
@@ -31,12 +38,6 @@ from optout_core.domain.retry import RetryPolicy
 _DEFAULT_RETRY = RetryPolicy()
 _SAFE = "'()=,$@/:%"  # readable quotes, parentheses, paths; string values come escaped (domain/odata.py)
 _ANNOTATIONS = 'odata.include-annotations="*"'  # formatted values (labels) and lookup tables with each row
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    found: bool  # False: the row does not exist (404); nothing was written or created
-    requests: int  # HTTP requests it took, retries and read-backs included
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,37 +50,13 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    found: bool = True  # False: the row does not exist (404); nothing created
-    error: DataverseError | None = None  # set when this write failed: permanent, or transient after retries
-    # The row as written, when the update asked for columns back (``returning``); None when Dataverse sent none
-    # (the row already held the write, found by a read-back, or nothing was asked for).
+class Written:
+    """What an update came to: ``found`` False when the row does not exist (404; nothing was written or created).
+    ``row``: the row as written, when the update asked for columns back (``returning``); None when Dataverse sent
+    none (the row already held the write, found by a read-back, or nothing was asked for)."""
+
+    found: bool = True
     row: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    outcomes: list[WriteOutcome]  # one per write, in order
-    requests: int  # HTTP requests (a $batch is one), retries and read-backs included
-
-
-@dataclass(frozen=True)
-class RowsResult:
-    rows: list[dict[str, Any] | None | DataverseError]  # one per id, in order: None when it does not exist
-    requests: int
-
-
-@dataclass(frozen=True)
-class QueriesResult:
-    rows: list[list[dict[str, Any]] | DataverseError]  # one per query, in order: the rows it matched
-    requests: int
-
-
-@dataclass(frozen=True)
-class WritesResult:
-    created: list[str | DataverseError]  # one per new row, in order: its id (Undetermined: look before redoing)
-    updated: list[WriteOutcome]  # one per update, in order
-    requests: int
 
 
 class DataverseClient:
@@ -96,6 +73,7 @@ class DataverseClient:
         max_concurrency: int = 8,
         sleep: Callable[[float], None] = time.sleep,
         gate: ThrottleGate | None = None,
+        sender: HttpSender | None = None,  # the wire; None: the requests sender (tests pass a scripted one)
     ) -> None:
         self._transport = Transport(
             url,
@@ -104,21 +82,28 @@ class DataverseClient:
             timeout=timeout,
             gate=gate or ThrottleGate(max_concurrency, sleep=sleep),
             sleep=sleep,
+            sender=sender,
         )
         self.url = self._transport.url
 
-    def update(self, table: str, row_id: str, changes: Mapping[str, Any], *, verify_first: bool = False) -> WriteResult:
+    def update(
+        self,
+        table: str,
+        row_id: str,
+        changes: Mapping[str, Any],
+        *,
+        verify_first: bool = False,
+        deadline: float | None = None,
+    ) -> Attempt[Written]:
         """PATCH ``changes`` onto an existing row; a missing row is reported, never created.
 
         ``verify_first``: an earlier delivery may have written it already (Service Bus delivers again), so the
-        row is read back first and not written twice.
+        row is read back first and not written twice. ``deadline`` (``time.monotonic()``): no retry starts, and
+        no wait at the throttle gate lasts, past it.
         """
-        [result], requests = self._transport.perform(
-            [_patch(Write(table, row_id, changes))], batch=False, verify_first=verify_first
-        )
-        if isinstance(result, DataverseError):
-            raise result
-        return WriteResult(found=result.status != 404, requests=requests)
+        operations = [_patch(Write(table, row_id, changes))]
+        done = self._transport.perform(operations, batch=False, verify_first=verify_first, deadline=deadline)
+        return done.items[0].map(_written)
 
     def update_many(
         self,
@@ -127,28 +112,23 @@ class DataverseClient:
         verify_first: bool = False,
         deadline: float | None = None,
         returning: Sequence[str] = (),
-    ) -> BatchResult:
+    ) -> Batch[Written]:
         """Apply many updates through ``$batch``, each with its own outcome; parts that succeeded are never
         sent again. No retry starts after ``deadline`` (``time.monotonic()``): what is left gets its error.
         ``returning``: columns each update answers with (``Prefer: return=representation``), so the write and the
         read of the row as written are one request."""
         operations = [_patch(w, returning) for w in writes]
-        results, requests = self._transport.perform(
-            operations, batch=True, verify_first=verify_first, deadline=deadline
+        return self._transport.perform(operations, batch=True, verify_first=verify_first, deadline=deadline).map(
+            _written
         )
-        return BatchResult([_outcome(r) for r in results], requests)
 
     def query_many(
         self, entity_set: str, filters: Sequence[str], select: Sequence[str], *, deadline: float | None = None
-    ) -> QueriesResult:
+    ) -> Batch[list[dict[str, Any]]]:
         """Many queries of one table through ``$batch`` (a ``$filter`` each), each with the rows it matched: the
         first page only (5,000 rows), plenty for the few rows a key-like filter matches."""
         operations = [Operation(Request("GET", _query_path(entity_set, select, where), {})) for where in filters]
-        results, requests = self._transport.perform(operations, batch=True, deadline=deadline)
-        rows: list[list[dict[str, Any]] | DataverseError] = [
-            r if isinstance(r, DataverseError) else list(json.loads(r.body).get("value", [])) for r in results
-        ]
-        return QueriesResult(rows, requests)
+        return self._transport.perform(operations, batch=True, deadline=deadline).map(_matched)
 
     def write_rows(
         self,
@@ -157,39 +137,31 @@ class DataverseClient:
         updates: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         deadline: float | None = None,
-    ) -> WritesResult:
+    ) -> Batch[str | Written]:
         """New rows (POST) and updates of existing ones (``If-Match: *``: (row id, changes)) of any table, together
-        in ``$batch``. An unanswered create is never sent again: it ends
-        :class:`~optout_core.dataverse.errors.Undetermined`, for the caller to look before creating again."""
+        in ``$batch``: first each new row's id, then each update's :class:`Written`. An unanswered create is never
+        sent again: it ends :class:`~optout_core.dataverse.errors.Undetermined`, for the caller to look before
+        creating again."""
         operations = [_post(entity_set, row) for row in creates]
         operations += [_patch_at(f"{API}/{entity_set}({row_id})", values) for row_id, values in updates]
-        results, requests = self._transport.perform(operations, batch=True, deadline=deadline)
-        created: list[str | DataverseError] = []
-        for result in results[: len(creates)]:
-            if isinstance(result, DataverseError):
-                created.append(result)
-                continue
-            try:  # a $batch part's header names are lower case
-                created.append(
-                    entity_id(result.headers.get("odata-entityid") or result.headers.get("OData-EntityId", ""))
-                )
-            except DataverseRejected as refused:
-                created.append(refused)
-        return WritesResult(created, [_outcome(r) for r in results[len(creates) :]], requests)
+        done = self._transport.perform(operations, batch=True, deadline=deadline)
+        items: list[Attempt[str | Written]] = []
+        for n, item in enumerate(done.items):
+            convert: Callable[[Response], str | Written] = _created if n < len(creates) else _written
+            items.append(item.map(convert))
+        return Batch[str | Written](tuple(items), done.requests)
 
-    def read_row(self, entity_set: str, row_id: str, select: Sequence[str] = ()) -> dict[str, Any] | None:
+    def read_row(
+        self, entity_set: str, row_id: str, select: Sequence[str] = (), *, deadline: float | None = None
+    ) -> dict[str, Any] | None:
         """GET one row with its annotations (formatted values, lookup tables); None when it does not exist."""
         query = f"?$select={','.join(select)}" if select else ""
         request = Request("GET", f"{API}/{entity_set}({row_id}){query}", {"Prefer": _ANNOTATIONS})
-        response = self._one(Operation(request, missing_ok=True))
-        if response.status == 404:
-            return None
-        row: dict[str, Any] = json.loads(response.body)
-        return row
+        return _row(self._one(Operation(request, missing_ok=True), deadline))
 
     def read_rows(
         self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
-    ) -> RowsResult:
+    ) -> Batch[dict[str, Any] | None]:
         """GET many rows with their annotations in ``$batch`` (one request per 1,000): each a row, None when it
         does not exist, or the error that ended its read."""
         query = f"?$select={','.join(select)}" if select else ""
@@ -197,14 +169,7 @@ class DataverseClient:
             Operation(Request("GET", f"{API}/{entity_set}({row_id}){query}", {"Prefer": _ANNOTATIONS}), missing_ok=True)
             for row_id in row_ids
         ]
-        results, requests = self._transport.perform(operations, batch=True, deadline=deadline)
-        rows: list[dict[str, Any] | None | DataverseError] = []
-        for result in results:
-            if isinstance(result, DataverseError):
-                rows.append(result)
-            else:
-                rows.append(None if result.status == 404 else json.loads(result.body))
-        return RowsResult(rows, requests)
+        return self._transport.perform(operations, batch=True, deadline=deadline).map(_row)
 
     # -- any table, for the administrator's commands and the consent write ---------------------------
 
@@ -242,10 +207,7 @@ class DataverseClient:
         """Update an existing row of any table (``If-Match: *``: never creates one); False when it is missing.
         ``unreadable``: columns Dataverse never returns (a SAS key), left out of a read-back's ``$select``."""
         operation = _patch_at(f"{API}/{entity_set}({row_id})", changes, unreadable=unreadable)
-        [result], _ = self._transport.perform([operation], batch=False)
-        if isinstance(result, DataverseError):
-            raise result
-        return result.status != 404
+        return self._one(operation).status != 404
 
     def delete(self, entity_set: str, row_id: str) -> bool:
         """Delete a row; False when it was already gone."""
@@ -260,11 +222,10 @@ class DataverseClient:
     def close(self) -> None:
         self._transport.close()
 
-    def _one(self, operation: Operation) -> Response:
-        [result], _ = self._transport.perform([operation], batch=False)
-        if isinstance(result, DataverseError):
-            raise result
-        return result
+    def _one(self, operation: Operation, deadline: float | None = None) -> Response:
+        response = self._transport.perform([operation], batch=False, deadline=deadline).items[0].get()
+        assert response is not None
+        return response
 
 
 def entity_id(header: str) -> str:
@@ -311,8 +272,22 @@ def _query_path(entity_set: str, select: Sequence[str], where: str | None, top: 
     return f"{API}/{entity_set}?{'&'.join(options)}"
 
 
-def _outcome(result: Response | DataverseError) -> WriteOutcome:
-    if isinstance(result, DataverseError):
-        return WriteOutcome(error=result)
-    row = json.loads(result.body) if result.status == 200 and result.body else None
-    return WriteOutcome(found=result.status != 404, row=row)
+def _written(response: Response) -> Written:
+    row = json.loads(response.body) if response.status == 200 and response.body else None
+    return Written(found=response.status != 404, row=row)
+
+
+def _row(response: Response) -> dict[str, Any] | None:
+    if response.status == 404:
+        return None
+    row: dict[str, Any] = json.loads(response.body)
+    return row
+
+
+def _matched(response: Response) -> list[dict[str, Any]]:
+    return list(json.loads(response.body).get("value", []))
+
+
+def _created(response: Response) -> str:
+    # a $batch part's header names are lower case
+    return entity_id(response.headers.get("odata-entityid") or response.headers.get("OData-EntityId", ""))

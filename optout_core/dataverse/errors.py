@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from typing import Self
 
 from optout_core.domain.errors import OptOutError, PermanentError, TransientError
 from optout_core.domain.retry import RetryPolicy
@@ -51,6 +52,20 @@ class DataverseError(OptOutError):
         self.request_id = request_id
         self.retry_after = retry_after
 
+    def counted(self, *, requests: int, attempts: int) -> Self:
+        """This error as one operation's end, with the requests and tries it took: a copy of its own, so one
+        failure that ends several operations is never shared, and an error is never changed once raised."""
+        return type(self)(
+            str(self),
+            status=self.status,
+            code=self.code,
+            message=self.message,
+            request_id=self.request_id,
+            retry_after=self.retry_after,
+            requests=requests,
+            attempts=attempts,
+        )
+
 
 class DataverseRejected(DataverseError, PermanentError):
     """400/403/405/412/413 or a repeated 401: the request itself or the configuration is wrong."""
@@ -58,6 +73,11 @@ class DataverseRejected(DataverseError, PermanentError):
 
 class DataverseUnavailable(DataverseError, TransientError):
     """429, 5xx, 408, timeouts or connection errors that outlived the retry policy."""
+
+
+class OutOfTime(DataverseUnavailable):
+    """The throttle gate would stay closed past the caller's time budget: the request was not sent, and the work
+    goes back to its queue (or to Service Bus) instead of outliving its message lock at the gate."""
 
 
 class SignInFailed(DataverseRejected):

@@ -71,26 +71,41 @@ class ThrottleGate:
         with self._lock:
             return max(0.0, self._resume_at - self._clock())
 
-    def __enter__(self) -> ThrottleGate:
+    def enter(self, deadline: float | None = None) -> bool:
+        """Wait for room, then count this request in flight (:meth:`leave` when it is answered). False, without
+        waiting, when the gate would stay closed past ``deadline`` (the gate's clock): a caller's time budget is
+        never spent queued here (a message's lock would expire while it waits)."""
         served = 0.0
         while True:  # wait out the pause; again if another 429 lengthened it meanwhile
             with self._lock:
                 target = self._resume_at
-                wait = target - self._clock()
+                now = self._clock()
+                wait = target - now
                 if target <= served or wait <= 0:
                     if self._in_flight < self._allowed:
                         self._in_flight += 1
                         self._request.recovering = self._allowed < self.max_concurrency
                         self._request.refused = False
-                        return self
-                    self._room.wait(_POLL_SECONDS)
+                        return True
+                    if deadline is not None and now >= deadline:
+                        return False
+                    self._room.wait(_POLL_SECONDS if deadline is None else min(_POLL_SECONDS, deadline - now))
                     continue
+                if deadline is not None and target > deadline:
+                    return False
             self._sleep(wait)
             served = target
 
-    def __exit__(self, *exc_info: object) -> None:
+    def leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
             if not getattr(self._request, "refused", False):  # answered (or failed) without a 429
                 self._allowed = min(self.max_concurrency, self._allowed + 1)
             self._room.notify_all()
+
+    def __enter__(self) -> ThrottleGate:
+        self.enter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.leave()

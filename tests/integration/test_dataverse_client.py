@@ -48,7 +48,7 @@ def client_for(standin, sleeps, credential=None, **policy):
 
 def test_update_patches_the_row_with_if_match_and_odata_headers(standin, sleeps):
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and result.requests == 1
+    assert result.value.found and result.requests == 1
     assert standin.row("contact", CONTACT)["donotbulkemail"] is True
     request = standin.requests[-1]
     assert request.method == "PATCH" and request.path == f"/api/data/v9.2/contacts({CONTACT})"
@@ -78,14 +78,14 @@ def test_tokens_are_reused_until_they_near_expiry(standin, sleeps):
 def test_a_missing_row_is_reported_and_never_created(make_standin, code, sleeps):
     standin = make_standin(not_found_code=code)
     result = client_for(standin, sleeps).update("contact", MISSING, {"donotbulkemail": True})
-    assert not result.found
+    assert not result.value.found
     assert standin.row("contact", MISSING) is None
     assert standin.client_bugs == []
 
 
 def test_an_unknown_column_is_rejected_permanently_with_the_web_api_error(standin, sleeps):
     with pytest.raises(DataverseRejected) as caught:
-        client_for(standin, sleeps).update("contact", CONTACT, {"x_nosuchcolumn": 1})
+        client_for(standin, sleeps).update("contact", CONTACT, {"x_nosuchcolumn": 1}).get()
     error = caught.value
     assert isinstance(error, PermanentError) and not error.retryable
     assert error.status == 400 and error.code == "0x0" and "x_nosuchcolumn" in error.message
@@ -96,7 +96,7 @@ def test_an_unknown_column_is_rejected_permanently_with_the_web_api_error(standi
 def test_a_missing_application_user_is_explained(make_standin, sleeps):
     standin = make_standin(app_user=False)
     with pytest.raises(DataverseRejected) as caught:
-        client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
+        client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).get()
     assert caught.value.status == 403 and caught.value.code == "0x80072560"
     assert "application user" in str(caught.value)
 
@@ -104,14 +104,14 @@ def test_a_missing_application_user_is_explained(make_standin, sleeps):
 def test_429_waits_the_full_retry_after_then_succeeds(standin, sleeps):
     standin.inject(Fault(status=429, retry_after=7))
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and result.requests == 2
+    assert result.value.found and result.requests == 2
     assert sleeps == [pytest.approx(7, abs=0.1)]  # waited at the process-wide gate
 
 
 def test_a_retry_after_beyond_the_limit_gives_the_message_back_without_waiting(standin, sleeps):
     standin.inject(Fault(status=429, retry_after=120))
     with pytest.raises(DataverseUnavailable) as caught:
-        client_for(standin, sleeps, max_retry_after=30).update("contact", CONTACT, {"donotbulkemail": True})
+        client_for(standin, sleeps, max_retry_after=30).update("contact", CONTACT, {"donotbulkemail": True}).get()
     assert isinstance(caught.value, TransientError) and caught.value.retryable
     assert caught.value.status == 429 and caught.value.retry_after == 120
     assert sleeps == []
@@ -122,35 +122,35 @@ def test_transient_statuses_back_off_and_retry(standin, sleeps, status, read_bac
     # After a gateway error (502/504) the write may have committed: the row is read back before writing again.
     standin.inject(Fault(status=status, method="PATCH"), times=2)
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and result.requests == 3 + read_backs
+    assert result.value.found and result.requests == 3 + read_backs
     assert [r.method for r in standin.requests].count("GET") == read_backs
     assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
 
 
 def test_a_dropped_connection_is_retried(standin, sleeps):
     standin.inject(Fault(drop=True))
-    assert client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).found
+    assert client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).value.found
     assert standin.row("contact", CONTACT)["donotbulkemail"] is True
 
 
 def test_a_read_timeout_is_retried(standin, sleeps):
     standin.inject(Fault(status=503, delay=3))  # answers only after the client's 2 s read timeout
     client = client_for(standin, sleeps)
-    assert client.update("contact", CONTACT, {"donotbulkemail": True}).found
+    assert client.update("contact", CONTACT, {"donotbulkemail": True}).value.found
     assert len(sleeps) == 1
 
 
 def test_a_write_whose_answer_was_lost_is_read_back_not_written_twice(standin, sleeps):
     standin.inject(Fault(drop=True, after=True))  # the PATCH commits, then the connection drops
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and result.requests == 2
+    assert result.value.found and result.requests == 2
     assert [r.method for r in standin.requests] == ["PATCH", "GET"]
     assert len(standin.writes) == 1
 
 
 def test_a_read_back_that_differs_writes_again(standin, sleeps):
     standin.inject(Fault(drop=True))  # dropped before the write: the row still says Allow
-    assert client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).found
+    assert client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True}).value.found
     assert [r.method for r in standin.requests] == ["PATCH", "GET", "PATCH"]
     assert len(standin.writes) == 1
 
@@ -159,11 +159,11 @@ def test_verify_first_skips_a_write_a_previous_delivery_already_made(standin, sl
     client = client_for(standin, sleeps)
     client.update("contact", CONTACT, {"donotbulkemail": True})
     again = client.update("contact", CONTACT, {"donotbulkemail": True}, verify_first=True)
-    assert again.found and again.requests == 1 and len(standin.writes) == 1
+    assert again.value.found and again.requests == 1 and len(standin.writes) == 1
     missing = client.update(
         "contact", "d4000000-0000-4000-8000-000000000004", {"donotbulkemail": True}, verify_first=True
     )
-    assert not missing.found
+    assert not missing.value.found
 
 
 def test_read_row_returns_annotations_or_none(standin, sleeps):
@@ -182,11 +182,11 @@ def test_read_row_returns_annotations_or_none(standin, sleeps):
     assert prefer == 'odata.include-annotations="*"'
 
 
-def test_exhausted_retries_raise_a_transient_error(standin, sleeps):
+def test_exhausted_retries_end_with_a_transient_error(standin, sleeps):
     standin.inject(Fault(status=503), times=10)
-    with pytest.raises(DataverseUnavailable) as caught:
-        client_for(standin, sleeps, attempts=3).update("contact", CONTACT, {"donotbulkemail": True})
-    assert caught.value.requests == 3 and len(sleeps) == 2
+    attempt = client_for(standin, sleeps, attempts=3).update("contact", CONTACT, {"donotbulkemail": True})
+    assert isinstance(attempt.error, DataverseUnavailable) and attempt.value is None
+    assert attempt.requests == 3 and attempt.attempts == 3 and len(sleeps) == 2
     assert standin.row("contact", CONTACT)["donotbulkemail"] is False
 
 
@@ -195,7 +195,7 @@ def test_an_expired_token_is_replaced_once_without_using_up_a_try(standin, sleep
     client = client_for(standin, sleeps, tokens, attempts=1)
     client.update("contact", CONTACT, {"donotbulkemail": False})
     standin.rotate_token("fresh-token")
-    assert client.update("contact", CONTACT, {"donotbulkemail": True}).found
+    assert client.update("contact", CONTACT, {"donotbulkemail": True}).value.found
     assert tokens.calls == 2 and sleeps == []
 
 
@@ -214,7 +214,7 @@ def test_a_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(standin, 
     client = client_for(standin, expire_token_during_pause(standin, sleeps), tokens)
     standin.inject(Fault(drop=True, after=True))  # the PATCH commits, the answer is lost, then the token expires
     result = client.update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and tokens.calls == 2 and len(sleeps) == 1
+    assert result.value.found and tokens.calls == 2 and len(sleeps) == 1
     assert len(standin.writes) == 1  # the read-back (401, then 200 with a fresh token) found the write: not resent
 
 
@@ -224,7 +224,7 @@ def test_a_batch_read_back_that_meets_a_401_gets_one_fresh_token_and_goes_on(sta
     client = client_for(standin, expire_token_during_pause(standin, sleeps), tokens)
     standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
     result = client.update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
-    assert all(o.found and o.error is None for o in result.outcomes) and tokens.calls == 2
+    assert all(o.error is None and o.value.found for o in result.items) and tokens.calls == 2
     assert len(standin.writes) == 3
 
 
@@ -241,7 +241,9 @@ def test_row_reads_and_whoami_get_one_fresh_token_too(standin, sleeps):
 
 def test_a_second_401_is_a_configuration_error(standin, sleeps):
     with pytest.raises(DataverseRejected) as caught:
-        client_for(standin, sleeps, Tokens("wrong", "still-wrong")).update("contact", CONTACT, {"donotbulkemail": True})
+        client_for(standin, sleeps, Tokens("wrong", "still-wrong")).update(
+            "contact", CONTACT, {"donotbulkemail": True}
+        ).get()
     assert caught.value.status == 401 and "DATAVERSE_URL" in str(caught.value)
 
 
@@ -281,8 +283,8 @@ def test_update_many_sends_one_batch_and_reports_each_write(standin, sleeps):
         Write("contact", MISSING, {"donotbulkemail": True})
     ]
     result = client_for(standin, sleeps).update_many(writes)
-    assert [o.found for o in result.outcomes] == [True, True, True, False]
-    assert all(o.error is None for o in result.outcomes)
+    assert [o.value.found for o in result.items] == [True, True, True, False]
+    assert all(o.error is None for o in result.items)
     assert result.requests == 1 and [r.path for r in standin.requests] == ["/api/data/v9.2/$batch"]
     assert all(standin.row("contact", i)["donotbulkemail"] is True for i in ids)
     assert standin.row("contact", MISSING) is None and standin.client_bugs == []
@@ -291,7 +293,7 @@ def test_update_many_sends_one_batch_and_reports_each_write(standin, sleeps):
 def test_update_many_splits_at_1000_operations(standin, sleeps):
     ids = seeded(standin, 1001)
     result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
-    assert result.requests == 2 and all(o.found for o in result.outcomes)
+    assert result.requests == 2 and all(o.value.found for o in result.items)
 
 
 def test_a_part_refused_for_good_fails_alone(standin, sleeps):
@@ -299,8 +301,8 @@ def test_a_part_refused_for_good_fails_alone(standin, sleeps):
     result = client_for(standin, sleeps).update_many(
         [Write("contact", ids[0], {"x_nosuchcolumn": 1}), Write("contact", ids[1], {"donotbulkemail": True})]
     )
-    assert isinstance(result.outcomes[0].error, DataverseRejected) and result.outcomes[0].error.code == "0x0"
-    assert result.outcomes[1].found and result.outcomes[1].error is None
+    assert isinstance(result.items[0].error, DataverseRejected) and result.items[0].error.code == "0x0"
+    assert result.items[1].value.found and result.items[1].error is None
     assert standin.row("contact", ids[1])["donotbulkemail"] is True
 
 
@@ -308,7 +310,7 @@ def test_a_throttled_part_is_sent_again_alone_after_its_retry_after(standin, sle
     ids = seeded(standin, 3)
     standin.inject(Fault(status=429, retry_after=4, inner=True, path_contains=ids[1]))
     result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
-    assert all(o.found and o.error is None for o in result.outcomes)
+    assert all(o.error is None and o.value.found for o in result.items)
     assert result.requests == 2 and sleeps == [pytest.approx(4, abs=0.1)]
     assert [
         len([op for op in standin.operations if op.batch == b]) for b in sorted({op.batch for op in standin.operations})
@@ -320,7 +322,7 @@ def test_a_batch_whose_answer_was_lost_is_read_back_and_nothing_is_written_twice
     ids = seeded(standin, 3)
     standin.inject(Fault(drop=True, after=True))  # the whole batch commits, then the connection drops
     result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
-    assert all(o.found for o in result.outcomes)
+    assert all(o.value.found for o in result.items)
     assert len(standin.writes) == 3 and result.requests == 2  # the batch, then one GET batch to read back
 
 
@@ -330,18 +332,18 @@ def test_a_batch_failing_transiently_throughout_reports_a_transient_error_per_wr
     result = client_for(standin, sleeps, attempts=3).update_many(
         [Write("contact", i, {"donotbulkemail": True}) for i in ids]
     )
-    assert all(isinstance(o.error, DataverseUnavailable) for o in result.outcomes)
+    assert all(isinstance(o.error, DataverseUnavailable) for o in result.items)
     assert result.requests == 3 and standin.writes == []
 
 
 def test_a_read_back_refused_for_good_rejects_at_once_with_dataverses_code_not_cannot_tell(standin, sleeps):
     client = client_for(standin, sleeps)
     result = client.update_many([Write("contact", CONTACT, {"x_nosuchcolumn": True})], verify_first=True)
-    [outcome] = result.outcomes
+    [outcome] = result.items
     assert isinstance(outcome.error, DataverseRejected) and outcome.error.code == "0x0"
     assert "x_nosuchcolumn" in str(outcome.error) and sleeps == [] and result.requests == 1
     with pytest.raises(DataverseRejected, match="x_nosuchcolumn"):
-        client.update("contact", CONTACT, {"x_nosuchcolumn": True}, verify_first=True)
+        client.update("contact", CONTACT, {"x_nosuchcolumn": True}, verify_first=True).get()
     assert standin.writes == []
 
 
@@ -353,7 +355,7 @@ def test_a_credential_that_cannot_sign_in_is_refused_with_what_check_connect_wou
             raise ClientAuthenticationError("AADSTS7000222: The provided client secret keys for app '…' are expired.")
 
     client = DataverseClient(standin.url, Expired(), retry=RetryPolicy(attempts=3), timeout=2, sleep=sleeps)
-    [outcome] = client.update_many([Write("contact", CONTACT, {"donotbulkemail": True})]).outcomes
+    [outcome] = client.update_many([Write("contact", CONTACT, {"donotbulkemail": True})]).items
     assert isinstance(outcome.error, SignInFailed) and "client secret has expired" in str(outcome.error)
     with pytest.raises(SignInFailed):
         client.whoami()
@@ -364,7 +366,7 @@ def test_no_retry_starts_after_the_deadline(standin, sleeps):
     standin.inject(Fault(status=429, retry_after=5))  # within max_retry_after: normally waited in process
     client = client_for(standin, sleeps, max_retry_after=30)
     result = client.update_many([Write("contact", CONTACT, {"donotbulkemail": True})], deadline=time.monotonic() + 1)
-    [outcome] = result.outcomes
+    [outcome] = result.items
     assert isinstance(outcome.error, DataverseUnavailable) and outcome.error.retry_after == 5
     assert sleeps == [] and result.requests == 1 and standin.writes == []
 
@@ -382,7 +384,7 @@ def test_a_refused_static_token_says_it_could_not_be_renewed(standin, sleeps):
 def test_an_answer_cut_off_mid_body_is_a_lost_answer_read_back_not_written_twice(standin, sleeps):
     standin.inject(Fault(cut=True, status=502))  # the PATCH commits, then its answer is cut off
     result = client_for(standin, sleeps).update("contact", CONTACT, {"donotbulkemail": True})
-    assert result.found and len(standin.writes) == 1
+    assert result.value.found and len(standin.writes) == 1
     assert [r.method for r in standin.requests][-1] == "GET"  # the read-back found the write
 
 
@@ -390,5 +392,5 @@ def test_a_batch_answer_cut_off_mid_body_is_read_back_not_written_twice(standin,
     ids = seeded(standin, 3)
     standin.inject(Fault(cut=True))  # the whole batch commits, then its answer is cut off
     result = client_for(standin, sleeps).update_many([Write("contact", i, {"donotbulkemail": True}) for i in ids])
-    assert all(o.found and o.error is None for o in result.outcomes)
+    assert all(o.error is None and o.value.found for o in result.items)
     assert len(standin.writes) == 3 and result.requests == 2

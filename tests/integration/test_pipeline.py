@@ -11,7 +11,11 @@ import pytest
 from optout_core.app import bounce, router
 from optout_core.app.opt_out import opt_out_batch
 from optout_core.app.services import Services
+from optout_core.app.settle import MESSAGE_BUDGET_SECONDS
+from optout_core.dataverse.auth import StaticTokenCredential
+from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseUnavailable
+from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.domain.model import Outcome
 from optout_core.domain.settings import Settings
 from optout_core.servicebus.envelopes import InboundMessage
@@ -337,3 +341,31 @@ def test_the_retry_after_cap_is_a_setting_that_reaches_the_client(standin):
     assert handled.outcome is Outcome.RESCHEDULED and "waiting 45 s" in handled.reason
     later = services.sender.messages("opt-out")[-1]
     assert 35 < (later.scheduled_enqueue_time - datetime.now(UTC)).total_seconds() <= 45
+
+
+def held_gate_client(standin, waits):
+    """A client whose process-wide gate another worker's 429 has closed for longer than a message's budget."""
+    gate = ThrottleGate(sleep=waits.append)
+    gate.hold(MESSAGE_BUDGET_SECONDS + 60)
+    return DataverseClient(standin.url, StaticTokenCredential("local-token"), gate=gate, sleep=waits.append)
+
+
+def test_a_single_message_is_put_back_instead_of_waiting_at_the_gate_past_its_lock(standin):
+    services = services_for(standin, BOUNCE_UPDATE=MARK_BOUNCED)
+    work = routed(services, activity="Hard Bounce")
+    waits = []
+    held = Services(services.settings, sender=services.sender, dataverse=held_gate_client(standin, waits))
+    handled = bounce.record_bounce(inbound(work.body), held)
+    assert handled.outcome is Outcome.RESCHEDULED and "throttle pause" in handled.reason
+    assert waits == [] and standin.writes == []  # nothing waited, nothing sent
+    later = services.sender.messages("bounce")[-1]
+    assert later.json()["reschedules"] == 1
+    assert bounce.record_bounce(inbound(later.body), services).outcome is Outcome.APPLIED  # the gate open again
+
+
+def test_a_trimmed_context_is_handed_back_instead_of_waiting_at_the_gate_past_its_lock(standin):
+    waits = []
+    held = Services(services_for(standin).settings, sender=InMemoryQueues(), dataverse=held_gate_client(standin, waits))
+    with pytest.raises(DataverseUnavailable, match="throttle pause"):
+        router.route(inbound(wire(campaign_log(trimmed=True))), held)
+    assert waits == [] and standin.requests == []

@@ -1251,7 +1251,7 @@ class RowGone:
     def __init__(self) -> None:
         self.reads: list[tuple] = []
 
-    def read_row(self, entity_set: str, log_id: str, select=()) -> None:
+    def read_row(self, entity_set: str, log_id: str, select=(), *, deadline=None) -> None:
         self.reads.append((entity_set, log_id))
         return None
 

@@ -122,4 +122,4 @@ def test_one_module_sends_http_requests():
         for p in (ROOT / "optout_core").rglob("*.py")
         if any(name.split(".")[0] in ("requests", "urllib3", "httpx") for name in imports(p))
     )
-    assert senders == ["optout_core/dataverse/transport.py"]
+    assert senders == ["optout_core/dataverse/sender.py"]

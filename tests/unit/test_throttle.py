@@ -179,3 +179,20 @@ def test_a_first_429_with_the_gate_open_is_waited_exactly():
     with gate:
         pass
     assert clock.sleeps == [5]
+
+
+def test_a_request_whose_deadline_the_pause_outlasts_is_not_let_in_and_does_not_wait():
+    clock = Clock()
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
+    gate.hold(300)
+    assert gate.enter(deadline=clock.now + 240) is False and clock.sleeps == []
+    assert gate.enter(deadline=clock.now + 301) is True and clock.sleeps == [300]
+    gate.leave()
+
+
+def test_a_request_queued_behind_the_one_slot_gives_up_at_its_deadline():
+    gate = ThrottleGate(1)
+    with gate:  # the one slot is taken and stays taken
+        assert gate.enter(deadline=time.monotonic() + 0.1) is False
+    assert gate.enter(deadline=time.monotonic() + 0.1) is True  # free again: let in
+    gate.leave()
