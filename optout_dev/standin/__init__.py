@@ -113,10 +113,10 @@ Modules, each with one reason to change: :mod:`.server` (:class:`DataverseStandI
 the front end), :mod:`.transport` (HTTP/1.1 server plumbing), :mod:`.webapi` (resources), :mod:`.store` (rows,
 versions, changesets), :mod:`.schema` (typed tables), :mod:`.presets` (the tables and seeds it knows),
 :mod:`.query` (reading rows), :mod:`.paging` (pages of a query), :mod:`.writes` (checking bodies),
-:mod:`.privileges` (privileges), :mod:`.metadata` and :mod:`.attributes` (``EntityDefinitions``), :mod:`.batch` and :mod:`.multipart` (running
-and framing ``$batch``), :mod:`.protection` (service protection), :mod:`.faults` (fault injection),
-:mod:`.recording` (recorded traffic), :mod:`.responses` (answers and errors), :mod:`.tables` (tables, columns,
-identities) and :mod:`.tls` (the certificate, from ``trustme``).
+:mod:`.privileges` (privileges), :mod:`.metadata` and :mod:`.attributes` (``EntityDefinitions``), :mod:`.batch`
+and :mod:`.multipart` (running and framing ``$batch``), :mod:`.protection` (service protection), :mod:`.faults`
+(fault injection), :mod:`.recording` (recorded traffic), :mod:`.responses` (answers and errors), :mod:`.tables`
+(tables, columns, identities) and :mod:`.tls` (the certificate, from ``trustme``).
 """
 
 from optout_dev.standin.batch import MAX_BATCH_OPERATIONS
