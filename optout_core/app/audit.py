@@ -29,6 +29,7 @@ from optout_core.domain.audit import (
     Status,
     UnresolvedLog,
     Window,
+    choice_options,
     evidence_row,
     findings,
     honoured,
@@ -42,7 +43,6 @@ from optout_core.domain.settings import Settings
 
 AUDIT = "OptOutAudit"  # the name its outcome lines carry
 PAGE_SIZE = 5000  # the Web API's largest page (page-results: larger preferences are ignored)
-_LABEL_LANGUAGE = 1033
 
 
 class AuditClient(Dataverse, Protocol):
@@ -214,15 +214,12 @@ def _opt_out_codes(settings: Settings, client: AuditClient) -> tuple[frozenset[i
     if not types.labels:
         return types.codes, 0
     table, column = settings.campaign_log_table, settings.activity_type_column
-    from optout_core.cli.schema import options_of  # the metadata's documented shape, parsed in one place
-
     answer = client.get(
         f"EntityDefinitions(LogicalName='{table}')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
-        f"?$select=LogicalName&$expand=OptionSet($select=Options),GlobalOptionSet($select=Options)"
-        f"&LabelLanguages={_LABEL_LANGUAGE}",
+        "?$select=LogicalName&$expand=OptionSet($select=Options),GlobalOptionSet($select=Options)",
         missing_ok=True,
     )
     for item in (answer or {}).get("value", ()):
         if isinstance(item, dict) and item.get("LogicalName") == column:
-            return opt_out_codes(((o.value, o.label) for o in options_of(item)), settings), 1
+            return opt_out_codes(choice_options(item), settings), 1
     return None, 1

@@ -62,6 +62,26 @@ def opt_out_codes(options: Iterable[tuple[int, str]], settings: Settings) -> fro
     return frozenset(code for code, label in options if type_route(label, code, settings) == Route.OPT_OUT.value)
 
 
+def choice_options(attribute: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(code, label) of each option in a choice column's metadata (``PicklistAttributeMetadata`` with its local
+    ``OptionSet`` or its ``GlobalOptionSet`` expanded), every label of each option: the router matches any."""
+    found: list[tuple[int, str]] = []
+    for key in ("OptionSet", "GlobalOptionSet"):
+        option_set = attribute.get(key)
+        for option in option_set.get("Options") or () if isinstance(option_set, Mapping) else ():
+            if not isinstance(option, Mapping) or not isinstance(option.get("Value"), int):
+                continue
+            label = option.get("Label")
+            texts = (
+                [label.get("UserLocalizedLabel")] + list(label.get("LocalizedLabels") or ())
+                if isinstance(label, Mapping)
+                else []
+            )
+            labels = {str(t["Label"]) for t in texts if isinstance(t, Mapping) and t.get("Label")}
+            found += [(option["Value"], text) for text in sorted(labels)] or [(option["Value"], "")]
+    return found
+
+
 def log_filter(settings: Settings, window: Window, codes: Iterable[int] | None) -> str:
     """The ``$filter`` of the window's campaign logs; with ``codes`` (a choice column) only those activity types.
     Without them (a text or lookup column, whose values a filter cannot match as the router does: ignoring case,
