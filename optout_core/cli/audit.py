@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 from optout_core.app.outcome import mask_emails
 from optout_core.domain.audit import CSV_HEADER, Report, Window, iso, parse_when
 from optout_core.domain.errors import SettingsError
+from optout_core.domain.model import Recipient
 from optout_core.domain.settings import Settings
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ def _print(report: Report, out: TextIO) -> None:
     for name, count in counts:
         print(f"  {name:<24}{count:>10,}", file=out)
     rows = [
-        *((f.recipient.table, f.recipient.id, "not honoured when read", len(f.log_ids)) for f in report.not_honoured),
+        *((f.recipient.table, f.recipient.id, _wanting(f.recipient, report), len(f.log_ids))
+          for f in report.not_honoured),
         *((f.recipient.table, f.recipient.id, "recipient missing", len(f.log_ids)) for f in report.recipient_missing),
         *((f.recipient.table, f.recipient.id, f"failed: {f.reason}", "") for f in report.failed),
         *(("log", u.log_id, f"unresolved: {u.reason}", 1) for u in report.unresolved),
@@ -133,5 +135,23 @@ def _print(report: Report, out: TextIO) -> None:
             print(f"  {table:<8} {row_id:<36}  {logs!s:>5}  {mask_emails(finding)[:200]}", file=out)
         if len(rows) > _SHOWN:
             print(f"  … {len(rows) - _SHOWN} more (--json or --csv list every one)", file=out)
-    verdict = "every opt-out of the window is honoured" if report.clean else "NOT every opt-out is honoured"
-    print(f"\n{verdict}", file=out)
+    if report.clean:
+        print("\nevery opt-out of the window is honoured", file=out)
+        return
+    why = [
+        f"{report.left} recipient(s) not honoured (--fix writes them)" if report.left else "",
+        f"{len(report.failed)} failed" if report.failed else "",
+        f"{len(report.unresolved)} log(s) name no recipient the router can resolve" if report.unresolved else "",
+    ]
+    print(f"\nNOT every opt-out is honoured: {'; '.join(w for w in why if w)}", file=out)
+
+
+def _wanting(recipient: Recipient, report: Report) -> str:
+    """A recipient found not honoured: still so (dry run), or what its repair did."""
+    if report.dry_run:
+        return "not honoured"
+    if any(f.recipient == recipient for f in report.failed):
+        return "not honoured; repair failed"
+    if any(f.recipient == recipient for f in report.recipient_missing):
+        return "not honoured; deleted before its repair"
+    return "not honoured; fixed"

@@ -196,6 +196,22 @@ def test_a_429_on_a_page_and_a_503_on_a_recipient_read_change_nothing_in_the_res
     assert len(throttled) == 1 and asked.count(throttled[0]) == 2
 
 
+def test_fix_also_records_the_consent_when_the_consent_write_is_on(make_standin) -> None:
+    from optout_dev.standin.presets import COMMERCIAL_PURPOSE_ID
+
+    server: DataverseStandIn = make_standin(campaign_log=True, recipients={}, presets=("journeys",))
+    contacts = _contacts(server, 2, opted_out={0})
+    for n in range(2):
+        _log(server, n, "2025-11-10T10:00:00Z", concep_contactid=contacts[n])
+
+    report = _audit(server, fix=True, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID)
+
+    assert report.fixed == 1 and report.clean
+    consents = server.rows("msdynmkt_contactpointconsent4")
+    assert [r["msdynmkt_contactpointvalue"] for r in consents.values()] == [f"person1{ADDRESS}"]
+    assert [r["msdynmkt_value"] for r in consents.values()] == [534120002]  # Opted Out
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -231,7 +247,7 @@ def test_the_command_reports_drift_with_exit_1_repairs_it_with_exit_0_and_never_
         report["not_honoured"] == [{"table": "contact", "id": contacts[n], "log_ids": [logs[n]]} for n in (1, 2)]
         and report["dry_run"]
     )
-    assert "not honoured when read" in human.stdout and contacts[1] in human.stdout
+    assert f"{contacts[1]}      1  not honoured\n" in human.stdout and "NOT every opt-out is honoured" in human.stdout
     assert json.loads(fixed.stdout)["fixed"] == 2
     assert '"outcome": "applied"' in fixed.stderr and fixed.stderr.count('"function": "OptOutAudit"') == 2
     with evidence.open(newline="") as handle:
