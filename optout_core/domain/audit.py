@@ -22,6 +22,7 @@ from optout_core.domain.routing import RowRequest, decide_row, type_route
 from optout_core.domain.settings import Settings
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_NOT_DECIDED = frozenset({"createdon", "@odata.etag"})
 
 
 def parse_when(text: str) -> datetime:
@@ -156,15 +157,14 @@ class LogReader:
         log_id = str(row.get(self.primary_key) or "").lower()
         context = TrimmedContext("Create", self.settings.campaign_log_table, log_id, None, None, None)
         request = RowRequest(self.settings.campaign_log_entity_set, log_id, (), context)
-        decision = decide_row(request, row, self._router)
+        # The Web API answers createdon in ISO 8601 UTC already: the decision need not convert it again.
+        decision = decide_row(request, {k: v for k, v in row.items() if k not in _NOT_DECIDED}, self._router)
         if decision.route is not Route.OPT_OUT:
             return None
         label = decision.activity_type.name if decision.activity_type else None
         created = row.get("createdon")
         created_on = str(created) if created is not None else None
         if decision.outcome is Outcome.ROUTED and decision.recipient is not None:
-            if decision.work_item is not None and decision.work_item.occurred_on:
-                created_on = decision.work_item.occurred_on
             return OptOutLog(log_id, created_on, label, decision.recipient)
         return UnresolvedLog(log_id, created_on, label, decision.reason or "the router could not name a recipient")
 
