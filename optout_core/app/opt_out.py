@@ -17,7 +17,9 @@ own outcome, and settlement stays per message although the host settles the batc
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from optout_core.app.consent import restated, write_consent
 from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
@@ -31,6 +33,10 @@ from optout_core.domain.routing import row_select
 from optout_core.domain.verification import verified
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage
+
+if TYPE_CHECKING:
+    from optout_core.app.services import Dataverse
+    from optout_core.domain.settings import Settings
 
 # Opt-outs of one recipient in one batch: (message index, its record so far, its work item).
 _Group = list[tuple[int, OutcomeRecord, WorkItem]]
@@ -85,6 +91,59 @@ def opt_out_batch(msgs: Sequence[InboundMessage], services: Services) -> list[Ou
     return [r for r in results if r is not None]
 
 
+@dataclass(frozen=True)
+class RecipientWrite:
+    """How one recipient's opt-out write ended: its row was found (False: deleted, nothing created), the error that
+    ended the write, and with consent on the consent write's tally or error (None when the row was not written)."""
+
+    found: bool
+    error: DataverseError | None = None
+    consent: Tally | DataverseError | None = None
+
+    def failure(self, wrote: str) -> DataverseError | None:
+        """The error that leaves this opt-out unfinished: the write's, or the consent write's restated."""
+        if self.error is not None:
+            return self.error
+        if isinstance(self.consent, DataverseError):
+            return restated(self.consent, f"wrote {wrote}, but the consent write failed: {self.consent}")
+        return None
+
+
+def write_opt_outs(
+    recipients: Sequence[Recipient],
+    log_ids: Mapping[Recipient, str],
+    settings: Settings,
+    dataverse: Dataverse,
+    *,
+    verify_first: bool = False,
+    deadline: float | None = None,
+) -> tuple[list[RecipientWrite], int]:
+    """OPT_OUT_UPDATE onto each recipient once (update-only ``$batch`` PATCH), then the consent write when it is on:
+    one result per recipient, in order, and the requests it took. ``log_ids``: the campaign log each recipient's
+    consent record names. BulkEmailOptOut and the audit's repair both write through here."""
+    from optout_core.dataverse.client import Write  # the client module loads with the first batch, not at indexing
+
+    consent = settings.consent
+    writes = [Write(r.table, r.id, settings.opt_out_update) for r in recipients]
+    # With consent on, the addresses come back with the write: one request for both.
+    returning = consent.address_columns if consent.enabled else ()
+    result = dataverse.update_many(writes, verify_first=verify_first, deadline=deadline, returning=returning)
+    requests = result.requests
+    consents: dict[Recipient, Tally | DataverseError] = {}
+    if consent.enabled:
+        done = {
+            r: outcome.value.row
+            for r, outcome in zip(recipients, result.items, strict=True)
+            if outcome.value is not None and outcome.value.found
+        }
+        written = write_consent(done, {r: log_ids[r] for r in done}, consent, dataverse, deadline=deadline)
+        consents, requests = written.by_recipient, requests + written.requests
+    return [
+        RecipientWrite(outcome.value is not None and outcome.value.found, outcome.error, consents.get(r))
+        for r, outcome in zip(recipients, result.items, strict=True)
+    ], requests
+
+
 def _write_groups(
     groups: dict[tuple[str, str], _Group],
     msgs: Sequence[InboundMessage],
@@ -94,58 +153,34 @@ def _write_groups(
     started: float,
     deadline: float,
 ) -> None:
-    from optout_core.dataverse.client import Write  # the client module loads with the first batch, not at indexing
-
-    update = services.settings.opt_out_update
     consent = services.settings.consent
-    writes = [Write(table, row_id, update) for table, row_id in groups]
     # A redelivered or put-back work item may have been applied by an attempt whose answer was lost:
     # the batch then reads the rows back first (one GET batch) and writes only what is missing.
     again = any(
         (msgs[i].delivery_count or 1) > 1 or item.reschedules for members in groups.values() for i, _, item in members
     )
-    consents: dict[Recipient, Tally | DataverseError] = {}
-    # With consent on, the addresses come back with the write: one request for both.
-    returning = consent.address_columns if consent.enabled else ()
-    result = services.dataverse.update_many(writes, verify_first=again, deadline=deadline, returning=returning)
-    requests = result.requests  # the batch's requests are reported once, on its first message
-    if consent.enabled:
-        done = {
-            Recipient(*key): (outcome.value.row, members[0][2].log_id)
-            for (key, members), outcome in zip(groups.items(), result.items, strict=True)
-            if outcome.value is not None and outcome.value.found
-        }
-        written = write_consent(
-            {r: row for r, (row, _) in done.items()},
-            {r: log_id for r, (_, log_id) in done.items()},
-            consent,
-            services.dataverse,
-            deadline=deadline,
-        )
-        consents, requests = written.by_recipient, requests + written.requests
-    wrote = ", ".join(update)
-    for (key, members), outcome in zip(groups.items(), result.items, strict=True):
+    recipients = [Recipient(*key) for key in groups]
+    log_ids = {r: members[0][2].log_id for r, members in zip(recipients, groups.values(), strict=True)}
+    written, requests = write_opt_outs(
+        recipients, log_ids, services.settings, services.dataverse, verify_first=again, deadline=deadline
+    )  # the batch's requests are reported once, on its first message
+    wrote = ", ".join(services.settings.opt_out_update)
+    for members, outcome in zip(groups.values(), written, strict=True):
+        failed = outcome.failure(wrote)
         for index, record, item in members:
             record = record.but(dataverse_requests=record.dataverse_requests + requests)
             requests = 0
-            if outcome.error is not None:
+            if failed is not None:
                 # Not finished: a put-back copy, or a redriven one, must still run.
-                results[index] = after_failure(record, item, msgs[index], outcome.error, services, started)
+                results[index] = after_failure(record, item, msgs[index], failed, services, started)
                 continue
-            found = outcome.value is not None and outcome.value.found
-            reason = None if found else recipient_missing(item)
+            reason = None if outcome.found else recipient_missing(item)
             if consent.enabled:
-                written_consent = consents.get(Recipient(*key))
-                if isinstance(written_consent, DataverseError):  # put back or kept; its next try lists first
-                    failed = restated(
-                        written_consent, f"wrote {wrote}, but the consent write failed: {written_consent}"
-                    )
-                    results[index] = after_failure(record, item, msgs[index], failed, services, started)
-                    continue
-                reason = written_consent.describe(wrote) if written_consent else f"{reason}; no consent record written"
+                tally = outcome.consent
+                reason = tally.describe(wrote) if isinstance(tally, Tally) else f"{reason}; no consent record written"
             if len(members) > 1:
                 reason = (reason + "; " if reason else "") + f"one write for {len(members)} opt-outs of this recipient"
-            name = Outcome.APPLIED if found else Outcome.RECIPIENT_MISSING
+            name = Outcome.APPLIED if outcome.found else Outcome.RECIPIENT_MISSING
             results[index] = log_outcome(record.but(outcome=name, reason=reason), started)
             finished.add(item.key)
 

@@ -7,6 +7,7 @@ check [--connect] [--json]                       validate the settings; with --c
 discover [--table NAME] [--json]                 read Dataverse's metadata and propose the campaign log settings
 setup [--dry-run] [--json] [--deactivate-workflows] [--remove]   register the endpoint and step in Dataverse
 redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
+audit --since WHEN [--until WHEN] [--fix] [--json] [--csv FILE]   prove every opt-out of a window is honoured
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optout_core.cli.redrive import add_arguments as add_redrive_arguments
 
     add_redrive_arguments(redrive)
+    audit = commands.add_parser("audit", help="prove every opt-out of a window is honoured; --fix repairs the rest")
+    from optout_core.cli.audit import add_arguments as add_audit_arguments
+
+    add_audit_arguments(audit)
     args = parser.parse_args(argv)
     # Outcome lines are for operators' log pipelines; on a terminal the commands print their own summary.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s", stream=sys.stderr)
@@ -88,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from optout_core.cli.redrive import redrive as run_redrive
 
         return run_redrive(args, settings, os.environ, out=sys.stdout, err=sys.stderr)
+    if args.command == "audit":
+        from optout_core.cli.audit import audit as run_audit
+
+        return run_audit(args, settings, out=sys.stdout, err=sys.stderr)
     bodies = _read(args.files)
     if bodies is None:
         return 2

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -194,6 +194,29 @@ class DataverseClient:
             link = page.get("@odata.nextLink")
             path = link[len(self.url) :] if isinstance(link, str) and link.startswith(self.url) else None
         return rows
+
+    def pages(
+        self, entity_set: str, *, select: Sequence[str], where: str | None, page_size: int = 5000
+    ) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """The rows matching ``where`` one page at a time (``Prefer: odata.maxpagesize``), each with the requests it
+        took: ``@odata.nextLink`` is followed exactly as given, and a retried page (a 429) asks the same link again.
+        """
+        prefer = {"Prefer": f"odata.maxpagesize={page_size},{_ANNOTATIONS}"}
+        options = [f"$select={','.join(select)}"] if select else []  # no $select: every column
+        options += [f"$filter={quote(where, safe=_SAFE)}"] if where else []
+        path: str | None = f"{API}/{entity_set}" + (f"?{'&'.join(options)}" if options else "")
+        while path is not None:
+            done = self._transport.perform([Operation(Request("GET", path, prefer))], batch=False)
+            response = done.items[0].get()
+            assert response is not None
+            page = json.loads(response.body)
+            yield list(page.get("value", [])), done.requests
+            link = page.get("@odata.nextLink")
+            if link is None:
+                return
+            if not (isinstance(link, str) and link.startswith(self.url + "/")):
+                raise DataverseRejected(f"Dataverse's @odata.nextLink is not under {self.url}: {str(link)[:200]!r}")
+            path = link[len(self.url) :]
 
     def create(self, entity_set: str, values: Mapping[str, Any]) -> str:
         """POST a new row; its id (from ``OData-EntityId``). An unanswered create is never sent again (it could

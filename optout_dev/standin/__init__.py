@@ -27,10 +27,13 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   only with ``<navigation>@odata.bind: "/<entityset>(<guid>)"`` (``_x_value`` in a body -> 400; an
   undeclared navigation property, case included -> 400; a bind to a missing row -> 404 ``0x80040217``
   "<table> With Id = <guid> Does Not Exist").
-* ``GET <entityset>`` (collection): ``$select``, ``$filter`` of ``property eq|ne literal`` clauses joined by
-  ``and`` (text compared case-insensitively, as in Dataverse; a literal of the wrong type -> 400; a malformed
-  clause, such as a text value sent unquoted -> 400 ``0x80060888`` "Syntax error at position ...") and
-  ``$top``; ``{"@odata.context", "value": [...]}`` with the primary key always included; no paging.
+* ``GET <entityset>`` (collection): ``$select``, ``$filter`` of ``property eq|ne|gt|ge|lt|le literal`` clauses
+  joined by ``and``, one of them possibly a parenthesised group joined by ``or`` (text compared
+  case-insensitively, as in Dataverse; a date-time literal unquoted; a literal of the wrong type -> 400; a
+  malformed clause, such as a text value sent unquoted -> 400 ``0x80060888`` "Syntax error at position ...") and
+  ``$top``; ``{"@odata.context", "value": [...]}`` with the primary key always included. Server-driven paging
+  (:mod:`.paging`): pages of ``Prefer: odata.maxpagesize`` rows (``Preference-Applied``; default and limit 5,000)
+  in primary key order, ``@odata.nextLink`` with a paging-cookie ``$skiptoken``.
 * ``POST <entityset>``: 204 with ``OData-EntityId`` (201 and the row with ``Prefer: return=representation``);
   a client-supplied primary key is honoured (412 ``0x80040237`` when taken); defaults filled (choices with a
   default, statecode/statuscode, the owner = the caller); a missing SystemRequired column -> 400.
@@ -88,7 +91,7 @@ Deliberate deviations, each one loud rather than silently different:
 * The real service upserts on a PATCH without ``If-Match`` (creating a missing row) and creates on
   ``If-None-Match: *``. The stand-in never creates rows: it answers 400 ``STANDIN_UPSERT`` (resp.
   412) and appends a description to :attr:`DataverseStandIn.client_bugs`.
-* Features the real service has but the stand-in does not model (``UpdateMultiple``, ``or``/functions in
+* Features the real service has but the stand-in does not model (``UpdateMultiple``, functions and ``not`` in
   ``$filter``, ``$orderby``, ``$expand`` on rows, PUT, alternate keys, binds to tables it does not serve
   such as ``plugintype``, ``email`` or ``systemuser``, other metadata, other API versions) answer 501
   ``STANDIN_UNSUPPORTED`` (or 404 outside ``/api/data/v9.2/``) instead of guessing.
@@ -112,11 +115,11 @@ Deliberate deviations, each one loud rather than silently different:
 Modules, each with one reason to change: :mod:`.server` (:class:`DataverseStandIn`: lifecycle, state for tests,
 the front end), :mod:`.transport` (HTTP/1.1 server plumbing), :mod:`.webapi` (resources), :mod:`.store` (rows,
 versions, changesets), :mod:`.schema` (typed tables), :mod:`.presets` (the tables and seeds it knows),
-:mod:`.query` (reading rows), :mod:`.writes` (checking bodies), :mod:`.privileges` (privileges),
-:mod:`.metadata` and :mod:`.attributes` (``EntityDefinitions``), :mod:`.batch` and :mod:`.multipart` (running
-and framing ``$batch``), :mod:`.protection` (service protection), :mod:`.faults` (fault injection),
-:mod:`.recording` (recorded traffic), :mod:`.responses` (answers and errors), :mod:`.tables` (tables, columns,
-identities) and :mod:`.tls` (the certificate, from ``trustme``).
+:mod:`.query` (reading rows), :mod:`.paging` (pages of a query), :mod:`.writes` (checking bodies),
+:mod:`.privileges` (privileges), :mod:`.metadata` and :mod:`.attributes` (``EntityDefinitions``), :mod:`.batch`
+and :mod:`.multipart` (running and framing ``$batch``), :mod:`.protection` (service protection), :mod:`.faults`
+(fault injection), :mod:`.recording` (recorded traffic), :mod:`.responses` (answers and errors), :mod:`.tables`
+(tables, columns, identities) and :mod:`.tls` (the certificate, from ``trustme``).
 """
 
 from optout_dev.standin.batch import MAX_BATCH_OPERATIONS

@@ -1,13 +1,16 @@
 """Reading rows (docs/dataverse-webapi.md §8, docs/dataverse-admin.md): ``$select`` of readable properties (lookups
-as ``_x_value``), a ``$filter`` of ``property eq|ne literal`` clauses joined by ``and``, ``$top``, and the JSON a
-row is answered with. Anything richer answers 501."""
+as ``_x_value``), a ``$filter`` of ``property eq|ne|gt|ge|lt|le literal`` clauses joined by ``and``, each clause or a
+parenthesised group of clauses joined by ``or`` (Microsoft Learn, "Filter rows using OData": comparison, logical and
+grouping operators), ``$top``, and the JSON a row is answered with. Anything richer answers 501."""
 
 from __future__ import annotations
 
 import copy
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from optout_dev.standin.responses import Response, error, unsupported
@@ -15,12 +18,16 @@ from optout_dev.standin.schema import LOOKUP_TYPES, Column, Table
 from optout_dev.standin.tables import GUID
 
 LOOKUP_TABLE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+_DATE_TIME = r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:\d{2}))?"
 _LITERAL = (
-    r"'(?:[^']|'')*'|true|false|null|-?\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"'(?:[^']|'')*'|true|false|null|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    rf"|{_DATE_TIME}|-?\d+"
 )
-_CLAUSE = re.compile(rf"\s*([A-Za-z_]\w*)\s+(eq|ne)\s+({_LITERAL})\s*")
-# Valid OData the stand-in does not model (other operators, functions, grouping): 501, not a guess.
-_RICHER = re.compile(r"\b(?:or|not|gt|ge|lt|le|has|in|any|all)\b|[()/]", re.IGNORECASE)
+_CLAUSE = re.compile(rf"\s*([A-Za-z_]\w*)\s+(eq|ne|gt|ge|lt|le)\s+({_LITERAL})\s*")
+_ORDER = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+_KIND = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual", "lt": "LessThan"}
+# Valid OData the stand-in does not model (other operators, functions, nested grouping): 501, not a guess.
+_RICHER = re.compile(r"\b(?:or|not|has|in|any|all)\b|[()/]", re.IGNORECASE)
 # A malformed $filter: ODataLib's ExpressionLexer_SyntaxError text, "Syntax error at position {0} in '{1}'."
 # (OData/odata.net, Microsoft.OData.Core resources), under the code Dataverse also uses for query syntax
 # (docs/dataverse-webapi.md §8; its name is unconfirmed). The position is where the first malformed clause starts.
@@ -37,18 +44,33 @@ def no_property(table: str, name: str) -> Response:
 @dataclass(frozen=True)
 class Condition:
     column: Column
-    equal: bool  # eq (True) or ne
+    op: str  # eq, ne, gt, ge, lt, le
     value: Any
 
     def holds(self, row: Mapping[str, Any]) -> bool:
-        stored = row.get(self.column.read_name)
+        stored: Any = row.get(self.column.read_name)
+        value: Any
         if isinstance(stored, str) and isinstance(self.value, str):  # Dataverse compares text case-insensitively
-            same = stored.casefold() == self.value.casefold()
+            stored, value = stored.casefold(), self.value.casefold()
+        elif isinstance(self.value, datetime) and isinstance(stored, str):
+            stored, value = _moment(stored), self.value
         else:
-            same = stored == self.value
-        if not self.equal and stored is None and self.value is not None:
+            value = self.value
+        if self.op in _ORDER:  # SQL: an ordering comparison with null is never true
+            return stored is not None and value is not None and bool(_ORDER[self.op](stored, value))
+        if self.op == "ne" and stored is None and value is not None:
             return False  # SQL's <>: a null column matches no 'ne' of a value
-        return same == self.equal
+        return bool(stored == value) == (self.op == "eq")
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A parenthesised group of conditions joined by ``or``."""
+
+    conditions: tuple[Condition, ...]
+
+    def holds(self, row: Mapping[str, Any]) -> bool:
+        return any(condition.holds(row) for condition in self.conditions)
 
 
 def selection(table: Table, query: Mapping[str, list[str]], allowed: frozenset[str]) -> list[str] | Response:
@@ -68,33 +90,53 @@ def selection(table: Table, query: Mapping[str, list[str]], allowed: frozenset[s
     return selected
 
 
-def parse_filter(table: Table, text: str) -> list[Condition] | Response:
-    """``property eq|ne literal`` clauses joined by ``and``; a literal of the wrong kind is a 400 as in OData."""
-    conditions: list[Condition] = []
-    for clause in re.split(r"\s+and\s+", text.strip()):
-        match = _CLAUSE.fullmatch(clause)
-        if match is None:
-            if _RICHER.search(re.sub(r"'(?:[^']|'')*'", "''", clause)) is None:
-                position = max(text.find(clause.strip()), 0)
-                return error(400, QUERY_SYNTAX, f"Syntax error at position {position} in '{text}'.")
-            return unsupported(
-                f"The $filter '{text}' (only 'property eq|ne literal' clauses joined by 'and' are modelled)"
-            )
-        name, operator, literal = match.groups()
-        column = table.by_read_name(name)
-        if column is None:
-            return no_property(table.name, name)
-        value = _literal(literal)
-        if not _fits(column, value, literal):
-            found = "Edm.String" if literal.startswith("'") else _kind(value)
-            return error(
-                400,
-                "0x80060888",
-                "A binary operator with incompatible types was detected. Found operand types "
-                f"'{_edm(column)}' and '{found}' for operator kind '{'Equal' if operator == 'eq' else 'NotEqual'}'.",
-            )
-        conditions.append(Condition(column, operator == "eq", value))
-    return conditions
+def parse_filter(table: Table, text: str) -> list[Condition | AnyOf] | Response:
+    """Clauses joined by ``and``, each ``property op literal`` or ``(clause or clause ...)``; a literal of the wrong
+    kind is a 400 as in OData."""
+    terms: list[Condition | AnyOf] = []
+    for term in re.split(r"\s+and\s+", text.strip()):
+        term = term.strip()
+        group = term.startswith("(") and term.endswith(")")
+        conditions: list[Condition] = []
+        for clause in re.split(r"\s+or\s+", term[1:-1]) if group else [term]:
+            condition = _condition(table, text, clause)
+            if isinstance(condition, Response):
+                return condition
+            conditions.append(condition)
+        terms.append(AnyOf(tuple(conditions)) if group else conditions[0])
+    return terms
+
+
+def _condition(table: Table, text: str, clause: str) -> Condition | Response:
+    match = _CLAUSE.fullmatch(clause)
+    if match is None:
+        if _RICHER.search(re.sub(r"'(?:[^']|'')*'", "''", clause)) is None:
+            position = max(text.find(clause.strip()), 0)
+            return error(400, QUERY_SYNTAX, f"Syntax error at position {position} in '{text}'.")
+        return unsupported(
+            f"The $filter '{text}' (only 'property eq|ne|gt|ge|lt|le literal' clauses joined by 'and', or by 'or' "
+            "inside one pair of parentheses, are modelled)"
+        )
+    name, op, literal = match.groups()
+    column = table.by_read_name(name)
+    if column is None:
+        return no_property(table.name, name)
+    value = _literal(literal)
+    if not _fits(column, value, literal):
+        found = "Edm.String" if literal.startswith("'") else _kind(value)
+        return error(
+            400,
+            "0x80060888",
+            "A binary operator with incompatible types was detected. Found operand types "
+            f"'{_edm(column)}' and '{found}' for operator kind '{_KIND.get(op, 'LessThanOrEqual')}'.",
+        )
+    return Condition(column, op, value)
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 date or date-time as UTC (a date alone is its midnight)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _literal(literal: str) -> Any:
@@ -106,12 +148,16 @@ def _literal(literal: str) -> Any:
         return None
     if GUID.fullmatch(literal):
         return literal.lower()
+    if re.fullmatch(_DATE_TIME, literal):
+        return _moment(literal)
     return int(literal)
 
 
 def _fits(column: Column, value: Any, literal: str) -> bool:
     if value is None:
         return True
+    if isinstance(value, datetime) or column.type == "DateTime":  # Edm.DateTimeOffset takes an unquoted literal
+        return isinstance(value, datetime) and column.type == "DateTime"
     guid = column.type in LOOKUP_TYPES or column.type == "Uniqueidentifier"
     if guid:
         return isinstance(value, str) and not literal.startswith("'") and bool(GUID.fullmatch(value))
@@ -131,6 +177,8 @@ def _edm(column: Column) -> str:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "Edm.DateTimeOffset"
     if isinstance(value, bool):
         return "Edm.Boolean"
     return "Edm.Int32" if isinstance(value, int) else "Edm.Guid"

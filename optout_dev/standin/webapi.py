@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from optout_dev.standin.batch import Batches, OperationHooks
 from optout_dev.standin.metadata import entity_definitions, localise
+from optout_dev.standin.paging import page_size, paginate
 from optout_dev.standin.privileges import NEEDED, UserPrivileges
 from optout_dev.standin.query import parse_filter, representation, selection, top
 from optout_dev.standin.recording import Traffic
@@ -151,7 +152,7 @@ class WebApi:
         return f"{self.base_url}{API_PREFIX}$metadata#{table.entity_set}({','.join(columns)})"
 
     def _query(self, table: Table, query: Mapping[str, list[str]], headers: Message) -> Response:
-        columns = selection(table, query, frozenset({"$filter", "$top"}))
+        columns = selection(table, query, frozenset({"$filter", "$top", "$skiptoken"}))
         if isinstance(columns, Response):
             return columns
         conditions = parse_filter(table, " and ".join(query["$filter"])) if "$filter" in query else []
@@ -161,12 +162,20 @@ class WebApi:
         if isinstance(limit, Response):
             return limit
         annotations = _wants_annotations(headers)
-        items = [
-            representation(table, row_id, row, etag, columns, annotations)
+        matching = [
+            (row_id, (row, etag))
             for row_id, row, etag in self._store.query(table.name)
             if all(condition.holds(row) for condition in conditions)
         ]
-        return json_response(200, {"@odata.context": self._context(table, columns), "value": items[:limit]})
+        url = f"{self.base_url}{API_PREFIX}{table.entity_set}"
+        page = paginate(matching[:limit] if page_size(headers) is None else matching, query, headers, url, table)
+        if isinstance(page, Response):
+            return page
+        items = [representation(table, row_id, row, etag, columns, annotations) for row_id, (row, etag) in page.rows]
+        payload = {"@odata.context": self._context(table, columns), "value": items}
+        if page.next_link is not None:
+            payload["@odata.nextLink"] = page.next_link
+        return json_response(200, payload, page.headers)
 
     def _get(self, table: Table, row_id: str, query: Mapping[str, list[str]], headers: Message) -> Response:
         columns = selection(table, query, frozenset())

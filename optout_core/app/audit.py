@@ -1,0 +1,226 @@
+"""The compliance audit: are the opt-outs a window's campaign logs record honoured on their recipients, and, when
+asked, the repair of those that are not.
+
+One call, :func:`run_audit` (settings, client, window, fix), returns the :class:`~optout_core.domain.audit.Report`;
+the CLI and a scheduled function share it. It streams: the campaign logs are paged (``$filter`` of the window and
+the opt-out types, ``$select`` of the columns the router reads, ``Prefer: odata.maxpagesize``, ``@odata.nextLink``
+as given), and each page's new recipients are read in one ``$batch`` of reads per table and, with ``fix``,
+written through BulkEmailOptOut's own path (:func:`~optout_core.app.opt_out.write_opt_outs`) before the next page
+is asked for. Only recipients and the logs of recipients found wanting are kept. Each request follows the one
+failure policy in the transport: a 429 on a page is waited out and the same link asked again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from optout_core.app.opt_out import write_opt_outs
+from optout_core.app.outcome import OutcomeRecord, log_outcome
+from optout_core.app.services import Dataverse
+from optout_core.dataverse.errors import DataverseError
+from optout_core.domain.audit import (
+    Failure,
+    LogReader,
+    OptOutLog,
+    Report,
+    Status,
+    UnresolvedLog,
+    Window,
+    choice_options,
+    evidence_row,
+    findings,
+    honoured,
+    log_filter,
+    log_select,
+    opt_out_codes,
+    update_select,
+)
+from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient
+from optout_core.domain.redact import redact
+from optout_core.domain.settings import Settings
+
+AUDIT = "OptOutAudit"  # the name its outcome lines carry
+PAGE_SIZE = 5000  # the Web API's largest page (page-results: larger preferences are ignored)
+
+
+class AuditClient(Dataverse, Protocol):
+    """What the audit asks of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`)."""
+
+    def pages(
+        self, entity_set: str, *, select: Sequence[str], where: str | None, page_size: int = 5000
+    ) -> Iterator[tuple[list[dict[str, Any]], int]]: ...
+
+    def get(self, path: str, *, missing_ok: bool = False) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    pages: int
+    logs: int  # campaign logs read so far (opt-outs or not)
+    opt_outs: int
+    recipients: int
+
+
+Evidence = Callable[[tuple[str, ...]], None]  # receives each CSV line (domain.audit.CSV_HEADER's columns)
+
+
+def run_audit(
+    settings: Settings,
+    client: AuditClient,
+    window: Window,
+    *,
+    fix: bool = False,
+    evidence: Evidence | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Report:
+    """Audit ``window``; with ``fix``, write each recipient found not honoured, once. Raises a
+    :class:`~optout_core.dataverse.errors.DataverseError` when the campaign logs themselves cannot be read."""
+    run = _Run(settings, client, fix, evidence)
+    codes, run.requests = _opt_out_codes(settings, client)
+    reader = LogReader(settings)
+    pages = logs = 0
+    if codes is None or codes:  # a choice column without any opt-out option holds no opt-out
+        for rows, requests in client.pages(
+            settings.campaign_log_entity_set,
+            select=(*log_select(settings), reader.primary_key) if log_select(settings) else (),
+            where=log_filter(settings, window, codes),
+            page_size=page_size,
+        ):
+            run.requests += requests
+            pages, logs = pages + 1, logs + len(rows)
+            run.page([found for row in rows if (found := reader.read(row)) is not None])
+            if progress is not None:
+                progress(Progress(pages, logs, run.opt_outs, len(run.status)))
+    return run.report(window)
+
+
+class _Run:
+    """The state of one audit: each recipient's status, and the logs of the recipients found wanting."""
+
+    def __init__(self, settings: Settings, client: AuditClient, fix: bool, evidence: Evidence | None) -> None:
+        self.settings, self.client, self.fix, self.evidence = settings, client, fix, evidence
+        self.status: dict[Recipient, Status] = {}
+        self.found_wanting: list[Recipient] = []  # not honoured when read, in the order found
+        self.missing: list[Recipient] = []
+        self.log_ids: dict[Recipient, list[str]] = {}  # only for recipients not honoured or missing
+        self.failed: dict[Recipient, str] = {}
+        self.unresolved: list[UnresolvedLog] = []
+        self.opt_outs = self.honoured = self.fixed = self.requests = 0
+
+    def page(self, found: Sequence[OptOutLog | UnresolvedLog]) -> None:
+        self.opt_outs += len(found)
+        new = list(
+            dict.fromkeys(f.recipient for f in found if isinstance(f, OptOutLog) and f.recipient not in self.status)
+        )
+        self._read(new)
+        if self.fix:
+            self._repair([r for r in new if self.status[r] is Status.NOT_HONOURED], found)
+        for log in found:
+            if isinstance(log, UnresolvedLog):
+                self.unresolved.append(log)
+                status = Status.UNRESOLVED
+            else:
+                status = self.status[log.recipient]
+                if log.recipient in self.log_ids:
+                    self.log_ids[log.recipient].append(log.log_id)
+            if self.evidence is not None:
+                self.evidence(evidence_row(log, status))
+
+    def _read(self, recipients: Sequence[Recipient]) -> None:
+        """Each new recipient's OPT_OUT_UPDATE columns, one ``$batch`` of reads per table."""
+        by_table: dict[str, list[Recipient]] = {}
+        for recipient in recipients:
+            by_table.setdefault(recipient.table, []).append(recipient)
+        for table, members in by_table.items():
+            read = self.client.read_rows(ENTITY_SETS[table], [r.id for r in members], update_select(self.settings))
+            self.requests += read.requests
+            for recipient, row in zip(members, read.rows, strict=True):
+                if isinstance(row, DataverseError):
+                    self.status[recipient] = Status.FAILED
+                    self.failed[recipient] = redact(f"could not be read: {row}")
+                elif row is None:
+                    self.status[recipient] = Status.MISSING
+                    self.missing.append(recipient)
+                    self.log_ids[recipient] = []
+                elif honoured(row, self.settings):
+                    self.status[recipient] = Status.HONOURED
+                    self.honoured += 1
+                else:
+                    self.status[recipient] = Status.NOT_HONOURED
+                    self.found_wanting.append(recipient)
+                    self.log_ids[recipient] = []
+
+    def _repair(self, recipients: Sequence[Recipient], found: Sequence[OptOutLog | UnresolvedLog]) -> None:
+        """BulkEmailOptOut's write for each recipient found not honoured, with one outcome line each."""
+        if not recipients:
+            return
+        started = time.perf_counter()
+        first_log: dict[Recipient, str] = {}
+        for log in found:
+            if isinstance(log, OptOutLog):
+                first_log.setdefault(log.recipient, log.log_id)
+        written, requests = write_opt_outs(recipients, first_log, self.settings, self.client)
+        self.requests += requests
+        wrote = ", ".join(self.settings.opt_out_update)
+        for recipient, outcome in zip(recipients, written, strict=True):
+            record = OutcomeRecord(
+                AUDIT,
+                Outcome.APPLIED,
+                log_id=first_log[recipient],
+                recipient=str(recipient),
+                dataverse_requests=requests,
+            )
+            requests = 0  # reported once, on the first line
+            failed = outcome.failure(wrote)
+            if failed is not None:
+                self.status[recipient] = Status.FAILED
+                self.failed[recipient] = redact(str(failed))
+                log_outcome(record.but(outcome=Outcome.FAILED, reason=self.failed[recipient]), started)
+            elif not outcome.found:
+                self.status[recipient] = Status.MISSING
+                self.missing.append(recipient)
+                log_outcome(record.but(outcome=Outcome.RECIPIENT_MISSING, reason="deleted since it was read"), started)
+            else:
+                self.status[recipient] = Status.FIXED
+                self.fixed += 1
+                tally = outcome.consent
+                reason = tally.describe(wrote) if tally is not None and not isinstance(tally, DataverseError) else None
+                log_outcome(record.but(reason=reason or f"wrote {wrote}: found not honoured by the audit"), started)
+
+    def report(self, window: Window) -> Report:
+        return Report(
+            window=window,
+            opt_outs=self.opt_outs,
+            recipients=len(self.status),
+            honoured=self.honoured,
+            not_honoured=findings(self.log_ids, self.found_wanting),
+            recipient_missing=findings(self.log_ids, self.missing),
+            unresolved=tuple(self.unresolved),
+            fixed=self.fixed,
+            failed=tuple(Failure(r, reason) for r, reason in self.failed.items()),
+            requests=self.requests,
+            dry_run=not self.fix,
+            left=sum(1 for s in self.status.values() if s is Status.NOT_HONOURED),
+        )
+
+
+def _opt_out_codes(settings: Settings, client: AuditClient) -> tuple[frozenset[int] | None, int]:
+    """The activity type codes to filter on, and the requests it took. Labels need the column's options (one
+    metadata request); a column that is no choice (text, lookup) cannot be filtered by code: None."""
+    types = settings.opt_out_types
+    if not types.labels:
+        return types.codes, 0
+    table, column = settings.campaign_log_table, settings.activity_type_column
+    answer = client.get(
+        f"EntityDefinitions(LogicalName='{table}')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+        "?$select=LogicalName&$expand=OptionSet($select=Options),GlobalOptionSet($select=Options)",
+        missing_ok=True,
+    )
+    for item in (answer or {}).get("value", ()):
+        if isinstance(item, dict) and item.get("LogicalName") == column:
+            return opt_out_codes(choice_options(item), settings), 1
+    return None, 1
