@@ -42,7 +42,9 @@ def sleeps():
 
 def client_for(standin, sleeps, credential=None, timeout=2.0, **policy):
     retry = RetryPolicy(**{"attempts": 4, "backoff": 0.5, **policy})
-    client = DataverseClient(standin.url, credential or Tokens("local-token"), retry=retry, timeout=timeout, sleep=sleeps)
+    client = DataverseClient(
+        standin.url, credential or Tokens("local-token"), retry=retry, timeout=timeout, sleep=sleeps
+    )
     return client
 
 
