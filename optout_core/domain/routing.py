@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from optout_core.domain.bounce import uses_detail
@@ -27,7 +28,7 @@ from optout_core.domain.execution_context import (
     references_one_of,
     unwrap,
 )
-from optout_core.domain.model import BOUNCE, ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.model import BOUNCE, ENTITY_SETS, Function, Outcome, Recipient, Route
 from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
@@ -311,32 +312,52 @@ def _unsupported_kind(value: Any) -> str | None:
     return None
 
 
-def type_route(label: str | None, code: int | None, settings: Settings) -> str:
-    """What an activity type gets under ``settings``: the route of the function whose activity types list it
-    ("opt_out", "bounce"), "user_opt_out" (ignored: Concep stops the send account) or "ignored". The router's rule,
-    shared with ``discover`` and ``check --connect``."""
-    if settings.user_opt_out_types.matches(label, code):
-        return "user_opt_out"
-    function = settings.function_for_type(label, code)
-    return "ignored" if function is None else str(function.route)
+class Unrouted(StrEnum):
+    """What an activity type gets when no function does its work."""
+
+    USER_OPT_OUT = "user_opt_out"  # a send-account opt-out: Concep stops the send account, CRM is not changed
+    IGNORED = "ignored"  # listed nowhere
+
+
+def type_route(label: str | None, code: int | None, settings: Settings) -> Route | Unrouted:
+    """What an activity type gets under ``settings``: the route of the function whose activity types list it,
+    :attr:`Unrouted.USER_OPT_OUT` or :attr:`Unrouted.IGNORED`. The router's rule, shared with ``discover``,
+    ``check --connect`` and the audit."""
+    listed = _listed(label, code, settings)
+    if isinstance(listed, Unrouted):
+        return listed
+    return listed.route if listed.route is not None else Unrouted.IGNORED
+
+
+def _listed(label: str | None, code: int | None, settings: Settings) -> Function | Unrouted:
+    """The list that names this activity type. A listed option code decides before any label: codes are stable,
+    labels are renamed and translated (a code listed as an opt-out stays one under the label "User Opt Out")."""
+    keys = ((None, code), (label, None)) if code is not None else ((label, None),)
+    for key_label, key_code in keys:
+        if settings.user_opt_out_types.matches(key_label, key_code):
+            return Unrouted.USER_OPT_OUT
+        function = settings.function_for_type(key_label, key_code)
+        if function is not None:
+            return function
+    return Unrouted.IGNORED
 
 
 def _route(activity: ActivityType, settings: Settings) -> Route:
-    if settings.user_opt_out_types.matches(activity.label, activity.code):
+    listed = _listed(activity.label, activity.code, settings)
+    if listed is Unrouted.USER_OPT_OUT:
         raise _Stop(
             Outcome.IGNORED,
             f"activity type {activity} is a user-level (send-account) opt-out: "
             "Concep already stops that send account; CRM is not changed",
         )
-    function = settings.function_for_type(activity.label, activity.code)
-    if function is None or function.route is None:
+    if isinstance(listed, Unrouted) or listed.route is None:
         hint = "" if activity.label else " (the message carries no label: list its option code)"
         works = [f.work for f in settings.functions if f.types_setting]
         kinds = " or ".join([", ".join(works[:-1]), works[-1]] if len(works) > 1 else works)
         raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an {kinds} type{hint}")
-    if not settings.is_enabled(function):
-        raise _Stop(Outcome.IGNORED, f"{function.name} is switched off (AzureWebJobs.{function.name}.Disabled)")
-    return function.route
+    if not settings.is_enabled(listed):
+        raise _Stop(Outcome.IGNORED, f"{listed.name} is switched off (AzureWebJobs.{listed.name}.Disabled)")
+    return listed.route
 
 
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
