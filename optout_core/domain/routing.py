@@ -361,29 +361,36 @@ def _route(activity: ActivityType, settings: Settings) -> Route:
 
 
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
-    attributes = context.target
     if settings.recipient_columns:
-        # The first listed column that holds a value decides: a later column never stands in for it, so a
-        # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
-        for column in settings.recipient_columns:
-            value = attributes.get(column)
-            if unwrap(value) in (None, ""):
-                continue
-            reference = as_reference(value)
-            if reference is None:
-                raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
-            if reference.table not in ENTITY_SETS:
-                raise _Stop(
-                    Outcome.REJECTED,
-                    f"the recipient column {column} references a {_shown(reference.table, 40)}, "
-                    "not a contact, lead or account",
-                )
-            return _valid(reference.table, reference.id, column)
-        raise _Stop(
-            Outcome.REJECTED,
-            "no recipient: none of RECIPIENT_COLUMNS "
-            f"({';'.join(settings.recipient_columns)}) references a contact, lead or account",
-        )
+        return _listed_recipient(context.target, settings.recipient_columns)
+    return _only_recipient(context.target)
+
+
+def _listed_recipient(attributes: Mapping[str, Any], columns: tuple[str, ...]) -> Recipient:
+    # The first listed column that holds a value decides: a later column never stands in for it, so a
+    # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
+    for column in columns:
+        value = attributes.get(column)
+        if unwrap(value) in (None, ""):
+            continue
+        reference = as_reference(value)
+        if reference is None:
+            raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
+        if reference.table not in ENTITY_SETS:
+            raise _Stop(
+                Outcome.REJECTED,
+                f"the recipient column {column} references a {_shown(reference.table, 40)}, "
+                "not a contact, lead or account",
+            )
+        return _valid(reference.table, reference.id, column)
+    raise _Stop(
+        Outcome.REJECTED,
+        f"no recipient: none of RECIPIENT_COLUMNS ({';'.join(columns)}) references a contact, lead or account",
+    )
+
+
+def _only_recipient(attributes: Mapping[str, Any]) -> Recipient:
+    """Without RECIPIENT_COLUMNS: the log's only contact, lead or account lookup (several rows: ambiguous)."""
     found: dict[tuple[str, str | None], str] = {}
     for column, value in attributes.items():
         if type(value) is not dict or not references_one_of(value, ENTITY_SETS):
