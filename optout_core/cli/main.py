@@ -25,7 +25,8 @@ from optout_core.domain.routing import Decision, RowRequest, decide, explain_row
 from optout_core.domain.settings import Settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per administrator's task."""
     parser = argparse.ArgumentParser(prog="python -m optout_core", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="print each outcome's structured log line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optout_core.cli.audit import add_arguments as add_audit_arguments
 
     add_audit_arguments(audit)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     # Outcome lines are for operators' log pipelines; on a terminal the commands print their own summary.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s", stream=sys.stderr)
 
