@@ -21,16 +21,13 @@ from optout_core.domain.execution_context import (
     HeaderOnlyContext,
     TrimmedContext,
     UnreadableMessage,
-    as_option_code,
-    as_reference,
-    context_from_row,
     load_context,
-    references_one_of,
-    unwrap,
 )
 from optout_core.domain.model import BOUNCE, ENTITY_SETS, Function, Outcome, Recipient, Route
 from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
+from optout_core.domain.values import as_option_code, as_reference, references_one_of, unwrap
+from optout_core.domain.webapi_row import context_from_row
 from optout_core.domain.workitem import WorkItem
 
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
