@@ -14,7 +14,7 @@ from typing import Any
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
-from optout_core.app.settle import forward, rejected_copy
+from optout_core.app.settle import forward, rejected_copy, work_message_id
 from optout_core.dataverse.errors import Undetermined
 from optout_core.dataverse.result import Attempt
 from optout_core.domain.errors import OptOutError, PermanentError
@@ -153,7 +153,8 @@ class Delivery:
         due = datetime.now(UTC) + timedelta(seconds=delay)
         with outcome_or_retry(self.record, self.started):
             self.services.sender.send(forward(later, self.services.settings, not_before=due))
-        reason = f"{cause}, waiting {delay:g} s: due again at {due:%Y-%m-%dT%H:%M:%SZ} as {later.message_id}"
+        as_id = work_message_id(later, self.services.settings)
+        reason = f"{cause}, waiting {delay:g} s: due again at {due:%Y-%m-%dT%H:%M:%SZ} as {as_id}"
         return self.finish(Outcome.RESCHEDULED, reason)
 
 

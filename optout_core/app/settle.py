@@ -49,12 +49,24 @@ def forward(
     return OutboundMessage(
         queue=settings.queue(settings.function_for(item.route)),
         body=item.to_json(),
-        message_id=item.message_id,
+        message_id=work_message_id(item, settings),
         correlation_id=item.correlation_id,
         subject=str(item.route),
         application_properties=_present(properties),
         scheduled_enqueue_time=not_before,
     )
+
+
+def work_message_id(item: WorkItem, settings: Settings) -> str:
+    """The MessageId of ``item`` on its queue: deterministic, so duplicate detection drops a re-send.
+
+    With ``VERIFY_CAMPAIGN_LOG`` on, it also carries a short digest of what verification checks (recipient and
+    activity type): a forged copy carrying a real log id then has an id of its own, so the queue's duplicate
+    detection cannot drop the genuine copy behind it before the writer has verified either."""
+    if not settings.verify_campaign_log:
+        return item.message_id
+    claimed = f"{item.recipient}|{item.activity_code}|{item.activity_type}".encode("utf-8", "surrogatepass")
+    return derived_message_id(item.message_id, ":" + hashlib.sha256(claimed).hexdigest()[:12])
 
 
 def rejected_copy(

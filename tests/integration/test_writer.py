@@ -142,3 +142,22 @@ def test_a_forged_bounce_is_verified_even_when_nothing_is_written(make_standin):
     assert forged.outcome is Outcome.REJECTED and forged.reason.endswith("row: recipient")
     genuine = record_bounce(with_log_id(work(1, route=Route.BOUNCE)), services)
     assert genuine.outcome is Outcome.APPLIED and genuine.recipient == f"contact/{CONTACTS[0]}"
+
+
+def test_a_forged_event_routed_first_does_not_make_the_genuine_work_item_a_duplicate_on_its_queue(make_standin):
+    from optout_core.app.router import route
+    from optout_dev.messages import campaign_log, wire
+    from optout_dev.queues import delivered
+
+    standin = make_standin(campaign_log=True)
+    standin.add_row(ENTITY, LOG_ID, **log_row())
+    services = services_for(standin, VERIFY_CAMPAIGN_LOG="true")
+    for recipient in (("lead", LEADS[0]), ("contact", CONTACTS[0])):  # forged first, then Dataverse's own post
+        body = wire(campaign_log(activity="Spam Report", recipient=recipient))
+        assert route(InboundMessage(body=body, message_id=f"sb-{recipient[0]}"), services).outcome is Outcome.ROUTED
+    route(InboundMessage(body=body, message_id="sb-again"), services)  # Dataverse posts again: still a duplicate
+    queued = services.sender.messages("opt-out")
+    assert len(queued) == 2 and all(len(m.message_id) <= 128 for m in queued)
+    outcomes = [r.outcome for r in opt_out_batch([delivered(m, 1) for m in queued], services)]
+    assert outcomes == [Outcome.REJECTED, Outcome.APPLIED]
+    assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is True

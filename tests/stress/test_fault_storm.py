@@ -210,7 +210,7 @@ def storm():
         with tokens.expiring(every=0.5), ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda e: local.run(e["kind"], e["body"]), events))
         elapsed = time.perf_counter() - started
-        local.services.dataverse.close()
+        client.close()
         final = {table: standin.rows(table) for table in ("contact", "lead", "account")}
         requests = standin.requests
         writes = standin.writes
