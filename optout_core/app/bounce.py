@@ -8,13 +8,14 @@ a failed write goes where the one failure policy says (:meth:`optout_core.app.de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 
 from optout_core.app.delivery import Delivery
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.services import Services
 from optout_core.app.settle import MESSAGE_BUDGET_SECONDS
-from optout_core.app.writer import Writer, handle
+from optout_core.app.writer import Ending, Writer, handle
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.model import BOUNCE, Outcome
 from optout_core.servicebus.envelopes import InboundMessage
@@ -26,8 +27,9 @@ def record_bounce(msg: InboundMessage, services: Services) -> OutcomeRecord:
     return record
 
 
-def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) -> list[OutcomeRecord]:
-    return [_write_one(delivery, services, deadline) for delivery in deliveries]
+def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) -> Iterator[tuple[int, Ending]]:
+    for index, delivery in enumerate(deliveries):
+        yield index, partial(_write_one, delivery, services, deadline)
 
 
 def _write_one(delivery: Delivery, services: Services, deadline: float) -> OutcomeRecord:

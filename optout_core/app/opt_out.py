@@ -16,15 +16,16 @@ own outcome, and settlement stays per message although the host settles the batc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from optout_core.app.consent import restated, write_consent
 from optout_core.app.delivery import Delivery
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.services import Services
-from optout_core.app.writer import Writer, handle
+from optout_core.app.writer import Ending, Writer, handle
 from optout_core.dataverse.errors import DataverseError
 from optout_core.dataverse.result import Attempt
 from optout_core.domain.consent import Tally
@@ -106,8 +107,8 @@ def write_opt_outs(
     ], requests
 
 
-def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) -> list[OutcomeRecord]:
-    """One write per recipient (repeated recipients coalesced), then each delivery's outcome, in order."""
+def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) -> Iterator[tuple[int, Ending]]:
+    """One write per recipient (repeated recipients coalesced), then each delivery's outcome."""
     groups: dict[Recipient, list[int]] = {}
     for index, delivery in enumerate(deliveries):
         groups.setdefault(delivery.item.recipient, []).append(index)
@@ -118,12 +119,10 @@ def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) 
     written, requests = write_opt_outs(
         list(groups), log_ids, services.settings, services.dataverse, verify_first=again, deadline=deadline
     )
-    results: list[OutcomeRecord | None] = [None] * len(deliveries)
     for members, outcome in zip(groups.values(), written, strict=True):
         for index in members:
             delivery, requests = deliveries[index].counted(requests), 0  # the batch's requests: on its first
-            results[index] = _ended(delivery, outcome, len(members))
-    return [r for r in results if r is not None]
+            yield index, partial(_ended, delivery, outcome, len(members))
 
 
 def _ended(delivery: Delivery, outcome: RecipientWrite, together: int) -> OutcomeRecord:

@@ -17,8 +17,9 @@ every message with a ``retry`` line); a work item is remembered as finished only
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from optout_core.app.delivery import FINISHED, Delivery, Received
 from optout_core.app.outcome import RETRY, OutcomeRecord, log_outcome
@@ -31,8 +32,11 @@ from optout_core.domain.settings import Settings
 from optout_core.domain.verification import verified
 from optout_core.servicebus.envelopes import InboundMessage
 
-# The function's write over the deliveries that reached it, within the deadline: one outcome per delivery, in order.
-Write = Callable[[Sequence[Delivery], Services, float], list[OutcomeRecord]]
+# The function's write over the deliveries that reached it, within the deadline: each delivery's position in the
+# sequence with the step that ends it, as its write is known. The path calls each step itself, so that an ending
+# that raises (Service Bus refusing a put-back) has logged its own retry line, and the others theirs.
+Ending = Callable[[], OutcomeRecord]
+Write = Callable[[Sequence[Delivery], Services, float], Iterator[tuple[int, Ending]]]
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,8 @@ def handle(writer: Writer, msgs: Sequence[InboundMessage], services: Services) -
             pending = batch.verify(pending, results)
         pending = batch.claim(pending, results)
         if pending:
-            written = writer.write([delivery for _, delivery in pending], services, batch.deadline)
-            for (index, _), outcome in zip(pending, written, strict=True):
-                results[index] = outcome
+            for position, ending in writer.write([delivery for _, delivery in pending], services, batch.deadline):
+                batch.end(results, pending[position][0], ending)
     except Exception as exc:
         # Every message still gets its one outcome line before the host hands the batch back to Service Bus.
         batch.retry_the_rest(msgs, results, exc)
@@ -66,6 +69,7 @@ def handle(writer: Writer, msgs: Sequence[InboundMessage], services: Services) -
     return [r for r in results if r is not None]
 
 
+_HANDED_BACK = OutcomeRecord("", RETRY)  # a message whose ending is under way (or raised): never done
 Pending = list[tuple[int, Delivery]]  # the deliveries still going, with their index in the batch
 
 
@@ -84,8 +88,7 @@ class _Batch:
             try:
                 pending.append((index, received.take_in()))
             except PermanentError as exc:
-                results[index] = received.record.but(outcome=RETRY)  # its line is logged if keeping it raises
-                results[index] = received.reject(str(exc))
+                self.end(results, index, partial(received.reject, str(exc)))
         return pending
 
     def verify(self, pending: Pending, results: list[OutcomeRecord | None]) -> Pending:
@@ -104,11 +107,11 @@ class _Batch:
         for (index, delivery), row in zip(pending, read.items, strict=True):
             counted, requests = delivery.counted(requests), 0
             if row.error is not None:
-                results[index] = counted.after_failure(row)
+                self.end(results, index, partial(counted.after_failure, row))
                 continue
             checked = verified(counted.item, row.value, settings)
             if isinstance(checked, str):
-                results[index] = counted.reject(checked)
+                self.end(results, index, partial(counted.reject, checked))
                 continue
             kept.append((index, counted.verified(checked)))
         return kept
@@ -121,13 +124,20 @@ class _Batch:
             key = delivery.item.key
             claim = Claim.DONE if key in self.claimed else self.services.recent.try_claim(key)
             if claim is Claim.DONE:
-                results[index] = delivery.duplicate()
+                self.end(results, index, delivery.duplicate)
             elif claim is Claim.BUSY:
-                results[index] = delivery.busy()
+                self.end(results, index, delivery.busy)
             else:
                 self.claimed[key] = index
                 accepted.append((index, delivery))
         return accepted
+
+    @staticmethod
+    def end(results: list[OutcomeRecord | None], index: int, ending: Ending) -> None:
+        """Message ``index`` ends as ``ending`` says. Until it returns, the message counts as handed back: an ending
+        that raises has logged that line itself (:class:`optout_core.app.outcome.outcome_or_retry`)."""
+        results[index] = _HANDED_BACK
+        results[index] = ending()
 
     def release(self, results: list[OutcomeRecord | None]) -> None:
         for key, index in self.claimed.items():

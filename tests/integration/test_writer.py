@@ -161,3 +161,13 @@ def test_a_forged_event_routed_first_does_not_make_the_genuine_work_item_a_dupli
     outcomes = [r.outcome for r in opt_out_batch([delivered(m, 1) for m in queued], services)]
     assert outcomes == [Outcome.REJECTED, Outcome.APPLIED]
     assert standin.row("contact", CONTACTS[0])["donotbulkemail"] is True
+
+
+def test_a_batch_handed_back_part_way_logs_exactly_one_line_per_message(standin, caplog):
+    services = services_for(standin, sender=RejectedQueueDown(failures=1))
+    batch = [work(1), poisoned(work(2), version=2), work(3, row_id=CONTACTS[1])]
+    with caplog.at_level("INFO", logger="optout"), pytest.raises(ConnectionError):
+        opt_out_batch(batch, services)
+    lines = [json.loads(r.getMessage().removeprefix("outcome ")) for r in caplog.records if r.name == "optout"]
+    assert sorted(line["message_id"] for line in lines) == sorted(m.message_id for m in batch)
+    assert {line["outcome"] for line in lines} == {"retry"}
