@@ -17,6 +17,7 @@ from typing import Any
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.router import route
 from optout_core.app.services import Dataverse, Services
+from optout_core.app.settle import work_message_id
 from optout_core.app.table import Handler, entry_for
 from optout_core.domain.errors import TransientError
 from optout_core.domain.model import ROUTER, Function, Outcome, Route
@@ -103,7 +104,7 @@ class LocalPipeline:
             return _result(source, routed, requests=requests)
         entry = entry_for(Route(routed.route))
         queue = settings.queue(entry.function)
-        message_id = WorkItem.key_for(routed.log_id, Route(routed.route))
+        message_id = self._forwarded(queue, WorkItem.key_for(routed.log_id, Route(routed.route)))
         while True:
             work = self.queues.take(queue, message_id)
             if work is None:  # Service Bus duplicate detection dropped the re-sent work item
@@ -127,7 +128,19 @@ class LocalPipeline:
             if written.outcome is not Outcome.RESCHEDULED or not self._follow_put_backs:
                 return _result(source, written, route=routed.route, requests=requests)
             item = WorkItem.from_json(work.body)
-            message_id = replace(item, reschedules=item.reschedules + 1).message_id
+            message_id = work_message_id(replace(item, reschedules=item.reschedules + 1), settings)
+
+    def _forwarded(self, queue: str, key: str) -> str:
+        """The MessageId the router gave the work item of ``key``: ``key`` itself, or with VERIFY_CAMPAIGN_LOG on
+        ``key`` and a digest (:func:`optout_core.app.settle.work_message_id`); ``key`` when it is not on the queue
+        (duplicate detection dropped it)."""
+        if not self.services.settings.verify_campaign_log:
+            return key
+        for message in self.queues.messages(queue):
+            item = WorkItem.from_json(message.body)
+            if item.key == key and not item.reschedules:
+                return message.message_id
+        return key
 
     def _deliver(
         self, handle: Handler, function: Function, message: InboundMessage

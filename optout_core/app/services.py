@@ -25,7 +25,10 @@ if TYPE_CHECKING:  # the client module loads with the first write, not at indexi
 
 
 class Dataverse(Protocol):
-    """What the functions ask of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`)."""
+    """What the functions ask of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`), and no more:
+    the writers' recipient writes (``update`` for a bounce, ``update_many`` for a batch of opt-outs), the campaign
+    log reads (``read_row`` for a trimmed context, ``read_rows`` for verification) and the consent table's
+    ``query_many`` / ``write_rows``. Tests and the local runner put a client for a loopback stand-in behind it."""
 
     def update(
         self,
@@ -66,8 +69,6 @@ class Dataverse(Protocol):
         *,
         deadline: float | None = None,
     ) -> Batch[str | Written]: ...
-
-    def close(self) -> None: ...
 
 
 class Services:

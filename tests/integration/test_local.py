@@ -32,6 +32,27 @@ def test_run_takes_an_opt_out_from_message_to_dataverse(standin):
     assert standin.row("lead", LEADS[0])["donotbulkemail"] is True
 
 
+def test_run_takes_a_verified_opt_out_through_its_queue_and_its_put_backs(make_standin):
+    from optout_dev.messages import ACTIVITY, ENTITY, LOG_ID
+
+    standin = make_standin(campaign_log=True)
+    standin.add_row(
+        ENTITY,
+        LOG_ID,
+        concep_activitytype=ACTIVITY["Spam Report"],
+        _concep_recipientid_value=LEADS[0],
+        **{
+            "concep_activitytype@OData.Community.Display.V1.FormattedValue": "Spam Report",
+            "_concep_recipientid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "lead",
+        },
+    )
+    standin.inject(Fault(status=503), times=2)  # the verifying read fails on both tries: put back, then done
+    local = LocalPipeline(Settings.from_env(standin_env(standin, VERIFY_CAMPAIGN_LOG="true")), honour_schedule=False)
+    result = local.run("m.json", wire(campaign_log(activity="Spam Report", recipient=("lead", LEADS[0]))))
+    assert result.outcome == "applied", result.reason
+    assert standin.row("lead", LEADS[0])["donotbulkemail"] is True
+
+
 def test_run_reports_a_deleted_recipient(standin):
     result = local_for(standin).run("m.json", wire(campaign_log(recipient=("contact", DELETED_CONTACT))))
     assert result.outcome == "recipient_missing" and result.dataverse_requests == 1

@@ -24,14 +24,24 @@ import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from azure.core.credentials import AccessToken
 
+from optout_core.app.opt_out import opt_out_batch
+from optout_core.app.recent import Claim
+from optout_core.app.redrive import Held, Source, Tally, plan_move, summary
+from optout_core.app.services import Services
+from optout_core.app.settle import rejected_copy
 from optout_core.dataverse.client import DataverseClient
+from optout_core.domain.model import Recipient, Route
 from optout_core.domain.settings import Settings
+from optout_core.domain.workitem import WorkItem
+from optout_core.servicebus.envelopes import InboundMessage
 from optout_dev.local import LocalPipeline
 from optout_dev.messages import ACTIVITY, ENTITY, FOREIGN_ORG_ID, ORG_ID, campaign_log, reference, wire
+from optout_dev.queues import InMemoryQueues, delivered
 from optout_dev.standin import Fault
 from tests.support.dataverse import running_standin
 from tests.support.logs import Capture
@@ -200,7 +210,7 @@ def storm():
         with tokens.expiring(every=0.5), ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda e: local.run(e["kind"], e["body"]), events))
         elapsed = time.perf_counter() - started
-        local.services.dataverse.close()
+        client.close()
         final = {table: standin.rows(table) for table in ("contact", "lead", "account")}
         requests = standin.requests
         writes = standin.writes
@@ -370,3 +380,145 @@ def test_logs_hold_no_email_address_token_or_secret(storm):
     assert len(storm["logs"]) >= MESSAGES
     assert not EMAIL.search(text), EMAIL.search(text)
     assert TOKEN not in text and "Bearer" not in text  # TOKEN is also the prefix of every rotated token
+
+
+# Hostile and unlucky work items: a BulkEmailOptOut batch must never leave a claim behind (a valid opt-out would
+# then be put back as "being written by another batch" for ever), and redrive must move every genuine kept
+# message whatever is planted among them.
+STUCK_EVENTS = 400
+
+
+class FlakyRejectedQueue(InMemoryQueues):
+    """Service Bus that sometimes fails to take a kept copy on the rejected queue (a transient hiccup)."""
+
+    def __init__(self, rng, rate):
+        super().__init__()
+        self.rng, self.rate, self.failures = rng, rate, 0
+        self._draw = threading.Lock()
+
+    def send(self, message):
+        with self._draw:
+            fail = message.queue == "rejected" and self.rng.random() < self.rate
+            self.failures += fail
+        if fail:
+            raise ConnectionError("Service Bus is unavailable")
+        super().send(message)
+
+
+def _poison(rng, recipient):
+    """A work item no router sends: malformed, or of a newer version (a rolling upgrade)."""
+    document = json.loads(
+        WorkItem(Route.OPT_OUT, _guid(rng), Recipient("contact", recipient), activity_type="Spam Report").to_json()
+    )
+    planted = rng.choice(
+        [
+            {"recipient": {"table": ["contact"], "id": recipient}},
+            {"route": ["opt_out"]},
+            {"version": 2},
+            {"log_id": {"$ne": None}},
+        ]
+    )
+    return json.dumps({**document, **planted}).encode()
+
+
+def _deliver_until_settled(batch, services):
+    """Deliver ``batch`` as Service Bus does: again (delivery count + 1) while the function raises."""
+    for delivery in range(1, 50):
+        try:
+            return opt_out_batch([replace(m, delivery_count=delivery) for m in batch], services)
+        except ConnectionError:
+            continue
+    raise AssertionError(f"a batch was still raising after 50 deliveries (seed {SEED})")
+
+
+def test_no_claim_is_left_behind_however_a_batch_is_read_in():
+    rng = random.Random(SEED)
+    contacts = [_guid(rng) for _ in range(STUCK_EVENTS)]
+    genuine = {
+        contact: WorkItem(
+            Route.OPT_OUT, _guid(rng), Recipient("contact", contact), activity_type="Spam Report", first_attempt=0.0
+        )
+        for contact in contacts
+    }
+    bodies = [(item.to_json(), item.message_id) for item in genuine.values()]
+    bodies += [(_poison(rng, rng.choice(contacts)), f"poison-{n}") for n in range(STUCK_EVENTS // 5)]
+    bodies += [rng.choice(bodies[:STUCK_EVENTS]) for _ in range(STUCK_EVENTS // 10)]  # copies delivered again
+    rng.shuffle(bodies)
+    with running_standin(token=TOKEN, recipients={"contact": contacts}) as standin:
+        env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN, "DATAVERSE_RETRY_WINDOW_SECONDS": "3600"}
+        queues = FlakyRejectedQueue(random.Random(SEED + 1), rate=0.3)
+        services = Services(Settings.from_env(env), sender=queues, clock=lambda: 60.0)
+        batches, start = [], 0
+        while start < len(bodies):
+            size = rng.randint(1, 16)
+            batches.append([InboundMessage(b, message_id=i) for b, i in bodies[start : start + size]])
+            start += size
+        with ThreadPoolExecutor(4) as pool:  # batches holding copies of one item meet each other's claims
+            outcomes = [r for batch in pool.map(lambda b: _deliver_until_settled(b, services), batches) for r in batch]
+        # Put-back copies ("being written by another batch") are delivered until none is left; a claim left
+        # behind would put its item back for ever.
+        for _ in range(10 * STUCK_EVENTS):
+            later = queues.take("opt-out")
+            if later is None:
+                break
+            outcomes += _deliver_until_settled([delivered(later)], services)
+        else:
+            raise AssertionError(f"put-backs never ended: a claim was left behind (seed {SEED})")
+        rows = standin.rows("contact")
+    assert queues.failures > 0, "the rejected queue never failed: nothing was tested"
+    assert all(rows[c]["donotbulkemail"] for c in contacts), f"an opt-out never applied (seed {SEED})"
+    ended = Counter(str(r.outcome) for r in outcomes)
+    assert set(ended) <= {"applied", "ignored", "rejected", "rescheduled"}, ended
+    assert ended["rejected"] == STUCK_EVENTS // 5, ended  # each malformed item kept once, as invalid
+    for item in genuine.values():  # every claim was released: a copy now is a duplicate, not "busy"
+        assert services.recent.try_claim(item.key) is Claim.DONE, (item.key, SEED)
+
+
+def test_redrive_moves_every_genuine_kept_message_whatever_is_planted_among_them():
+    rng = random.Random(SEED)
+    settings = Settings.from_env({})
+    contacts = [_guid(rng) for _ in range(200)]
+    kept = []
+    for contact in contacts:  # refused while the application user lacked its role: to be redriven once fixed
+        item = WorkItem(Route.OPT_OUT, _guid(rng), Recipient("contact", contact), activity_type="Spam Report")
+        message = InboundMessage(item.to_json(), message_id=item.message_id, delivery_count=1)
+        kept.append(("genuine", rejected_copy(message, "Dataverse answered 403", "BulkEmailOptOut", settings)))
+    valid = json.loads(WorkItem(Route.OPT_OUT, _guid(rng), Recipient("contact", contacts[1])).to_json())
+    planted_bodies = [
+        json.dumps({**valid, "recipient": {"table": ["contact"], "id": contacts[0]}}).encode(),
+        json.dumps({**valid, "first_attempt": int("9" * 400)}).encode(),
+        b"\xff\xfe not json",
+    ]
+    for n, body in enumerate(planted_bodies):
+        message = InboundMessage(body, message_id="x" * rng.randint(120, 400) + str(n), delivery_count=1)
+        kept.append(("planted", rejected_copy(message, "planted", "BulkEmailOptOut", settings)))
+    kept.append(("planted", replace(kept[0][1], body=None)))  # not a data body: never from this app
+    hostile = {**kept[1][1].application_properties, "rejected_by": ["BulkEmailOptOut"]}
+    kept.append(("planted", replace(kept[1][1], application_properties=hostile)))
+    rng.shuffle(kept)
+    source = Source(settings.rejected_queue, dead_letter=False)
+    moved, tally = {}, Tally()
+    for kind, message in kept:  # as `redrive --from rejected` reads each kept message, in queue order
+        held = Held(message.message_id, message.body, application_properties=message.application_properties)
+        copy, why = plan_move(held, source, settings, None)
+        if copy is None:
+            tally.skip(held, source, why)
+            assert kind == "planted", why
+            continue
+        tally.move(held, source, copy.queue)
+        assert len(copy.message_id) <= 128, copy.message_id
+        moved.setdefault(kind, []).append(copy)
+    assert len(moved["genuine"]) == len(contacts) and all(c.queue == "opt-out" for c in moved["genuine"])
+    assert tally.skipped >= 2 and any("skip" in line for line in summary(tally, source, dry_run=True))
+    # The moved copies run again: every genuine opt-out applies, a planted one ends as its body deserves.
+    with running_standin(token=TOKEN, recipients={"contact": contacts}) as standin:
+        env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": TOKEN}
+        services = Services(Settings.from_env(env), sender=InMemoryQueues())
+        copies = moved["genuine"] + moved.get("planted", [])
+        rng.shuffle(copies)
+        outcomes = opt_out_batch([delivered(c, 1) for c in copies], services)
+        rows = standin.rows("contact")
+    assert all(rows[c]["donotbulkemail"] for c in contacts), f"a genuine kept opt-out was not redriven (seed {SEED})"
+    assert {str(r.outcome) for r in outcomes} <= {"applied", "rejected"}
+    for message in services.sender.messages("rejected"):
+        assert len(message.message_id) <= 128
