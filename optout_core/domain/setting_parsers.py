@@ -182,14 +182,14 @@ def activity_types(*, required: bool) -> Parser:
 def dataverse_url(name: str, value: str) -> str | None:
     if not value:
         return None
-    url = value.rstrip("/")
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
+    if "@" in value:
         # user:password@host would put a credential in every place the URL is shown (check, connection errors);
         # the value is never echoed. Dataverse signs in with a bearer token, never with URL credentials.
         raise SettingsError(
             f"{name} must not carry a user name or password (user:password@); the app signs in with its identity"
         )
+    url = value.rstrip("/")
+    parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - a port that is not a number raises ValueError here, not later
     except ValueError:
