@@ -11,7 +11,8 @@ powerapps-docs/developer/data-platform/reference/entities/systemuser.md). ``GET 
 The stand-in has one user, the caller of every request (``WhoAmI``'s ``UserId``). It is the application user of
 ``application_id`` (None: a person, who is no application user, as when an administrator signs in with ``az login``
 and the app's client id has no application user). Only ``$filter=applicationid eq <guid>`` with a ``$select`` of
-these two columns is served; any other query of the table answers 501, never a guess.
+these two columns is served; any other query of the table answers 501, never a guess. The Read privilege on
+``systemuser`` is not modelled (the stand-in's privileges cover the tables it serves): the query is always allowed.
 
 [APPUSER] https://learn.microsoft.com/power-platform/admin/create-dataverseapplicationuser
 """
