@@ -1,4 +1,4 @@
-"""``python -m optout_core demo``: every sample message through the whole pipeline, against a local Dataverse.
+"""``python -m optout_dev demo``: every sample message through the whole pipeline, against a local Dataverse.
 
 Starts the loopback Dataverse stand-in seeded with a few contacts, leads and accounts (one contact
 deliberately deleted), runs :class:`~optout_dev.local.LocalPipeline` over ``samples/`` with a demo

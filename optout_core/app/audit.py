@@ -47,7 +47,9 @@ PAGE_SIZE = 5000  # the Web API's largest page (page-results: larger preferences
 
 
 class AuditClient(Dataverse, Protocol):
-    """What the audit asks of Dataverse (:class:`optout_core.dataverse.client.DataverseClient`)."""
+    """What the audit asks of Dataverse: the functions' reads and writes, and the Web API's paging and metadata
+    (:class:`optout_core.dataverse.webapi.WebApi`, which :class:`optout_core.dataverse.client.DataverseClient`
+    extends)."""
 
     def pages(
         self, entity_set: str, *, select: Sequence[str], where: str | None, page_size: int = 5000

@@ -14,32 +14,33 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from optout_core.cli.schema import LOOKUP_KINDS, RECIPIENT_TABLES, Column, Option, SchemaReader, Table
+from optout_core.domain.model import Route
 from optout_core.domain.odata import logical_name
-from optout_core.domain.routing import type_route
+from optout_core.domain.routing import Unrouted, type_route
 from optout_core.domain.settings import Settings, normalise_label
 
 # Concep's own labels for the three opt-out types (the brief's), worth more than a label that merely looks alike.
 _KNOWN_OPT_OUTS = frozenset(normalise_label(label) for label in ("Spam Report", "Group Opt out", "Client Opt Out"))
-_WEIGHTS = {"opt_out": 3, "bounce": 2, "user_opt_out": 1}
+_WEIGHTS: dict[Route | Unrouted, int] = {Route.OPT_OUT: 3, Route.BOUNCE: 2, Unrouted.USER_OPT_OUT: 1}
 _TABLE_HINTS = {"campaign": 2, "log": 1, "mail": 1, "concep": 2}
 _DETAIL_HINTS = ("bounce", "reason", "detail", "error")
-TYPE_SETTINGS = {
-    "opt_out": "OPT_OUT_ACTIVITY_TYPES",
-    "bounce": "BOUNCE_ACTIVITY_TYPES",
-    "user_opt_out": "USER_OPT_OUT_ACTIVITY_TYPES",
+TYPE_SETTINGS: dict[Route | Unrouted, str] = {
+    Route.OPT_OUT: "OPT_OUT_ACTIVITY_TYPES",
+    Route.BOUNCE: "BOUNCE_ACTIVITY_TYPES",
+    Unrouted.USER_OPT_OUT: "USER_OPT_OUT_ACTIVITY_TYPES",
 }
 
 
-def looks_like(label: str) -> str | None:
-    """The route an option's label suggests: "opt_out", "bounce", "user_opt_out" (a send-account opt-out) or
+def looks_like(label: str) -> Route | Unrouted | None:
+    """The route an option's label suggests: an opt-out, a bounce, a send-account opt-out (``user_opt_out``) or
     None. A suggestion only: the settings decide, and ``check --connect`` warns where they differ."""
     text = normalise_label(label)
     if "bounce" in text:
-        return "bounce"
+        return Route.BOUNCE
     if "spam" in text or "complaint" in text:
-        return "opt_out"
+        return Route.OPT_OUT
     if "optout" in text or "unsubscribe" in text:
-        return "user_opt_out" if text.startswith(("user", "sendaccount", "account")) else "opt_out"
+        return Unrouted.USER_OPT_OUT if text.startswith(("user", "sendaccount", "account")) else Route.OPT_OUT
     return None
 
 
@@ -69,14 +70,14 @@ def rank(tables: Sequence[tuple[str, str, str, Sequence[Column]]]) -> list[Candi
         best: Candidate | None = None
         for column in columns:
             kinds = [(option, looks_like(option.label)) for option in column.options]
-            opt_outs = [option.label for option, kind in kinds if kind == "opt_out"]
+            opt_outs = [option.label for option, kind in kinds if kind is Route.OPT_OUT]
             if not opt_outs:
                 continue
             score = sum(_WEIGHTS[kind] for _, kind in kinds if kind) + 2 * sum(
                 normalise_label(label) in _KNOWN_OPT_OUTS for label in opt_outs
             )
             why = [f"choice column {column.name} has opt-out options ({', '.join(opt_outs)})"]
-            for kind, words in (("bounce", "bounce"), ("user_opt_out", "send-account opt-out")):
+            for kind, words in ((Route.BOUNCE, "bounce"), (Unrouted.USER_OPT_OUT, "send-account opt-out")):
                 labels = [option.label for option, k in kinds if k == kind]
                 if labels:
                     why.append(f"{words} options ({', '.join(labels)})")

@@ -1,13 +1,13 @@
 """Command line for administrators and developers. Settings come from environment variables.
 
 explain [--json] [--content-type TYPE] FILE...   the router's decision per message body (dry run, no network)
-run [--json] FILE...                             the whole pipeline in process, against DATAVERSE_URL
-demo                                             every sample against a local Dataverse stand-in
 check [--connect] [--json]                       validate the settings; with --connect, prove them against Dataverse
 discover [--table NAME] [--json]                 read Dataverse's metadata and propose the campaign log settings
 setup [--dry-run] [--json] [--deactivate-workflows] [--remove]   register the endpoint and step in Dataverse
 redrive --from rejected|deadletter:Q [--to Q] [--max N] [--dry-run]   send kept messages back for reprocessing
 audit --since WHEN [--until WHEN] [--fix] [--json] [--csv FILE]   prove every opt-out of a window is honoured
+
+The developer's ``run`` and ``demo`` live in ``python -m optout_dev``, outside the deployed package.
 """
 
 from __future__ import annotations
@@ -20,18 +20,13 @@ import sys
 from collections.abc import Sequence
 
 from optout_core.domain.errors import SettingsError
-from optout_core.domain.model import FUNCTIONS, Outcome
 from optout_core.domain.redact import redact
 from optout_core.domain.routing import Decision, RowRequest, decide, explain_row_request
 from optout_core.domain.settings import Settings
 
 
-def _pipeline() -> str:
-    """The functions a message goes through, from the function table: "router → opt-out/bounce"."""
-    return "router → " + "/".join(f.work for f in FUNCTIONS if f.route is not None)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per administrator's task."""
     parser = argparse.ArgumentParser(prog="python -m optout_core", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="print each outcome's structured log line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,11 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the Service Bus ContentType to assume (default application/json)",
     )
     explain.add_argument("files", nargs="+", metavar="FILE")
-    run = commands.add_parser("run", help=f"run message bodies through {_pipeline()} in process")
-    run.add_argument("--json", action="store_true", help="one JSON object per line")
-    run.add_argument("--content-type", default="application/json", help=argparse.SUPPRESS)
-    run.add_argument("files", nargs="+", metavar="FILE")
-    commands.add_parser("demo", help="run samples/ against a local Dataverse stand-in and show the result")
     check = commands.add_parser("check", help="validate the settings and show their effective values")
     check.add_argument(
         "--connect", action="store_true", help="also prove them against Dataverse: schema, privileges, registration"
@@ -71,15 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optout_core.cli.audit import add_arguments as add_audit_arguments
 
     add_audit_arguments(audit)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     # Outcome lines are for operators' log pipelines; on a terminal the commands print their own summary.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s", stream=sys.stderr)
 
-    if args.command == "demo":
-        from optout_dev.demo import run_demo
-
-        run_demo()
-        return 0
     if args.command == "check":
         return _check(connect_too=args.connect, as_json=args.json)
     try:
@@ -97,15 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from optout_core.cli.audit import audit as run_audit
 
         return run_audit(args, settings, out=sys.stdout, err=sys.stderr)
-    bodies = _read(args.files)
+    bodies = read_bodies(args.files)
     if bodies is None:
         return 2
-    if args.command == "run":
-        return _run(bodies, settings, args.content_type, as_json=args.json)
     return _explain(bodies, settings, args.content_type, as_json=args.json)
 
 
-def _read(files: Sequence[str]) -> list[tuple[str, bytes]] | None:
+def read_bodies(files: Sequence[str]) -> list[tuple[str, bytes]] | None:
     bodies = []
     for path in files:
         try:
@@ -132,34 +119,11 @@ def explanation(source: str, decision: Decision) -> dict[str, object]:
         "source": source,
         "outcome": str(decision.outcome),
         "route": str(decision.route) if decision.route and decision.work_item else None,
-        "reason": _shown(decision.reason),
+        "reason": shown(decision.reason),
         "log_id": decision.log_id,
-        "activity_type": _shown(decision.activity_type.name if decision.activity_type else None),
+        "activity_type": shown(decision.activity_type.name if decision.activity_type else None),
         "recipient": decision.recipient.as_dict() if decision.recipient else None,
     }
-
-
-def _run(bodies: Sequence[tuple[str, bytes]], settings: Settings, content_type: str, *, as_json: bool) -> int:
-    from optout_dev.local import FAILED, LocalPipeline
-
-    # Each event ends with the outcome its function reaches (a put-back ends it as rescheduled): the command
-    # never waits out a retry window in real time.
-    local = LocalPipeline(settings, follow_put_backs=False)
-    failed = False
-    for path, body in bodies:
-        try:
-            result = local.run(path, body, content_type=content_type)
-        except SettingsError as exc:  # e.g. DATAVERSE_URL missing when a message needs the Web API
-            print(f"configuration error: {exc}", file=sys.stderr)
-            return 2
-        failed |= result.outcome in (FAILED, Outcome.RESCHEDULED)  # not applied: put back, or failed
-        if as_json:
-            print(json.dumps({**result.as_dict(), "reason": _shown(result.reason)}, ensure_ascii=False))
-        else:
-            target = f" {result.route} {result.recipient['table']}/{result.recipient['id']}" if result.recipient else ""
-            reason = f": {_shown(result.reason)}" if result.reason else ""
-            print(f"{path}: {result.outcome}{target} ({result.dataverse_requests} Web API requests){reason}")
-    return 1 if failed else 0
 
 
 def _check(*, connect_too: bool, as_json: bool) -> int:
@@ -192,8 +156,8 @@ def _check(*, connect_too: bool, as_json: bool) -> int:
 def _admin(args: argparse.Namespace, settings: Settings) -> int:
     """discover and setup run as the administrator's own identity (``az login``), not the app's."""
     from optout_core.dataverse.auth import StaticTokenCredential, TokenCredentialLike
-    from optout_core.dataverse.client import DataverseClient
     from optout_core.dataverse.errors import DataverseError
+    from optout_core.dataverse.webapi import WebApi
 
     if not settings.dataverse_url:
         print("configuration error: DATAVERSE_URL is not set", file=sys.stderr)
@@ -204,7 +168,7 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    client = DataverseClient(settings.dataverse_url, credential, timeout=settings.dataverse_timeout)
+    client = WebApi(settings.dataverse_url, credential, timeout=settings.dataverse_timeout)
     try:
         if args.command == "discover":
             from optout_core.cli.discover import discover
@@ -231,11 +195,11 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _line(source: str, decision: Decision) -> str:
     target = f" → {decision.route} {decision.recipient}" if decision.work_item else ""
-    reason = f": {_shown(decision.reason)}" if decision.reason else ""
+    reason = f": {shown(decision.reason)}" if decision.reason else ""
     return f"{source}: {decision.outcome}{target}{reason}"
 
 
-def _shown(text: str | None) -> str | None:
+def shown(text: str | None) -> str | None:
     """Text from a message or from Dataverse as the CLI prints it: bounded, addresses masked."""
     return None if text is None else redact(text)
 

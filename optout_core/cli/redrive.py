@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TextIO
 
 from optout_core.app.redrive import (
     Held,
@@ -114,10 +115,11 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
     progress = _Progress(err, args.max)
     try:
         with client:
+            plan = _Plan(source, settings, to, args.max)
             if args.dry_run:
-                status = _peek(client, source, settings, to, args.max, tally, out, err)
+                status = _peek(client, plan, tally, out, err)
             else:
-                status = _move(client, source, settings, to, args.max, tally, progress, env, err)
+                status = _move(client, plan, tally, progress, env, err)
     except Exception as exc:  # noqa: BLE001 - connecting or closing failed (unreachable, no rights, ...): report it
         progress.finish()  # end the bar's line before the error
         print(f"redrive: Service Bus failed: {_error(exc)}", file=err)
@@ -128,98 +130,114 @@ def redrive(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]
     return status
 
 
-def _move(
-    client: Any,
-    source: Source,
-    settings: Settings,
-    to: str | None,
-    limit: int | None,
-    tally: Tally,
-    progress: _Progress,
-    env: Mapping[str, str],
-    err: TextIO,
-) -> int:
+@dataclass
+class _Plan:
+    """What a run moves: from where, under which settings, to where (None: where each message belongs)."""
+
+    source: Source
+    settings: Settings
+    to: str | None
+    limit: int | None
+
+
+class _Failed(Exception):
+    """Ends a move early: what went wrong has been printed, and the message stays where it is."""
+
+
+def _move(client: Any, plan: _Plan, tally: Tally, progress: _Progress, env: Mapping[str, str], err: TextIO) -> int:
     from azure.servicebus import ServiceBusReceiveMode, ServiceBusSubQueue
 
     sender = ServiceBusSender(env)
-    held_back: list[Any] = []  # skipped: kept locked until the end so receive moves on, then abandoned
-    counted: set[Any] = set()  # a skipped message can come back if its lock expires: count it once
     receiver = client.get_queue_receiver(
-        source.queue,
-        sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None,
+        plan.source.queue,
+        sub_queue=ServiceBusSubQueue.DEAD_LETTER if plan.source.dead_letter else None,
         receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
         prefetch_count=0,
     )
+    mover = _Mover(plan, receiver, sender, tally, progress, err)
     try:
         with receiver:
             try:
-                while limit is None or tally.moved < limit:
-                    wanted = RECEIVE_BATCH if limit is None else min(RECEIVE_BATCH, limit - tally.moved)
-                    try:
-                        batch = receiver.receive_messages(max_message_count=wanted, max_wait_time=RECEIVE_WAIT_SECONDS)
-                    except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
-                        print(f"redrive: receiving from {source} failed: {_error(exc)}", file=err)
-                        return 1
-                    if not batch:
-                        break
-                    new = 0
-                    for index, message in enumerate(batch):
-                        held = _held(message)
-                        copy, why = plan_move(held, source, settings, to)
-                        if copy is None:
-                            held_back.append(message)
-                            key = held.sequence_number if held.sequence_number is not None else held.message_id
-                            if key not in counted:
-                                counted.add(key)
-                                new += 1
-                                tally.skip(held, source, why)
-                                progress.update(tally)
-                            continue
-                        new += 1
-                        target = copy.queue
-                        try:
-                            sender.send(copy)
-                        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
-                            _abandon(receiver, batch[index:])
-                            print(
-                                f"redrive: sending {copy.message_id} to {target} failed, the message stays on "
-                                f"{source}: {_error(exc)}",
-                                file=err,
-                            )
-                            return 1
-                        try:
-                            receiver.complete_message(message)  # settle only once the copy is on its way
-                        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
-                            _abandon(receiver, batch[index + 1 :])
-                            print(
-                                f"redrive: {copy.message_id} was sent to {target} but could not be completed "
-                                f"on {source}; a later run sends it again: {_error(exc)}",
-                                file=err,
-                            )
-                            return 1
-                        tally.move(held, source, target)
-                        progress.update(tally)
-                    if not new:
-                        break  # only skipped messages whose locks ran out came back: nothing left to do
+                mover.run()
+            except _Failed:
+                return 1
             finally:
-                _abandon(receiver, held_back)
+                _abandon(receiver, mover.held_back)
     finally:
         sender.close()
     return 0
 
 
-def _peek(
-    client: Any,
-    source: Source,
-    settings: Settings,
-    to: str | None,
-    limit: int | None,
-    tally: Tally,
-    out: TextIO,
-    err: TextIO,
-) -> int:
+@dataclass
+class _Mover:
+    """Receives, copies and completes the messages of one run, one receive batch at a time."""
+
+    plan: _Plan
+    receiver: Any
+    sender: ServiceBusSender
+    tally: Tally
+    progress: _Progress
+    err: TextIO
+    held_back: list[Any] = field(default_factory=list)  # skipped: kept locked until the end, then abandoned
+    counted: set[Any] = field(default_factory=set)  # a skipped message can come back if its lock expires
+
+    def run(self) -> None:
+        limit = self.plan.limit
+        while limit is None or self.tally.moved < limit:
+            wanted = RECEIVE_BATCH if limit is None else min(RECEIVE_BATCH, limit - self.tally.moved)
+            try:
+                batch = self.receiver.receive_messages(max_message_count=wanted, max_wait_time=RECEIVE_WAIT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
+                self._fail(f"receiving from {self.plan.source} failed: {_error(exc)}")
+            if not batch:
+                return
+            new = sum(self._one(batch, index) for index in range(len(batch)))
+            if not new:
+                return  # only skipped messages whose locks ran out came back: nothing left to do
+
+    def _one(self, batch: list[Any], index: int) -> bool:
+        """Move ``batch[index]``, or hold it back; True when it was not seen before."""
+        message, source = batch[index], self.plan.source
+        held = _held(message)
+        copy, why = plan_move(held, source, self.plan.settings, self.plan.to)
+        if copy is None:
+            self.held_back.append(message)
+            key = held.sequence_number if held.sequence_number is not None else held.message_id
+            if key in self.counted:
+                return False
+            self.counted.add(key)
+            self.tally.skip(held, source, why)
+            self.progress.update(self.tally)
+            return True
+        try:
+            self.sender.send(copy)
+        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
+            _abandon(self.receiver, batch[index:])
+            self._fail(
+                f"sending {copy.message_id} to {copy.queue} failed, the message stays on {source}: {_error(exc)}"
+            )
+        try:
+            self.receiver.complete_message(message)  # settle only once the copy is on its way
+        except Exception as exc:  # noqa: BLE001 - any SDK failure: report it, the message stays where it is
+            _abandon(self.receiver, batch[index + 1 :])
+            self._fail(
+                f"{copy.message_id} was sent to {copy.queue} but could not be completed on {source}; "
+                f"a later run sends it again: {_error(exc)}"
+            )
+        self.tally.move(held, source, copy.queue)
+        self.progress.update(self.tally)
+        return True
+
+    def _fail(self, text: str) -> NoReturn:
+        print(f"redrive: {text}", file=self.err)
+        raise _Failed(text)
+
+
+def _peek(client: Any, plan: _Plan, tally: Tally, out: TextIO, err: TextIO) -> int:
     # One line per message on stdout is the progress here (peeking locks nothing, so it is quick).
     from azure.servicebus import ServiceBusSubQueue
+
+    source, settings, to, limit = plan.source, plan.settings, plan.to, plan.limit
 
     receiver = client.get_queue_receiver(
         source.queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER if source.dead_letter else None

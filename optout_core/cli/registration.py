@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.webapi import WebApi
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.odata import equals, guid_literal
 from optout_core.domain.settings import Settings
@@ -129,7 +129,7 @@ class Change:
         return {"action": self.action, "record": self.record, "id": self.id, "name": self.name}
 
 
-def read_registration(client: DataverseClient, settings: Settings) -> Registration:
+def read_registration(client: WebApi, settings: Settings) -> Registration:
     endpoints = tuple(client.query(ENDPOINTS, select=ENDPOINT_COLUMNS))
     steps = {
         str(e["serviceendpointid"]): tuple(
@@ -237,6 +237,15 @@ def plan_setup(
             Change("update" if differ else "none", "serviceendpoint", endpoint_id, settings.endpoint_name, differ)
         )
         steps = found.steps.get(endpoint_id, ())
+    changes.append(_step_change(settings, found, steps))
+    if deactivate_workflows:
+        changes.extend(_deactivations(settings, found))
+    return changes
+
+
+def _step_change(settings: Settings, found: Registration, steps: Sequence[Mapping[str, Any]]) -> Change:
+    """The Create step of our endpoint: to create, to update, or as it should be."""
+    assert found.create_message is not None and found.create_filter is not None  # checked by plan_setup
     creates = [s for s in steps if str(s.get("_sdkmessageid_value")) == found.create_message]
     if len(creates) > 1:
         raise SettingsError(
@@ -249,19 +258,15 @@ def plan_setup(
         "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({found.create_filter['sdkmessagefilterid']})",
     }
     if not creates:
-        changes.append(Change("create", "step", None, wanted_step["name"], wanted_step))
-    else:
-        step = creates[0]
-        differ = {c: v for c, v in step_values(settings).items() if not same(c, step.get(c), v)}
-        if str(step.get("_sdkmessagefilterid_value")) != str(found.create_filter["sdkmessagefilterid"]):
-            differ["sdkmessagefilterid@odata.bind"] = wanted_step["sdkmessagefilterid@odata.bind"]
-        if "statecode" in differ or "statuscode" in differ:
-            differ.update(ENABLED)  # a state changes as its documented pair
-        step_id = str(step["sdkmessageprocessingstepid"])
-        changes.append(Change("update" if differ else "none", "step", step_id, wanted_step["name"], differ))
-    if deactivate_workflows:
-        changes.extend(_deactivations(settings, found))
-    return changes
+        return Change("create", "step", None, wanted_step["name"], wanted_step)
+    step = creates[0]
+    differ = {c: v for c, v in step_values(settings).items() if not same(c, step.get(c), v)}
+    if str(step.get("_sdkmessagefilterid_value")) != str(found.create_filter["sdkmessagefilterid"]):
+        differ["sdkmessagefilterid@odata.bind"] = wanted_step["sdkmessagefilterid@odata.bind"]
+    if "statecode" in differ or "statuscode" in differ:
+        differ.update(ENABLED)  # a state changes as its documented pair
+    step_id = str(step["sdkmessageprocessingstepid"])
+    return Change("update" if differ else "none", "step", step_id, wanted_step["name"], differ)
 
 
 def _deactivations(settings: Settings, found: Registration) -> list[Change]:
@@ -323,7 +328,7 @@ def _ours(settings: Settings, found: Registration) -> list[Mapping[str, Any]]:
     return ours
 
 
-def apply(client: DataverseClient, plan: Sequence[Change]) -> tuple[list[Change], DataverseError | None]:
+def apply(client: WebApi, plan: Sequence[Change]) -> tuple[list[Change], DataverseError | None]:
     """Carry out ``plan`` in order (a "none" change only names the endpoint a new step binds to). Returns the
     changes made — a created record with its new id — and the error that stopped the rest, if any: a re-run
     finds what was made and completes the remainder."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseRejected
+from optout_core.dataverse.webapi import WebApi
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.odata import logical_name
 
@@ -134,9 +134,9 @@ def _values(answer: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
 
 
 class SchemaReader:
-    """Reads metadata through a :class:`DataverseClient` (its retries, throttling and error translation)."""
+    """Reads metadata through a :class:`~optout_core.dataverse.webapi.WebApi` (its retries, throttling, errors)."""
 
-    def __init__(self, client: DataverseClient) -> None:
+    def __init__(self, client: WebApi) -> None:
         self._client = client
 
     def custom_tables(self) -> list[TableSummary]:
@@ -192,6 +192,18 @@ class SchemaReader:
             for item in entity.get("Attributes") or ()
             if isinstance(item, Mapping) and item.get("LogicalName")
         }
+        self._fill_details(path, columns)
+        return Table(
+            name=str(entity.get("LogicalName") or name),
+            entity_set=str(entity.get("EntitySetName") or ""),
+            display=label_text(entity.get("DisplayName")),
+            custom=entity.get("IsCustomEntity") is True,
+            columns=columns,
+            privileges=self.table_privileges(name),
+        )
+
+    def _fill_details(self, path: str, columns: dict[str, Column]) -> None:
+        """Choice columns' options and lookups' target tables: one read per choice kind, one for the lookups."""
         for cast in sorted({CHOICE_KINDS[c.kind] for c in columns.values() if c.kind in CHOICE_KINDS}):
             for item in _values(
                 self._client.get(
@@ -207,14 +219,6 @@ class SchemaReader:
                 )
             ):
                 _fill(columns, item, targets=tuple(str(t) for t in item.get("Targets") or ()))
-        return Table(
-            name=str(entity.get("LogicalName") or name),
-            entity_set=str(entity.get("EntitySetName") or ""),
-            display=label_text(entity.get("DisplayName")),
-            custom=entity.get("IsCustomEntity") is True,
-            columns=columns,
-            privileges=self.table_privileges(name),
-        )
 
     def table_privileges(self, name: str) -> dict[str, tuple[str, str]]:
         """PrivilegeType -> (PrivilegeId, Name) of a table, read from its metadata rather than guessed."""

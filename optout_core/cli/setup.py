@@ -10,8 +10,8 @@ from typing import TextIO
 
 from optout_core.cli.registration import Change, EndpointKey, apply, plan_remove, plan_setup, read_registration
 from optout_core.cli.schema import SchemaReader, needed_names, shortfalls
-from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import Undetermined
+from optout_core.dataverse.webapi import WebApi
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
 
@@ -27,7 +27,7 @@ _WORKFLOW_PRIVILEGES = (("workflow", ("Read", "Write")),)
 
 
 def setup(
-    client: DataverseClient,
+    client: WebApi,
     settings: Settings,
     out: TextIO,
     *,
@@ -74,7 +74,7 @@ def setup(
     return 1 if failure else 0
 
 
-def _missing(client: DataverseClient, needs: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+def _missing(client: WebApi, needs: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     """The privileges ``setup`` needs and lacks, by name. Any depth will do: it changes the records it creates
     (and workflows an administrator's role reaches)."""
     reader = SchemaReader(client)

@@ -71,11 +71,6 @@ class Scope:
     def entity_set(self) -> str:
         return self.table + "s"
 
-    @property
-    def lookup_value(self) -> str:
-        """The lookup's value column as a query returns it (``_msdynmkt_purposeid_value``)."""
-        return f"_{self.table}id_value"
-
     def bind(self) -> dict[str, str]:
         # The navigation property is spelt with a capital I (msdynmkt_purposeId), unlike the column.
         return {f"{self.table}Id@odata.bind": f"/{self.entity_set}({self.id})"}

@@ -24,7 +24,8 @@ class PermanentError(OptOutError):
 
 
 class TransientError(OptOutError):
-    """A later attempt may succeed: raise so Service Bus redelivers the message."""
+    """A later attempt may succeed: retried in process, then the work item is put back on its queue, due later,
+    until its retry window closes (then it ends ``failed`` on the rejected queue)."""
 
     retryable = True
 

@@ -7,6 +7,9 @@ keys are ignored: Microsoft keeps adding members. Anything unreadable raises :cl
 with a reason that tells the administrator what to change, except a Target that is not a readable Entity:
 that is kept as the reason of a :class:`HeaderOnlyContext`, because a Delete or Assign names the row by
 EntityReference and must be ignored on its message name, not rejected for its Target.
+
+The values inside (lookups, choices, dates) are read by :mod:`optout_core.domain.values`; a Web API row that
+stands in for a trimmed context, by :mod:`optout_core.domain.webapi_row`.
 """
 
 from __future__ import annotations
@@ -14,37 +17,23 @@ from __future__ import annotations
 import functools
 import json
 import re
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from optout_core.domain.errors import PermanentError
 from optout_core.domain.ids import normalise_guid
+from optout_core.domain.values import iso_utc, json_type, type_name, unwrap
 
 # Dataverse trims contexts over 192 KB and fails to send anything larger; 512 KiB leaves room for
 # Premium-tier headroom while refusing bodies that cannot have come from Dataverse.
 MAX_BODY_BYTES = 512 * 1024
-_DATE = re.compile(r"/Date\((-?\d{1,15})([+-]\d{4})?\)/")
 _JSON_TYPES = ("application/json", "text/json")
 _XML_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<")  # matched in place: no copy of the body
-_LOOKUP_VALUE = re.compile(r"_(\w+)_value")
-_OPTION_CODES = re.compile(r"-?\d{1,10}(?:,-?\d{1,10})*")  # a multi-select choice as the Web API returns it
-_LOOKUP_TABLE = "Microsoft.Dynamics.CRM.lookuplogicalname"
-_FORMATTED = "OData.Community.Display.V1.FormattedValue"
 
 
 class UnreadableMessage(PermanentError):
     """The body is not a Dataverse JSON context this app can read."""
-
-
-class Reference(NamedTuple):
-    """An EntityReference (lookup) value: the referenced table, its id (None if malformed) and display name."""
-
-    table: str
-    id: str | None
-    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,43 +94,27 @@ class CampaignLogContext(ContextHeader):
         return iso_utc(value) if isinstance(value, str) else None
 
 
-def context_from_row(base: TrimmedContext, row: Mapping[str, Any]) -> CampaignLogContext:
-    """The context a trimmed message would have carried, rebuilt from the Web API's row.
-
-    The row comes from ``GET …(<id>)`` with ``Prefer: odata.include-annotations="*"``: a lookup arrives
-    as ``_<column>_value`` plus a ``…@Microsoft.Dynamics.CRM.lookuplogicalname`` annotation, a choice as
-    its integer plus a ``…@OData.Community.Display.V1.FormattedValue`` annotation, a multi-select choice as
-    a string of comma-separated codes plus its labels (read as the list of codes a context carries).
-    """
-    attributes: dict[str, Any] = {}
-    formatted: dict[str, str] = {}
-    for key, value in row.items():
-        if "@" in key:
-            continue
-        label = row.get(f"{key}@{_FORMATTED}")
-        lookup = _LOOKUP_VALUE.fullmatch(key)
-        if lookup is not None:
-            column, table = lookup.group(1), row.get(f"{key}@{_LOOKUP_TABLE}")
-            attributes[column] = (
-                None
-                if value is None or not isinstance(table, str)
-                else {"LogicalName": table, "Id": value, "Name": label if isinstance(label, str) else None}
-            )
-            key = column
-        elif isinstance(value, str) and isinstance(label, str) and _OPTION_CODES.fullmatch(value):
-            attributes[key] = [int(code) for code in value.split(",")]  # text has no formatted value
-        else:
-            attributes[key] = value
-        if isinstance(label, str):
-            formatted[key] = label
-    return base.with_target(attributes, formatted)
-
-
 _BOM = b"\xef\xbb\xbf"
 
 
+class _FastDecoder(NamedTuple):
+    decode: Callable[[bytes], dict[str, Any]]  # the members the router reads, by name
+    refused: tuple[type[Exception], ...]  # what it raises for a body it refuses (the exact path reads it then)
+
+
+_MEMBERS = (
+    "MessageName",
+    "PrimaryEntityName",
+    "PrimaryEntityId",
+    "OrganizationId",
+    "OperationId",
+    "CorrelationId",
+    "InputParameters",
+)
+
+
 @functools.cache
-def _fast_decoder() -> Any:
+def _fast_decoder() -> _FastDecoder:
     """A decoder for only the members the router reads. It skips everything else (ParentContext,
     images, SharedVariables…) without building it, which makes reading a message cheaper than a plain
     ``json.loads`` of it; types are checked afterwards, by the same code as the exact path. Built on first
@@ -158,22 +131,12 @@ def _fast_decoder() -> Any:
         InputParameters: Any = None
 
     decoder = msgspec.json.Decoder(Members)
-    members = (
-        "MessageName",
-        "PrimaryEntityName",
-        "PrimaryEntityId",
-        "OrganizationId",
-        "OperationId",
-        "CorrelationId",
-        "InputParameters",
-    )
 
     def decode(body: bytes) -> dict[str, Any]:
         decoded = decoder.decode(body)
-        return {name: getattr(decoded, name) for name in members}
+        return {name: getattr(decoded, name) for name in _MEMBERS}
 
-    refused = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
-    return decode, refused
+    return _FastDecoder(decode, (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError))
 
 
 type Context = CampaignLogContext | TrimmedContext | HeaderOnlyContext
@@ -236,96 +199,6 @@ def pairs(items: Any, where: str) -> dict[str, Any]:
             raise UnreadableMessage(f"{where} lists {key[:100]!r} twice with different values (duplicate keys)")
         result[key] = value
     return result
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for reasons an administrator reads."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return {dict: "object", list: "array", str: "string", int: "number", float: "number"}.get(type(value), "value")
-
-
-def type_name(value: Any) -> str | None:
-    """'Entity', 'EntityReference', 'OptionSetValue', … from a ``__type`` tag, or None."""
-    if isinstance(value, dict):
-        tag = value.get("__type")
-        if isinstance(tag, str):
-            return tag.split(":", 1)[0]
-    return None
-
-
-def unwrap(value: Any) -> Any:
-    """Typed wrappers such as ``{"__type": "Guid:#System", "__value": …}`` → their value."""
-    if isinstance(value, dict) and "__value" in value and type_name(value) is not None:
-        return value["__value"]
-    return value
-
-
-def as_reference(value: Any) -> Reference | None:
-    """An EntityReference, recognised by its tag or, untagged, by its shape (as in images)."""
-    if type(value) is not dict:  # most columns are text, numbers or dates: leave at once
-        return None
-    if "__value" in value:
-        value = unwrap(value)
-        if type(value) is not dict:
-            return None
-    table = value.get("LogicalName")
-    if not isinstance(table, str) or "Id" not in value or "Attributes" in value:
-        return None
-    if "__type" in value and type_name(value) not in (None, "EntityReference"):
-        return None
-    name = value.get("Name")
-    return Reference(table.lower(), normalise_guid(unwrap(value["Id"])), name if isinstance(name, str) else None)
-
-
-def references_one_of(value: Any, tables: Mapping[str, Any]) -> bool:
-    """A cheap first look while scanning every column: could this be a lookup to one of ``tables``?"""
-    if type(value) is not dict:
-        return False
-    table = value.get("LogicalName") if "__value" not in value else unwrap(value)
-    if isinstance(table, dict):
-        table = table.get("LogicalName")
-    return isinstance(table, str) and table.lower() in tables
-
-
-def as_option_code(value: Any) -> int | None:
-    """The integer of an OptionSetValue (or of a bare whole number)."""
-    value = unwrap(value)
-    if isinstance(value, dict) and type_name(value) in (None, "OptionSetValue") and "Value" in value:
-        value = value["Value"]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def iso_utc(text: str) -> str | None:
-    """A Dataverse date as ISO 8601 UTC to the second, or None when it is not a date."""
-    match = _DATE.fullmatch(text)
-    if match is not None:  # the common case, without building a datetime
-        try:
-            moment = time.gmtime(int(match.group(1)) // 1000)
-        except (OverflowError, OSError, ValueError):
-            return None
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", moment) if 1 <= moment.tm_year <= 9999 else None
-    parsed = parse_date(text)
-    return None if parsed is None else f"{parsed:%Y-%m-%dT%H:%M:%SZ}"
-
-
-def parse_date(text: str) -> datetime | None:
-    """``/Date(ms)/``, ``/Date(ms±hhmm)/`` (the ms are UTC, WCF rule) or the Web API's ISO 8601 → aware UTC."""
-    match = _DATE.fullmatch(text)
-    if match is None:
-        try:
-            parsed = datetime.fromisoformat(text)
-            return parsed.astimezone(UTC) if parsed.tzinfo else None
-        except (ValueError, OverflowError):
-            return None
-    try:
-        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def _check_format(body: bytes, content_type: str | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from optout_core.domain.bounce import uses_detail
@@ -20,16 +21,13 @@ from optout_core.domain.execution_context import (
     HeaderOnlyContext,
     TrimmedContext,
     UnreadableMessage,
-    as_option_code,
-    as_reference,
-    context_from_row,
     load_context,
-    references_one_of,
-    unwrap,
 )
-from optout_core.domain.model import BOUNCE, ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.model import BOUNCE, ENTITY_SETS, Function, Outcome, Recipient, Route
 from optout_core.domain.redact import MAX_LABEL, cap
 from optout_core.domain.settings import Settings
+from optout_core.domain.values import as_option_code, as_reference, references_one_of, unwrap
+from optout_core.domain.webapi_row import context_from_row
 from optout_core.domain.workitem import WorkItem
 
 _CLAIMS = "http://schemas.microsoft.com/xrm/2011/Claims/"
@@ -311,58 +309,85 @@ def _unsupported_kind(value: Any) -> str | None:
     return None
 
 
-def type_route(label: str | None, code: int | None, settings: Settings) -> str:
-    """What an activity type gets under ``settings``: the route of the function whose activity types list it
-    ("opt_out", "bounce"), "user_opt_out" (ignored: Concep stops the send account) or "ignored". The router's rule,
-    shared with ``discover`` and ``check --connect``."""
-    if settings.user_opt_out_types.matches(label, code):
-        return "user_opt_out"
-    function = settings.function_for_type(label, code)
-    return "ignored" if function is None else str(function.route)
+class Unrouted(StrEnum):
+    """What an activity type gets when no function does its work."""
+
+    USER_OPT_OUT = "user_opt_out"  # a send-account opt-out: Concep stops the send account, CRM is not changed
+    IGNORED = "ignored"  # listed nowhere
+
+
+def type_route(label: str | None, code: int | None, settings: Settings) -> Route | Unrouted:
+    """What an activity type gets under ``settings``: the route of the function whose activity types list it,
+    :attr:`Unrouted.USER_OPT_OUT` or :attr:`Unrouted.IGNORED`. The router's rule, shared with ``discover``,
+    ``check --connect`` and the audit."""
+    listed = _listed(label, code, settings)
+    if isinstance(listed, Unrouted):
+        return listed
+    return listed.route if listed.route is not None else Unrouted.IGNORED
+
+
+def _listed(label: str | None, code: int | None, settings: Settings) -> Function | Unrouted:
+    """The list that names this activity type. A listed option code decides before any label: codes are stable,
+    labels are renamed and translated (a code listed as an opt-out stays one under the label "User Opt Out")."""
+    keys = ((None, code), (label, None)) if code is not None else ((label, None),)
+    for key_label, key_code in keys:
+        if settings.user_opt_out_types.matches(key_label, key_code):
+            return Unrouted.USER_OPT_OUT
+        function = settings.function_for_type(key_label, key_code)
+        if function is not None:
+            return function
+    return Unrouted.IGNORED
 
 
 def _route(activity: ActivityType, settings: Settings) -> Route:
-    if settings.user_opt_out_types.matches(activity.label, activity.code):
+    listed = _listed(activity.label, activity.code, settings)
+    if listed is Unrouted.USER_OPT_OUT:
         raise _Stop(
             Outcome.IGNORED,
             f"activity type {activity} is a user-level (send-account) opt-out: "
             "Concep already stops that send account; CRM is not changed",
         )
-    function = settings.function_for_type(activity.label, activity.code)
-    if function is None or function.route is None:
+    if isinstance(listed, Unrouted) or listed.route is None:
         hint = "" if activity.label else " (the message carries no label: list its option code)"
         works = [f.work for f in settings.functions if f.types_setting]
         kinds = " or ".join([", ".join(works[:-1]), works[-1]] if len(works) > 1 else works)
         raise _Stop(Outcome.IGNORED, f"activity type {activity} is not an {kinds} type{hint}")
-    if not settings.is_enabled(function):
-        raise _Stop(Outcome.IGNORED, f"{function.name} is switched off (AzureWebJobs.{function.name}.Disabled)")
-    return function.route
+    if not settings.is_enabled(listed):
+        raise _Stop(Outcome.IGNORED, f"{listed.name} is switched off (AzureWebJobs.{listed.name}.Disabled)")
+    return listed.route
 
 
 def _recipient(context: CampaignLogContext, settings: Settings) -> Recipient:
-    attributes = context.target
     if settings.recipient_columns:
-        # The first listed column that holds a value decides: a later column never stands in for it, so a
-        # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
-        for column in settings.recipient_columns:
-            value = attributes.get(column)
-            if unwrap(value) in (None, ""):
-                continue
-            reference = as_reference(value)
-            if reference is None:
-                raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
-            if reference.table not in ENTITY_SETS:
-                raise _Stop(
-                    Outcome.REJECTED,
-                    f"the recipient column {column} references a {_shown(reference.table, 40)}, "
-                    "not a contact, lead or account",
-                )
-            return _valid(reference.table, reference.id, column)
-        raise _Stop(
-            Outcome.REJECTED,
-            "no recipient: none of RECIPIENT_COLUMNS "
-            f"({';'.join(settings.recipient_columns)}) references a contact, lead or account",
-        )
+        return _listed_recipient(context.target, settings.recipient_columns)
+    return _only_recipient(context.target)
+
+
+def _listed_recipient(attributes: Mapping[str, Any], columns: tuple[str, ...]) -> Recipient:
+    # The first listed column that holds a value decides: a later column never stands in for it, so a
+    # log whose first column points elsewhere (a systemuser, say) cannot opt out another record.
+    for column in columns:
+        value = attributes.get(column)
+        if unwrap(value) in (None, ""):
+            continue
+        reference = as_reference(value)
+        if reference is None:
+            raise _Stop(Outcome.REJECTED, f"the recipient column {column} does not hold a lookup")
+        if reference.table not in ENTITY_SETS:
+            raise _Stop(
+                Outcome.REJECTED,
+                f"the recipient column {column} references a {_shown(reference.table, 40)}, "
+                "not a contact, lead or account",
+            )
+        return _valid(reference.table, reference.id, column)
+    raise _Stop(
+        Outcome.REJECTED,
+        f"no recipient: none of RECIPIENT_COLUMNS ({';'.join(columns)}) references a contact, lead or account",
+    )
+
+
+def _only_recipient(attributes: Mapping[str, Any]) -> Recipient:
+    """Without RECIPIENT_COLUMNS: the log's only contact, lead or account lookup (several rows: ambiguous)."""
     found: dict[tuple[str, str | None], str] = {}
     for column, value in attributes.items():
         if type(value) is not dict or not references_one_of(value, ENTITY_SETS):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,9 +46,6 @@ class OutboundMessage:
     subject: str | None = None
     application_properties: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     scheduled_enqueue_time: datetime | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 MAX_MESSAGE_ID = 128  # Service Bus refuses a longer MessageId

@@ -182,7 +182,7 @@ def test_router_forwards_an_opt_out_to_the_opt_out_queue_under_a_deterministic_m
     assert result == Invocation(succeeded=True, exception_message=None)
     (item,) = queues.messages("opt-out")
     assert item.message_id == f"{LOG_ID}:opt_out"
-    assert item.json()["recipient"] == {"table": "contact", "id": CONTACTS[0]}
+    assert json.loads(item.body)["recipient"] == {"table": "contact", "id": CONTACTS[0]}
     assert queues.messages("bounce") == queues.messages("rejected") == []
 
 
@@ -194,7 +194,7 @@ def test_router_forwards_a_hard_bounce_to_the_bounce_queue(worker, install):
     assert result.succeeded
     (item,) = queues.messages("bounce")
     assert item.message_id == f"{LOG_ID}:bounce"
-    assert item.json()["recipient"] == {"table": "contact", "id": CONTACTS[1]}
+    assert json.loads(item.body)["recipient"] == {"table": "contact", "id": CONTACTS[1]}
     assert queues.messages("opt-out") == []
 
 
@@ -244,7 +244,7 @@ def test_switching_off_bulk_email_opt_out_stops_forwarding_opt_outs_but_not_boun
 
     assert opt_out.succeeded and bounce.succeeded
     assert queues.messages("opt-out") == []
-    assert [m.json()["recipient"]["id"] for m in queues.messages("bounce")] == [CONTACTS[1]]
+    assert [json.loads(m.body)["recipient"]["id"] for m in queues.messages("bounce")] == [CONTACTS[1]]
 
 
 # --- 4. BulkEmailOptOut through the worker (a batch of messages), against the Dataverse stand-in ------------

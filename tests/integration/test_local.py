@@ -11,7 +11,7 @@ from optout_dev.demo import DELETED, SEED, run_demo, sample_files
 from optout_dev.local import LocalPipeline
 from optout_dev.messages import ACCOUNTS, CONTACTS, DELETED_CONTACT, LEADS, campaign_log, wire
 from optout_dev.standin import Fault
-from tests.support.cli import cli
+from tests.support.cli import cli, dev_cli
 from tests.support.dataverse import standin_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     good = tmp_path / "good.json"
     good.write_bytes(wire(campaign_log(activity="Client Opt Out", recipient=("account", ACCOUNTS[0]))))
     env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0.001"}
-    result = cli("run", "--json", str(good), "samples/08-open-contact.json", env=env)
+    result = dev_cli("run", "--json", str(good), "samples/08-open-contact.json", env=env)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [set(line) for line in lines] == [
@@ -123,7 +123,7 @@ def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     standin.inject(Fault(status=503), times=20)
     second = tmp_path / "second.json"
     second.write_bytes(wire(campaign_log(trimmed=True, log_id=LEADS[0])))  # the router must read the row
-    failed = cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2"})
+    failed = dev_cli("run", "--json", str(second), env={**env, "DATAVERSE_MAX_ATTEMPTS": "2"})
     assert failed.returncode == 1 and json.loads(failed.stdout)["outcome"] == "failed"
 
 
@@ -166,7 +166,7 @@ def test_run_cli_exits_1_when_an_event_was_only_put_back(tmp_path):
         "DATAVERSE_MAX_ATTEMPTS": "2",
         "DATAVERSE_BACKOFF_SECONDS": "0.01",
     }
-    result = cli("run", "--json", str(body), env=env)
+    result = dev_cli("run", "--json", str(body), env=env)
     assert result.returncode == 1 and json.loads(result.stdout)["outcome"] == "rescheduled"
 
 
@@ -205,7 +205,7 @@ def test_demo_runs_every_sample_and_its_numbers_add_up():
 
 
 def test_demo_command_exits_0_and_prints_the_table_and_final_state():
-    result = cli("demo", env={})
+    result = dev_cli("demo", env={})
     assert result.returncode == 0, result.stderr
     assert "Do Not Allow" in result.stdout and "recipient_missing" in result.stdout
     assert result.stderr == ""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from proton import Message, symbol
 
+from optout_core.app import redrive as redrive_rules
 from optout_core.app import settle
 from optout_core.cli import redrive
 from optout_core.domain.model import Recipient, Route
@@ -195,7 +196,7 @@ def test_a_second_redrive_counts_the_second_trip():
     held = redrive.Held(
         message_id="x:rejected", body=b"{}", application_properties={"original_message_id": "x", "redrive_count": 1}
     )
-    copy = redrive.redrive_copy(held, OPT_OUT)
+    copy = redrive_rules.redrive_copy(held, OPT_OUT)
     assert copy.application_properties["redrive_count"] == 2
     assert copy.message_id == "x:redrive2"
 
@@ -295,7 +296,7 @@ def test_a_failed_send_leaves_the_message_in_place_and_exits_1(peer):
 def test_the_target_is_the_rejecting_functions_trigger_queue_unless_to_names_one(rejected_by, to, target):
     held = redrive.Held(message_id="m", body=b"{}", application_properties={"rejected_by": rejected_by})
     source = redrive.parse_source("rejected", SETTINGS)
-    assert redrive.target_for(held, source, SETTINGS, to)[0] == target
+    assert redrive_rules.target_for(held, source, SETTINGS, to)[0] == target
 
 
 def test_progress_is_a_bar_redrawn_in_place_on_a_terminal_and_a_line_per_100_messages_otherwise():

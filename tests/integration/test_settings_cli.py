@@ -6,7 +6,7 @@ configuration error (exit 2) before reading a single message.
 
 import pytest
 
-from tests.support.cli import cli
+from tests.support.cli import cli, dev_cli
 
 SAMPLE = "samples/01-spam-report-contact.json"
 
@@ -28,7 +28,7 @@ def test_check_refuses_a_setting_that_defeats_opt_outs_and_names_it(name, value)
 @pytest.mark.parametrize("command", ["explain", "run"])
 @pytest.mark.parametrize("name, value", DEFEATING)
 def test_explain_and_run_refuse_it_before_reading_a_message(command, name, value):
-    result = cli(command, SAMPLE, env={name: value})
+    result = (dev_cli if command == "run" else cli)(command, SAMPLE, env={name: value})
     assert result.returncode == 2, result.stdout
     assert "configuration error" in result.stderr and name in result.stderr, result.stderr
     assert result.stdout == ""

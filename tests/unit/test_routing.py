@@ -9,7 +9,7 @@ from optout_core.app.settle import forward
 from optout_core.domain.bounce import bounce_changes
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.model import FUNCTIONS, Function, Outcome, Recipient, Route
-from optout_core.domain.routing import RowRequest, decide, decide_row, row_select, type_route
+from optout_core.domain.routing import RowRequest, Unrouted, decide, decide_row, row_select, type_route
 from optout_core.domain.settings import Settings
 from optout_core.domain.settings_spec import spec
 from optout_dev.messages import (
@@ -90,6 +90,23 @@ def test_option_code_without_label_matches_only_a_listed_code():
     assert ignored.outcome is Outcome.IGNORED and "list its option code" in ignored.reason
     routed = decide(wire(body), Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": "Spam Report;100000004"}))
     assert routed.route is Route.OPT_OUT and routed.work_item.activity_code == 100000004
+
+
+@pytest.mark.parametrize("label", ["User Opt Out", "Hard Bounce"])
+def test_a_listed_option_code_decides_before_a_label_listed_elsewhere(label):
+    # Codes are stable; labels are renamed and translated: the code listed as an opt-out wins over the label.
+    settings = Settings.from_env({"OPT_OUT_ACTIVITY_TYPES": "Spam Report;100000003"})
+    decision = decision_for(activity=100000003, activity_label=label, settings=settings)
+    assert decision.outcome is Outcome.ROUTED and decision.route is Route.OPT_OUT
+    assert type_route(label, 100000003, settings) is Route.OPT_OUT
+    # the label still decides for a code no list names
+    assert type_route(label, 100000009, settings) is not Route.OPT_OUT
+
+
+def test_type_route_names_what_no_function_does():
+    assert type_route("User Opt Out", None, DEFAULTS) is Unrouted.USER_OPT_OUT
+    assert type_route("Open", None, DEFAULTS) is Unrouted.IGNORED
+    assert type_route("Spam Report", None, DEFAULTS) is Route.OPT_OUT
 
 
 def test_activity_type_as_plain_text():
