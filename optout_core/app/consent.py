@@ -9,16 +9,22 @@ read-back found the recipient already written (no answer with columns), is the r
 What to write is decided by :mod:`optout_core.domain.consent`; failures are not retried here: each ends as the
 error of its recipient's opt-outs, which the one failure policy turns into a put-back or a rejection. A put-back
 lists again before writing, so a create whose answer was lost is never made twice.
+
+A created record's id is derived from its purpose (or topic) and address (``domain.consent.record_id``). When
+another worker created that record between this one's listing and its create, the create meets Dataverse's
+duplicate-key refusal and becomes an update of that record (one request more, only then); a create resent after a
+lost answer meets the same refusal instead of making a second record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optout_core.dataverse.errors import DataverseError, DataverseRejected, DataverseUnavailable
 from optout_core.domain.consent import (
+    DUPLICATE_RECORD,
     ENTITY_SET,
     QUERY_SELECT,
     ConsentSettings,
@@ -32,12 +38,15 @@ from optout_core.domain.consent import (
     opted_out,
     plan,
     query_filter,
+    record_id,
 )
 from optout_core.domain.model import ENTITY_SETS, Recipient
 from optout_core.domain.redact import mask_emails
 
 if TYPE_CHECKING:
     from optout_core.app.services import Dataverse
+    from optout_core.dataverse.client import Written
+    from optout_core.dataverse.result import Attempt
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ def _write(
     creates: list[tuple[str, Scope]] = [(key, scope) for key, p in plans.items() for scope in p.create]
     updates: list[tuple[str, str]] = [(key, record) for key, p in plans.items() for record in p.update]
     errors: dict[str, list[DataverseError]] = {}
+    taken: list[tuple[str, str]] = []  # (address key, record id) whose create met a record made meanwhile
     requests = 0
     if creates or updates:
         done = client.write_rows(
@@ -135,25 +145,48 @@ def _write(
             deadline=deadline,
         )
         requests = done.requests
-        for (key, _), created in zip(creates, done.items[: len(creates)], strict=True):
-            if created.error is not None:
+        for (key, scope), created in zip(creates, done.items[: len(creates)], strict=True):
+            if _duplicate(created.error):
+                taken.append((key, record_id(plans[key].address, scope)))
+            elif created.error is not None:
                 errors.setdefault(key, []).append(created.error)
-        for (key, record), updated in zip(updates, done.items[len(creates) :], strict=True):
-            if updated.error is not None:
-                errors.setdefault(key, []).append(updated.error)
-            elif isinstance(updated.value, str) or not (updated.value and updated.value.found):
-                # deleted since it was listed: list again later, then create
-                errors.setdefault(key, []).append(
-                    DataverseUnavailable(f"consent record {record} was deleted while being opted out")
-                )
+        _updated(updates, done.items[len(creates) :], errors)
+    if taken:
+        # Another worker (or this create, resent) made the record since the listing: opt that record out.
+        again = client.write_rows(
+            ENTITY_SET, [], [(r, opted_out(descriptions[k])) for k, r in taken], deadline=deadline
+        )
+        requests += again.requests
+        _updated(taken, again.items, errors)
+    moved = {key: sum(1 for k, _ in taken if k == key) for key in plans}
     results: dict[str, Tally | DataverseError] = {}
     for key, p in plans.items():
         failed = errors.get(key)
         if failed:
             results[key] = next((e for e in failed if isinstance(e, DataverseRejected)), failed[0])
         else:
-            results[key] = Tally(addresses=1, created=len(p.create), updated=len(p.update), kept=len(p.kept))
+            results[key] = Tally(
+                addresses=1, created=len(p.create) - moved[key], updated=len(p.update) + moved[key], kept=len(p.kept)
+            )
     return results, requests
+
+
+def _duplicate(error: DataverseError | None) -> bool:
+    return isinstance(error, DataverseRejected) and error.status == 412 and error.code == DUPLICATE_RECORD
+
+
+def _updated(
+    updates: Sequence[tuple[str, str]], items: Sequence[Attempt[str | Written]], errors: dict[str, list[DataverseError]]
+) -> None:
+    """Each update's error, if any, under its address key; a record deleted since it was listed is a transient
+    error (the put-back lists again, then creates)."""
+    for (key, record), updated in zip(updates, items, strict=True):
+        if updated.error is not None:
+            errors.setdefault(key, []).append(updated.error)
+        elif isinstance(updated.value, str) or not (updated.value and updated.value.found):
+            errors.setdefault(key, []).append(
+                DataverseUnavailable(f"consent record {record} was deleted while being opted out")
+            )
 
 
 def _tally(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from optout_core.cli.findings import Finding, error, ok
 from optout_core.cli.schema import GLOBAL, RECIPIENT_TABLES, SchemaReader, Table, needed_names, shortfalls
-from optout_core.cli.schema_check import app_user_id
+from optout_core.cli.schema_check import app_user_id, no_application_user
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.consent import TABLE, ConsentType, Scope
@@ -37,7 +37,10 @@ def consent_findings(client: DataverseClient, settings: Settings) -> list[Findin
         recipients = {name: reader.table(name) for name in RECIPIENT_TABLES}
         findings += _address_columns(recipients, consent.address_columns)
         user = app_user_id(client, settings, client.whoami())
-        findings.append(_privileges(reader, user, table, recipients, consent.scopes))
+        if user is None:
+            findings.append(no_application_user(settings, "consent.app_user_missing"))
+        else:
+            findings.append(_privileges(reader, user, table, recipients, consent.scopes))
     except DataverseError as exc:
         return [error("consent.unreadable", f"checking the consent write failed: {exc}", f"grant {_ROLE} Read on it")]
     return findings

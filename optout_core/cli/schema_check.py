@@ -34,6 +34,7 @@ from optout_core.cli.schema import (
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.odata import guid_literal
+from optout_core.domain.routing import row_select
 from optout_core.domain.settings import Settings, normalise_label
 from optout_core.domain.settings_spec import SPEC
 
@@ -47,20 +48,43 @@ _SUPPORTED_TYPE_KINDS = frozenset(CHOICE_KINDS) | _TEXT_KINDS | LOOKUP_KINDS
 class Facts:
     log: Table | None
     recipients: Mapping[str, Table | None]
-    user_id: str  # the application user whose privileges were read
+    user_id: str | None  # the application user whose privileges were read; None: AZURE_CLIENT_ID has none
     held: Mapping[str, str] | DataverseError  # privilege name -> deepest depth held, or why unreadable
     registration: Registration | DataverseError  # or why it could not be read (the app's user may not)
+    reads: tuple[RowRead, ...] = ()  # the campaign log re-reads the app makes, each tried once
 
 
-def app_user_id(client: DataverseClient, settings: Settings, who: Mapping[str, Any]) -> str:
+@dataclass(frozen=True)
+class RowRead:
+    """One re-read of a campaign log row as a function makes it: exactly ``row_select(settings, route)`` (empty:
+    every column), tried as a ``$top=1`` query; ``failure`` is how Dataverse refused it (None: it worked)."""
+
+    functions: tuple[str, ...]  # the functions that read with this $select
+    select: tuple[str, ...]
+    failure: DataverseError | None
+
+
+def app_user_id(client: DataverseClient, settings: Settings, who: Mapping[str, Any]) -> str | None:
     """The application user whose privileges matter: with AZURE_CLIENT_ID set, the one whose ``applicationid`` it
-    is (an administrator may be the one running the check); otherwise the caller of WhoAmI."""
-    caller = str(who.get("UserId", ""))
+    is (an administrator may be the one running the check), None when that client id has none; otherwise the
+    caller of WhoAmI."""
     application_id = guid_literal(settings.azure_client_id)
     if application_id is None:
-        return caller
+        return str(who.get("UserId", ""))
     users = client.query("systemusers", select=["systemuserid"], where=f"applicationid eq {application_id}")
-    return str(users[0]["systemuserid"]) if users else caller
+    return str(users[0]["systemuserid"]) if users else None
+
+
+def no_application_user(settings: Settings, code: str) -> Finding:
+    """AZURE_CLIENT_ID names an identity without an application user: the app would be refused every call (403
+    0x80072560), whoever runs the check."""
+    return error(
+        code,
+        f"AZURE_CLIENT_ID {settings.azure_client_id} has no application user in this environment: the app's calls "
+        "would all be refused (403 0x80072560), so its privileges cannot be proved",
+        "create one: Power Platform admin center > Environments > (this environment) > Settings > Users + "
+        "permissions > Application users > New app user, with this client id and the optout security role",
+    )
 
 
 def privilege_needs(log: Table | None, recipients: Mapping[str, Table | None]) -> list[tuple[Table | None, str, str]]:
@@ -84,9 +108,31 @@ def read_facts(client: DataverseClient, settings: Settings, who: Mapping[str, An
         log=log,
         recipients=recipients,
         user_id=user_id,
-        held=_attempt(lambda: reader.privilege_depths(user_id, names)),
+        held=_attempt(lambda: reader.privilege_depths(user_id, names)) if user_id is not None else {},
         registration=_attempt(lambda: read_registration(client, settings)),
+        reads=row_reads(client, settings) if log is not None else (),
     )
+
+
+def row_reads(client: DataverseClient, settings: Settings) -> tuple[RowRead, ...]:
+    """Each distinct ``$select`` an enabled function re-reads the campaign log row with, tried once with ``$top=1``:
+    a column the environment lacks fails here (400) as it would fail every such read of the app."""
+    by_select: dict[tuple[str, ...], list[str]] = {}
+    for function in settings.functions:
+        if settings.is_enabled(function):
+            by_select.setdefault(row_select(settings, function.route), []).append(function.name)
+    reads = []
+    for select, names in by_select.items():
+        failure = None
+        if select:  # an empty $select reads every column: no column can be missing
+            try:
+                client.query(settings.campaign_log_entity_set, select=select, top=1)
+            except DataverseError as exc:
+                if exc.status not in (400, 403, 404):
+                    raise
+                failure = exc
+        reads.append(RowRead(tuple(names), select, failure))
+    return tuple(reads)
 
 
 def _attempt[T](read: Callable[[], T]) -> T | DataverseError:
@@ -119,6 +165,7 @@ def findings(settings: Settings, facts: Facts) -> tuple[list[Finding], list[dict
         found += type_findings + recipient_findings(settings, facts.log)
         options = option_routes(type_options, settings)
     found += update_findings(settings, facts.recipients, facts.log)
+    found += read_findings(settings, facts)
     found += privilege_findings(settings, facts)
     if isinstance(facts.registration, DataverseError):
         return found + _unreadable(
@@ -279,6 +326,40 @@ def update_findings(settings: Settings, recipients: Mapping[str, Table | None], 
     return found
 
 
+def read_findings(settings: Settings, facts: Facts) -> list[Finding]:
+    """Each re-read of the campaign log row that Dataverse refused, naming the columns the table lacks."""
+    found = []
+    for read in facts.reads:
+        if read.failure is None:
+            continue
+        columns = facts.log.columns if facts.log is not None else {}
+        missing = [name for name in read.select if _column_name(name) not in columns]
+        lacks = (
+            f"; {facts.log.name if facts.log else 'the table'} has no column {', '.join(missing)}" if missing else ""
+        )
+        found.append(
+            error(
+                "campaign_log.read",
+                f"{' and '.join(read.functions)} re-read the campaign log with $select={','.join(read.select)}, and "
+                f"Dataverse refused it ({read.failure.status}: {read.failure.code or 'no code'}){lacks}: every such "
+                "read would fail",
+                "correct ACTIVITY_TYPE_COLUMN, RECIPIENT_COLUMNS or BOUNCE_DETAIL_COLUMN (`discover` lists the "
+                "columns), or grant Read on the campaign log table",
+            )
+        )
+    if facts.reads and not found:
+        proved = "; ".join(f"{' and '.join(r.functions)}: {','.join(r.select) or 'every column'}" for r in facts.reads)
+        found.append(ok("campaign_log.reads", f"every re-read of the campaign log row works ({proved})"))
+    return found
+
+
+def _column_name(selected: str) -> str:
+    """A lookup is selected as its value column (``_x_value``); the table's column is ``x``."""
+    if selected.startswith("_") and selected.endswith("_value"):
+        return selected[1 : -len("_value")]
+    return selected
+
+
 def _cannot_take(table: Table | None, column_name: str, value: Any) -> str | None:
     if table is None:
         return "could not be read (the table is missing or hidden from this identity)"
@@ -308,6 +389,8 @@ def _cannot_take(table: Table | None, column_name: str, value: Any) -> str | Non
 
 
 def privilege_findings(settings: Settings, facts: Facts) -> list[Finding]:
+    if facts.user_id is None:
+        return [no_application_user(settings, "app_user.missing")]
     if isinstance(facts.held, DataverseError):
         return _unreadable("privileges.unreadable", f"the privileges of user {facts.user_id}", facts.held)
     missing = shortfalls(facts.held, privilege_needs(facts.log, facts.recipients))

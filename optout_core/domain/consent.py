@@ -4,14 +4,19 @@ Real-time journeys check consent per email address in ``msdynmkt_contactpointcon
 With ``CONSENT_PURPOSE_IDS`` / ``CONSENT_TOPIC_IDS`` set, an opt-out also records the address as opted out of each
 configured purpose and topic. The table has no alternate key, so this follows Microsoft's own recipe: list the
 records for the address, channel and purpose (or topic); update every match to Opted Out, or create one when there
-is none (docs/consent.md). Two rules hold whatever exists: a record is never set to anything but Opted Out (nobody
-is opted *in*), and records of other channels, purposes and topics are never touched. A record that is already
-opted out is left alone, so a redelivered or duplicate opt-out writes nothing twice.
+is none (docs/consent.md). A created record's id is derived from its purpose (or topic) and its address
+(:func:`record_id`): two workers that both found nothing create the same id, so the second meets Dataverse's
+duplicate-key refusal and updates the first's record instead of adding a second one.
+
+Two rules hold whatever exists: a record is never set to anything but Opted Out (nobody is opted *in*), and records
+of other channels, purposes and topics are never touched. A record that is already opted out is left alone, so a
+redelivered or duplicate opt-out writes nothing twice.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -32,6 +37,11 @@ SOURCE = "msdynmkt_source"
 REASON = "msdynmkt_logicalreason"  # the choice "Reason"
 DESCRIPTION = "msdynmkt_reason"  # the free text "Reason Description"
 DESCRIPTION_MAX = 500
+# A create with a primary key that is taken: 412 with error.code 0x80040237 DuplicateRecord ("A record with matching
+# key values already exists."), https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes
+DUPLICATE_RECORD = "0x80040237"
+# The namespace of the name-based (RFC 9562 version 5) ids of created records; fixed for ever, or ids would change.
+RECORD_NAMESPACE = uuid.UUID("47fa9e58-3ae5-4b4f-8071-6e1db5d71008")
 
 EMAIL = 534120000  # Channel: Email
 OPTED_OUT = 534120002  # Consent status: Opted Out (534120000 Not Set, 534120001 Opted In: never written)
@@ -129,6 +139,13 @@ def address_key(address: str) -> str:
     return address.strip().lower()
 
 
+def record_id(address: str, scope: Scope) -> str:
+    """The id of the record this app creates for ``address`` and ``scope``: a name-based UUID (uuid5) of the scope
+    and the address as Dataverse compares it (:func:`address_key`), so every worker, and every resend of a create
+    whose answer was lost, names the same record."""
+    return str(uuid.uuid5(RECORD_NAMESPACE, f"{int(scope.kind)}/{scope.id}/{address_key(address)}"))
+
+
 # -- listing what exists -----------------------------------------------------------------------------------
 
 QUERY_SELECT = (KEY, ADDRESS, CHANNEL, CONSENT_TYPE, STATUS, "_msdynmkt_purposeid_value", "_msdynmkt_topicid_value")
@@ -207,8 +224,10 @@ def plan(address: str, scopes: Iterable[Scope], existing: Iterable[Existing]) ->
 
 
 def new_record(address: str, scope: Scope, description: str) -> dict[str, Any]:
-    """The body of a created record: Email, Opted Out, Source Internal, Reason "No reasons", and the marker text."""
+    """The body of a created record: its derived id, Email, Opted Out, Source Internal, Reason "No reasons", and the
+    marker text."""
     return {
+        KEY: record_id(address, scope),
         ADDRESS: address,
         CHANNEL: EMAIL,
         CONSENT_TYPE: int(scope.kind),

@@ -28,6 +28,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/~]{0,259}")
 _UPDATE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.@]*")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+MAX_UPDATE = 32_768  # characters of an update's JSON: a few columns, far below an app setting's size
 TRUE, FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
@@ -154,8 +155,8 @@ def optional_guid(name: str, value: str) -> str | None:
     return guid
 
 
-def number(*, minimum: float, integer: bool = False) -> Parser:
-    """A finite number of at least ``minimum`` (a whole one with ``integer``)."""
+def number(*, minimum: float, integer: bool = False, above: bool = False) -> Parser:
+    """A finite number of at least ``minimum`` (more than it with ``above``; a whole one with ``integer``)."""
 
     def parse(name: str, value: str) -> float | int:
         try:
@@ -164,8 +165,8 @@ def number(*, minimum: float, integer: bool = False) -> Parser:
             raise SettingsError(f"{name} must be a {'whole ' if integer else ''}number, not {value!r}") from None
         if not math.isfinite(result):
             raise SettingsError(f"{name} must be a finite number, not {value!r}")
-        if result < minimum:
-            raise SettingsError(f"{name} must be at least {minimum}, not {value!r}")
+        if result < minimum or (above and result == minimum):
+            raise SettingsError(f"{name} must be {'more than' if above else 'at least'} {minimum}, not {value!r}")
         return result
 
     return parse
@@ -181,8 +182,18 @@ def activity_types(*, required: bool) -> Parser:
 def dataverse_url(name: str, value: str) -> str | None:
     if not value:
         return None
+    if "@" in value:
+        # user:password@host would put a credential in every place the URL is shown (check, connection errors);
+        # the value is never echoed. Dataverse signs in with a bearer token, never with URL credentials.
+        raise SettingsError(
+            f"{name} must not carry a user name or password (user:password@); the app signs in with its identity"
+        )
     url = value.rstrip("/")
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError here, not later
+    except ValueError:
+        raise SettingsError(f"{name} has a port that is not a number") from None
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
         raise SettingsError(f"{name} must look like https://<org>.crm.dynamics.com, not {value!r}")
     if parts.path not in ("", "/"):
@@ -203,8 +214,12 @@ def update(*, required: bool, placeholders: tuple[str, ...] = ()) -> Parser:
             if required:
                 raise SettingsError(f"{name} must be a JSON object of columns to set")
             return None
+        if len(value) > MAX_UPDATE:
+            raise SettingsError(f"{name} is {len(value)} characters; an update is at most {MAX_UPDATE}")
         try:
             document = json.loads(value)
+        except RecursionError:
+            raise SettingsError(f"{name} is nested too deeply to be an update of columns") from None
         except ValueError as exc:
             raise SettingsError(f"{name} is not valid JSON ({exc})") from None
         if not isinstance(document, dict) or not document:
@@ -224,6 +239,11 @@ def _check_column(name: str, column: str, value: Any, placeholders: tuple[str, .
     whose address bounced."""
     if not _UPDATE_KEY.fullmatch(column):
         raise SettingsError(f"{name}: {column!r} is not a column name")
+    if isinstance(value, (dict, list)):
+        # A column holds one value; a nested object would be a deep insert of another record, never an opt-out.
+        raise SettingsError(
+            f"{name}: {column} must be set to text, a number, true, false or null, not a JSON {type(value).__name__}"
+        )
     if placeholders and isinstance(value, str):
         unknown = set(_PLACEHOLDER.findall(value)) - set(placeholders)
         if unknown:

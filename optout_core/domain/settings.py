@@ -158,6 +158,9 @@ def _parsed(setting: Setting, text: str) -> Any:
         raise
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"{setting.name}: {exc}") from None
+    except (RecursionError, MemoryError, OverflowError):
+        # Whatever a parser missed, the error still names the setting and never shows a traceback.
+        raise SettingsError(f"{setting.name}: the value is too large or nested too deeply") from None
 
 
 def _toggle(env: Mapping[str, str], function_name: str) -> bool:

@@ -252,7 +252,7 @@ _AFTER_TYPES: tuple[Setting, ...] = (
         "DATAVERSE_BACKOFF_SECONDS",
         "1",
         "First back-off after a 5xx or timeout; doubles each try, with jitter.",
-        p.number(minimum=0),
+        p.number(minimum=0, above=True),
     ),
     Setting(
         "DATAVERSE_BACKOFF_MAX_SECONDS",

@@ -43,6 +43,9 @@ and why (see docs/dataverse-webapi.md §1-§8, §10 and §12):
   its table (a bind Append on it and AppendTo on the target); without it 403 ``0x80040220`` naming the
   privilege. ``GET systemusers(<UserId>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges`` lists them
   (Depth Global).
+* Users (:mod:`.users`): ``GET systemusers?$filter=applicationid eq <guid>`` finds the application user of a client
+  id, as the User (SystemUser) table reference describes ``applicationid``: the stand-in's one user is the
+  application user of ``application_id`` (None: a person, the application user of no client id).
 * Presets (``presets=``): ``"samples"`` (the samples' campaign log), ``"other"`` (a second campaign-log schema
   with a global choice and a Customer lookup, plus a decoy custom table), ``"journeys"`` (contact point
   consent, two purposes, a topic), ``"registration"`` (service endpoints, SDK messages and filters, steps,

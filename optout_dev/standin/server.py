@@ -24,6 +24,7 @@ from optout_dev.standin.store import RowStore
 from optout_dev.standin.tables import API_PREFIX, BUSINESS_UNIT_ID, HOST, ORGANIZATION_ID, USER_ID
 from optout_dev.standin.tls import ServerTls, server_tls
 from optout_dev.standin.transport import Connections, Handler, LoopbackServer, read_body, send
+from optout_dev.standin.users import APPLICATION_ID
 from optout_dev.standin.webapi import WebApi, not_served
 
 
@@ -77,6 +78,8 @@ class DataverseStandIn:
         self.user_id = USER_ID
         self.business_unit_id = BUSINESS_UNIT_ID
         self.organization_id = ORGANIZATION_ID
+        # The caller is the application user of this client id (None: a person; optout_dev/standin/users.py).
+        self.application_id: str | None = APPLICATION_ID
         self.base_language = 1033  # the organisation's base language (e.g. 1031 German): the language of its labels
 
         self._lock = threading.Lock()  # guards the token

@@ -12,6 +12,7 @@ from email.message import Message
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from optout_dev.standin import users
 from optout_dev.standin.batch import Batches, OperationHooks
 from optout_dev.standin.metadata import entity_definitions, localise
 from optout_dev.standin.paging import page_size, paginate
@@ -36,6 +37,7 @@ class Identity(Protocol):
     business_unit_id: str
     organization_id: str
     base_language: int
+    application_id: str | None  # the client id whose application user it is (None: a person)
 
 
 def not_served(path: str) -> Response:
@@ -92,6 +94,10 @@ class WebApi:
             return localise(answer, self._identity.base_language, query)
         if name == "systemusers" and key is not None and rest.startswith("Microsoft.Dynamics.CRM.RetrieveUser"):
             return self._user_privileges(method, key, rest.removesuffix("()"), query)
+        if name == users.ENTITY_SET and key is None and not rest:
+            identity = self._identity
+            context = f"{self.base_url}{API_PREFIX}"
+            return users.query_users(method, query, identity.user_id, identity.application_id, context)
         if name in _UNSUPPORTED_SEGMENTS or name == "$batch":
             return unsupported(f"'{name}'")
         table = self._store.set_to_table.get(name)

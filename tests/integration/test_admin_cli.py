@@ -372,3 +372,71 @@ def test_check_connect_checks_the_consent_write_when_only_topics_turn_it_on(make
     settings = Settings.from_env(standin_env(journeys, **SAMPLE_SETTINGS, CONSENT_TOPIC_IDS=NEWSLETTER_TOPIC_ID))
     found, _ = connect_findings(settings)
     assert any(f.code.startswith("consent.") and f.code != "consent.off" for f in found)
+
+
+def _log_reads(standin: Any) -> list[str]:
+    return [
+        unquote(r.path).split("?", 1)[1]
+        for r in standin.requests
+        if r.method == "GET" and unquote(r.path).split("?")[0].endswith("/concep_emailcampaignlogs") and "?" in r.path
+    ]
+
+
+def test_check_connect_makes_each_campaign_log_re_read_the_app_makes_with_exactly_its_select(samples) -> None:
+    from optout_core.domain.model import Route
+    from optout_core.domain.routing import row_select
+
+    env = {"BOUNCE_UPDATE": '{"description": "{detail}"}'}
+    settings = Settings.from_env(standin_env(samples, **{**SAMPLE_SETTINGS, **env}))
+    found, _ = connect_findings(settings)
+    reads = _log_reads(samples)
+    for route in (None, Route.OPT_OUT, Route.BOUNCE):
+        assert f"$select={','.join(row_select(settings, route))}&$top=1" in reads, route
+    assert "campaign_log.reads" in [f.code for f in found if f.severity == "ok"]
+
+
+def test_a_re_read_dataverse_refuses_is_an_error_naming_who_reads_it(samples) -> None:
+    # The metadata looks right, but the read itself is refused: only making the read proves it.
+    samples.inject(
+        Fault(
+            status=400,
+            code="0x0",
+            message="Could not find a property named 'concep_contactid'.",
+            method="GET",
+            path_contains="$top=1",
+        ),
+        times=3,
+    )
+    settings = Settings.from_env(standin_env(samples, **SAMPLE_SETTINGS))
+    found, _ = connect_findings(settings)
+    [refused, *_] = [f for f in found if f.code == "campaign_log.read"]
+    assert (
+        refused.severity == "error"
+        and "400: 0x0" in refused.message
+        and "every such read would fail" in refused.message
+    )
+
+
+def test_an_azure_client_id_without_an_application_user_is_an_error_saying_how_to_create_one(samples) -> None:
+    # The one running the check is a person (no application user); AZURE_CLIENT_ID names the app's identity.
+    samples.application_id = None
+    found = connect_findings(
+        Settings.from_env(
+            standin_env(samples, AZURE_CLIENT_ID="0f0e0d0c-0000-4000-8000-0000000000aa", **SAMPLE_SETTINGS)
+        )
+    )[0]
+    [missing] = [f for f in found if f.code == "app_user.missing"]
+    assert missing.severity == "error"
+    assert "0f0e0d0c-0000-4000-8000-0000000000aa has no application user" in missing.message
+    assert "Application users" in missing.fix
+    assert not [f for f in found if f.code == "privileges"]  # the caller's privileges prove nothing
+
+
+def test_an_azure_client_id_with_an_application_user_proves_that_user(samples) -> None:
+    from optout_dev.standin.users import APPLICATION_ID
+
+    found = connect_findings(
+        Settings.from_env(standin_env(samples, AZURE_CLIENT_ID=APPLICATION_ID, **SAMPLE_SETTINGS))
+    )[0]
+    [proved] = [f for f in found if f.code == "privileges"]
+    assert proved.severity == "ok" and samples.user_id in proved.message

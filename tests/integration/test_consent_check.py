@@ -101,3 +101,13 @@ def test_with_azure_client_id_the_application_s_own_user_is_checked_not_the_call
     findings_for(journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID, AZURE_CLIENT_ID=application)
     asked = [unquote(r.path) for r in journeys.requests if r.path.split("?")[0].endswith("/systemusers")]
     assert asked and all(f"applicationid eq {application}" in path for path in asked)
+
+
+def test_an_azure_client_id_without_an_application_user_is_an_error_not_the_caller_s_privileges(journeys):
+    journeys.application_id = None  # the caller is a person: no client id has an application user
+    found = findings_for(
+        journeys, CONSENT_PURPOSE_IDS=COMMERCIAL_PURPOSE_ID, AZURE_CLIENT_ID="5c0ffee0-0000-4000-8000-00000000a99b"
+    )
+    [missing] = [f for f in found if f.code == "consent.app_user_missing"]
+    assert missing.severity == "error" and "Application users" in missing.fix
+    assert "consent.privileges" not in codes(found, "ok")

@@ -4,11 +4,14 @@ topics (docs/consent.md)."""
 
 import json
 import logging
+import threading
 
 import pytest
 
 from optout_core.app import opt_out
-from optout_core.app.services import Services
+from optout_core.app.services import Services, build_dataverse_client
+from optout_core.domain.consent import ConsentType, Scope
+from optout_core.domain.consent import record_id as derived_id
 from optout_core.domain.model import Outcome, Recipient, Route
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
@@ -289,3 +292,53 @@ def test_the_demo_shows_one_opt_out_writing_both():
     [written] = state["consent"].values()
     assert written["msdynmkt_value"] == OPTED_OUT and "Opted Out" in out.getvalue()
     assert "@" not in out.getvalue()  # record ids, never addresses
+
+
+class ListThenWait:
+    """A worker's Dataverse client that, once it has listed consent records, waits until the other worker has listed
+    too: both find nothing, then both create (the race two workers can run into, made certain)."""
+
+    def __init__(self, client, barrier):
+        self._client, self._barrier = client, barrier
+
+    def query_many(self, *args, **kwargs):
+        listed = self._client.query_many(*args, **kwargs)
+        self._barrier.wait(timeout=60)
+        return listed
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_two_concurrent_opt_outs_of_one_address_make_one_record_the_second_create_becoming_an_update(journeys):
+    other = "c73f5a77-34b2-ef11-be20-6045bd0f2c33"
+    journeys.add_row("contact", other, donotbulkemail=False, emailaddress1=PAT.upper())
+    barrier = threading.Barrier(2)
+    settings = services_for(journeys).settings
+    workers = [
+        Services(settings, sender=InMemoryQueues(), dataverse=ListThenWait(build_dataverse_client(settings), barrier))
+        for _ in range(2)
+    ]
+    handled = {}
+
+    def run(n, recipient):
+        [handled[n]] = opt_out.opt_out_batch([work(n, "contact", recipient)], workers[n - 1])
+
+    threads = [threading.Thread(target=run, args=(1, CONTACT)), threading.Thread(target=run, args=(2, other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert {n: h.outcome for n, h in handled.items()} == {1: Outcome.APPLIED, 2: Outcome.APPLIED}
+    [record] = records(journeys).values()
+    assert record["msdynmkt_contactpointconsent4id"] == derived_id(
+        PAT, Scope(ConsentType.PURPOSE, COMMERCIAL_PURPOSE_ID)
+    )
+    assert record["msdynmkt_value"] == OPTED_OUT
+    # One create went through; the other met the taken id and updated that record instead.
+    assert sorted(h.reason for h in handled.values()) == [
+        "wrote donotbulkemail and 1 consent record (0 created; 1 updated) for 1 address(es)",
+        "wrote donotbulkemail and 1 consent record (1 created; 0 updated) for 1 address(es)",
+    ]
+    assert journeys.client_bugs == []

@@ -45,7 +45,11 @@ DATAVERSE_PROPERTIES = {
     f"{CLAIMS}EntityLogicalName": "concep_emailcampaignlog",
     f"{CLAIMS}RequestName": "Create",
 }
-FAST_RETRIES = {"DATAVERSE_BACKOFF_SECONDS": "0", "DATAVERSE_BACKOFF_MAX_SECONDS": "0", "DATAVERSE_MAX_ATTEMPTS": "3"}
+FAST_RETRIES = {
+    "DATAVERSE_BACKOFF_SECONDS": "0.001",
+    "DATAVERSE_BACKOFF_MAX_SECONDS": "0",
+    "DATAVERSE_MAX_ATTEMPTS": "3",
+}
 
 
 # --- fixtures --------------------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_an_outage_longer_than_the_retry_window_ends_each_opt_out_as_failed_neve
 def test_run_cli_json_contract_and_exit_codes(standin, tmp_path):
     good = tmp_path / "good.json"
     good.write_bytes(wire(campaign_log(activity="Client Opt Out", recipient=("account", ACCOUNTS[0]))))
-    env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0"}
+    env = {"DATAVERSE_URL": standin.url, "DATAVERSE_TOKEN": "local-token", "DATAVERSE_BACKOFF_SECONDS": "0.001"}
     result = dev_cli("run", "--json", str(good), "samples/08-open-contact.json", env=env)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]

@@ -31,7 +31,7 @@ def standin(make_standin):
 
 
 def services_for(standin=None, **env):
-    base = {"DATAVERSE_BACKOFF_SECONDS": "0", "DATAVERSE_MAX_ATTEMPTS": "3"}
+    base = {"DATAVERSE_BACKOFF_SECONDS": "0.001", "DATAVERSE_MAX_ATTEMPTS": "3"}
     if standin is not None:
         base.update(DATAVERSE_URL=standin.url, DATAVERSE_TOKEN="local-token")
     return Services(Settings.from_env({**base, **env}), sender=InMemoryQueues())

@@ -38,3 +38,18 @@ def test_check_accepts_the_defaults():
     result = cli("check", env={})
     assert result.returncode == 0, result.stdout
     assert "INVALID" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("DATAVERSE_URL", "https://admin:s3cret-pw@contoso.crm.dynamics.com"),
+        ("DATAVERSE_URL", "admin:s3cret-pw@contoso.crm.dynamics.com"),
+        ("OPT_OUT_UPDATE", '{"donotbulkemail": true, "x": ' + "[" * 50_000 + "]" * 50_000 + "}"),
+        ("DATAVERSE_BACKOFF_SECONDS", "0"),
+    ],
+)
+def test_check_refuses_it_naming_the_setting_without_a_traceback_or_the_credential(name, value):
+    result = cli("check", "--connect", env={name: value})
+    assert result.returncode != 0 and "INVALID" in result.stdout and name in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stdout + result.stderr

@@ -48,7 +48,7 @@ def standin_env(standin: DataverseStandIn, **env: str) -> dict[str, str]:
     return {
         "DATAVERSE_URL": standin.url,
         "DATAVERSE_TOKEN": TOKEN,
-        "DATAVERSE_BACKOFF_SECONDS": "0",
+        "DATAVERSE_BACKOFF_SECONDS": "0.001",
         "DATAVERSE_MAX_ATTEMPTS": "2",
         **env,
     }

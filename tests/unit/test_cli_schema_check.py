@@ -257,3 +257,25 @@ def test_a_privilege_short_of_the_depth_needed_is_named_with_both_depths() -> No
     assert short.describe() == "Write on contact (prvWriteContact): holds it at Deep depth, needs Global"
     assert shortfalls({"prvWriteContact": "Global"}, [(contact, "Write", "Global")]) == []
     assert shortfalls({}, [(contact, "Write", "Basic")])[0].held is None
+
+
+def test_a_refused_re_read_is_an_error_naming_the_functions_and_the_columns_the_log_lacks() -> None:
+    from optout_core.cli.schema_check import RowRead, read_findings
+    from optout_core.dataverse.errors import DataverseRejected
+
+    refused = DataverseRejected("Dataverse answered 400", status=400, code="0x0")
+    select = ("concep_activitytype", "concep_bouncereason", "concep_reason", "createdon", "_concep_recipientid_value")
+    facts = Facts(LOG, RECIPIENTS, "app-user", {}, _registration(), (RowRead(("CampaignLogRouter",), select, refused),))
+    [found] = read_findings(_settings(), facts)
+    assert found.code == "campaign_log.read" and found.severity == "error"
+    assert "CampaignLogRouter re-read the campaign log with $select=" + ",".join(select) in found.message
+    assert "has no column concep_reason, createdon" in found.message  # the lookup's value column is its column
+    worked = Facts(LOG, RECIPIENTS, "app-user", {}, _registration(), (RowRead(("BulkEmailOptOut",), select, None),))
+    assert _codes(read_findings(_settings(), worked), "ok") == ["campaign_log.reads"]
+
+
+def test_without_an_application_user_for_azure_client_id_privileges_are_an_error_saying_how_to_create_one() -> None:
+    settings = _settings(AZURE_CLIENT_ID="0f0e0d0c-0000-4000-8000-0000000000aa")
+    [found] = privilege_findings(settings, Facts(LOG, RECIPIENTS, None, {}, _registration()))
+    assert found.code == "app_user.missing" and found.severity == "error"
+    assert "Power Platform admin center" in found.fix and "Application users" in found.fix

@@ -1,6 +1,8 @@
 """The consent plan (optout_core.domain.consent): which contact point consent records an opt-out creates or updates,
 given what exists; and its settings."""
 
+import uuid
+
 import pytest
 
 from optout_core.domain.consent import (
@@ -18,6 +20,7 @@ from optout_core.domain.consent import (
     opted_out,
     plan,
     query_filter,
+    record_id,
 )
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
@@ -91,6 +94,7 @@ def test_a_record_listed_twice_or_a_scope_named_twice_is_planned_once():
 def test_a_new_record_is_email_opted_out_internal_no_reasons_with_the_purpose_bound():
     body = new_record(ADDRESS, PURPOSE, "marker")
     assert body == {
+        "msdynmkt_contactpointconsent4id": record_id(ADDRESS, PURPOSE),
         "msdynmkt_contactpointvalue": ADDRESS,
         "msdynmkt_contactpointtype": EMAIL,
         "msdynmkt_contactpointconsenttype": 534120000,
@@ -167,3 +171,13 @@ def test_addresses_that_differ_but_case_fold_alike_stay_distinct(one, other):
 
 def test_addresses_that_differ_only_in_case_are_one():
     assert addresses({"a": "Jane@Example.com", "b": "jane@example.COM"}, ("a", "b")) == ("Jane@Example.com",)
+
+
+def test_a_created_record_s_id_is_a_name_based_uuid_of_scope_and_address_as_dataverse_compares_it():
+    made = record_id(ADDRESS, PURPOSE)
+    assert uuid.UUID(made).version == 5
+    # Every worker, and every resend, names the same record; case does not make another address.
+    assert record_id(ADDRESS, PURPOSE) == made == record_id(" " + ADDRESS.upper(), PURPOSE)
+    assert record_id(ADDRESS, TOPIC) != made
+    assert record_id("other@example.com", PURPOSE) != made
+    assert record_id("straße@example.com", PURPOSE) != record_id("strasse@example.com", PURPOSE)

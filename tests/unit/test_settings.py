@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from optout_core.domain import setting_parsers
 from optout_core.domain.errors import SettingsError
@@ -260,3 +263,68 @@ def test_the_sample_and_the_readme_table_are_generated_from_the_settings_list():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert appsettings.readme_table() in readme, stale
     assert appsettings.with_readme_table(readme) == readme, stale
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.0", "-0.5"])
+def test_a_back_off_of_zero_or_less_is_refused(value):
+    # Zero would put a failing work item back on its queue in a hot loop.
+    with pytest.raises(SettingsError, match="DATAVERSE_BACKOFF_SECONDS must be more than 0"):
+        Settings.from_env({"DATAVERSE_BACKOFF_SECONDS": value})
+
+
+def test_a_small_positive_back_off_is_accepted():
+    assert Settings.from_env({"DATAVERSE_BACKOFF_SECONDS": "0.001"}).retry.backoff == 0.001
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:s3cret-pw@contoso.crm.dynamics.com",
+        "https://admin@contoso.crm.dynamics.com",
+        "https://:s3cret-pw@contoso.crm.dynamics.com",
+        "http://u:s3cret-pw@127.0.0.1:8080",
+    ],
+)
+def test_a_dataverse_url_with_credentials_is_refused_without_echoing_them(url):
+    with pytest.raises(SettingsError, match="DATAVERSE_URL must not carry a user name or password") as refused:
+        Settings.from_env({"DATAVERSE_URL": url})
+    assert "s3cret" not in str(refused.value)
+    assert "admin" not in str(refused.value)
+
+
+def test_a_deeply_nested_update_fails_naming_the_setting():
+    deep = '{"donotbulkemail": true, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    for name in ("OPT_OUT_UPDATE", "BOUNCE_UPDATE"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: deep})
+
+
+@pytest.mark.parametrize("value", ['{"donotbulkemail": true, "x": [1]}', '{"donotbulkemail": true, "x": {"y": 1}}'])
+def test_an_update_column_holds_one_value_not_a_structure(value):
+    with pytest.raises(SettingsError, match="OPT_OUT_UPDATE: x must be set to text"):
+        Settings.from_env({"OPT_OUT_UPDATE": value})
+
+
+ALL_NAMES = [s.name for s in SPEC]
+# Text shaped like each kind of value, and anything at all: every setting either parses or names itself.
+SETTING_TEXT = st.one_of(
+    st.text(max_size=300),
+    st.from_regex(r"-?[0-9]{1,400}(\.[0-9]{0,5})?(e[+-]?[0-9]{1,4})?", fullmatch=True),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=3),
+    ).map(json.dumps),
+    st.integers(min_value=1, max_value=3000).map(lambda n: '{"donotbulkemail": ' + "[" * n + "]" * n + "}"),
+    st.builds(lambda u, h: f"https://{u}@{h}", st.text(max_size=20), st.text(max_size=20)),
+)
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(ALL_NAMES), value=SETTING_TEXT)
+def test_no_setting_value_raises_anything_but_a_settings_error_naming_it(name, value):
+    try:
+        Settings.from_env({name: value})
+    except SettingsError as exc:
+        message = str(exc)
+        spelled = {name, name.replace(".", "_")}
+        assert any(n in message for n in spelled), (name, message)

@@ -69,3 +69,13 @@ def test_az_signs_in_right_before_each_step_that_needs_it() -> None:
         )
     logins = [i for i, step in enumerate(steps) if str(step.get("uses", "")).startswith("azure/login@")]
     assert all(i + 1 in needing for i in logins)  # no sign-in that goes stale before its use
+
+
+def test_ci_audits_every_hashed_lock_for_known_vulnerabilities_on_each_python_the_locks_serve() -> None:
+    workflow = _load("ci.yml")
+    audit = workflow["jobs"]["audit"]
+    assert set(audit["strategy"]["matrix"]["python"]) == {"3.12", "3.13"}
+    run = "\n".join(str(step.get("run", "")) for step in audit["steps"])
+    assert "pip_audit" in run and "--require-hashes" in run and "--disable-pip" in run
+    locks = sorted(path.name for path in WORKFLOWS.parents[1].glob("requirements*.txt"))
+    assert locks and all(lock in run for lock in locks), locks
