@@ -247,7 +247,9 @@ def _log_rows(draw: st.DrawFn) -> dict[str, object]:
 _READERS = [
     LogReader(Settings.from_env(COLUMNS)),
     LogReader(Settings.from_env({"RECIPIENT_COLUMNS": "concep_recipientid;concep_contactid"})),
-    LogReader(Settings.from_env({**COLUMNS, "OPT_OUT_ACTIVITY_TYPES": "100000003;Hard Bounce", "BOUNCE_ACTIVITY_TYPES": "Soft Bounce"})),
+    LogReader(
+        Settings.from_env({**COLUMNS, "OPT_OUT_ACTIVITY_TYPES": "100000003;Hard Bounce", "BOUNCE_ACTIVITY_TYPES": "X"})
+    ),
     LogReader(Settings.from_env({})),  # the one-lookup default: always the router's whole decision
 ]
 

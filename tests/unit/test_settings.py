@@ -27,7 +27,7 @@ def test_defaults_follow_concep_semantics():
     assert s.user_opt_out_types.matches("User Opt Out", None)
     assert dict(s.opt_out_update) == {"donotbulkemail": True}
     assert s.bounce_update is None
-    assert s.disabled == frozenset()
+    assert s.disabled == frozenset({"OptOutAudit"})  # the scheduled audit ships switched off
 
 
 def test_activity_types_mix_labels_and_option_codes():
