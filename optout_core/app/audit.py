@@ -15,6 +15,8 @@ failure policy in the transport: a 429 on a page is waited out and the same link
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -92,18 +94,56 @@ def run_audit(
     reader = LogReader(settings)
     pages = logs = 0
     if codes is None or codes:  # a choice column without any opt-out option holds no opt-out
-        for rows, requests in client.pages(
+        pages_ = client.pages(
             settings.campaign_log_entity_set,
             select=(*log_select(settings), reader.primary_key) if log_select(settings) else (),
             where=log_filter(settings, window, codes),
             page_size=page_size,
-        ):
+        )
+        for rows, requests in prefetched(pages_):
             run.requests += requests
             pages, logs = pages + 1, logs + len(rows)
             run.page([found for row in rows if (found := reader.read(row)) is not None])
             if progress is not None:
                 progress(Progress(pages, logs, run.opt_outs, len(run.status)))
     return run.report(window)
+
+
+def prefetched[T](pages: Iterator[T]) -> Iterator[T]:
+    """``pages`` as given, with the next one asked for while the caller works on the current one: the log pages
+    and the recipients' reads then overlap instead of taking turns. One page waits at most (memory stays bounded);
+    an error on the way is raised here, in order; leaving the loop early stops the reader thread."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        ready.put(("page", page), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            ready.put(("error", exc))
+
+    reader = threading.Thread(target=read, name="audit-pages", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 class _Run:

@@ -159,7 +159,7 @@ def test_portal_toggles_in_both_spellings(name, value, disabled):
 def test_the_audit_timer_is_off_until_its_toggle_says_false(name, value, disabled):
     env = {} if value is None else {name: value}
     assert Settings.from_env(env).is_enabled(AUDIT) is not disabled
-    shown = dict((s.name, v) for s, v in Settings.from_env(env).effective())
+    shown = {s.name: v for s, v in Settings.from_env(env).effective()}
     assert shown["AzureWebJobs.OptOutAudit.Disabled"] == str(disabled).lower()  # as `check` lists it
 
 
