@@ -63,7 +63,7 @@ def _schedule(timer: Timer) -> Setting:
         timer.schedule_setting,
         timer.schedule_default,
         f"When {timer.name} runs ({timer.work}): an NCRONTAB expression of six fields, `{{second}} {{minute}} "
-        "{hour} {day} {month} {day-of-week}`, in UTC unless `WEBSITE_TIME_ZONE` is set.",
+        "{hour} {day} {month} {day-of-week}`, in UTC (the timer's default time zone).",
         ncrontab,
         example="0 30 1 * * 1",
     )
