@@ -267,3 +267,17 @@ def test_the_fast_path_remembers_a_bounded_number_of_activity_types() -> None:
     for code in range(1000):
         assert reader.read(_row(None, code, _concep_contactid_value=CONTACT)) is None
     assert len(reader._types) <= 256
+
+
+def test_a_first_recipient_column_with_an_empty_id_is_left_to_the_router_not_skipped() -> None:
+    # The router reads an empty id under a lookup name as that column's (malformed) value: the first listed column
+    # holding a value decides, so a later column never stands in for it.
+    reader = LogReader(Settings.from_env(COLUMNS))
+    row = _row(
+        _concep_contactid_value="",
+        _concep_leadid_value=LEAD,
+        **{f"_concep_contactid_value{LOOKUP}": "contact", f"_concep_leadid_value{LOOKUP}": "lead"},
+    )
+    found = reader.read(row)
+    assert found == reader.decide(row)
+    assert isinstance(found, UnresolvedLog) and "not a GUID" in found.reason
