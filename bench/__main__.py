@@ -5,7 +5,8 @@ router_vs_json_loads, import_vs_floor, requests_per_optout_steady, requests_per_
 write_wall_vs_sdk, write_wall_batch_vs_sdk, ours_completed_under_429, sdk_completed_under_429,
 ceiling_utilisation, rss_growth_mb; fleet_utilisation, fleet_lost, fleet_429_share, backlog_drain_vs_limit,
 optouts_per_request_backlog, latency_p50_ms, latency_p99_ms, latency_vs_floor, cpu_ms_per_event,
-peak_rss_mb, usd_per_million_events. Each is a number, or null with the reason under ``notes``. The raw
+peak_rss_mb, usd_per_million_events, audit_logs_per_request, audit_wall_vs_floor. Each is a number, or null
+with the reason under ``notes``. The raw
 figures behind each sit under their own keys, with the machine's facts under ``machine``. ``--plot DIR``
 also draws the fleet's and the backlog's curves from the same run into DIR (needs matplotlib,
 requirements-bench.txt).
@@ -40,6 +41,8 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "backlog_drain_vs_limit": (">= 0.9, exactly once", lambda v: v >= 0.9),
     "optouts_per_request_backlog": (">= 500", lambda v: v >= 500),
     "latency_vs_floor": ("<= 1.5 (p50)", lambda v: v <= 1.5),
+    "audit_logs_per_request": (">= 500 (100,000 logs)", lambda v: v >= 500),
+    "audit_wall_vs_floor": ("<= 1.5", lambda v: v <= 1.5),
 }
 REPORTED_ONLY = (
     "write_wall_batch_vs_sdk",
@@ -56,7 +59,7 @@ KEYS = (*TARGETS, *REPORTED_ONLY)
 
 
 def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[str, Any]]]]:
-    from . import backlog, fleet, imports, latency, memory, router, throttling, webapi_requests, writes
+    from . import audit, backlog, fleet, imports, latency, memory, router, throttling, webapi_requests, writes
 
     return [
         ("router", ("router_vs_json_loads",), router.run),
@@ -78,6 +81,7 @@ def _measurements() -> list[tuple[str, tuple[str, ...], Callable[[bool], dict[st
         ("fleet", ("fleet_utilisation", "fleet_lost", "fleet_429_share"), fleet.run),
         ("backlog", ("backlog_drain_vs_limit", "optouts_per_request_backlog"), backlog.run),
         ("latency", ("latency_p50_ms", "latency_p99_ms", "latency_vs_floor", "cpu_ms_per_event"), latency.run),
+        ("audit", ("audit_logs_per_request", "audit_wall_vs_floor"), audit.run),
     ]
 
 

@@ -135,6 +135,8 @@ def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> 
 class RemoteStandIn:
     """Starts the stand-in in a child process; ``with RemoteStandIn(tls=True) as s: s.url ...``."""
 
+    module = "bench.standin_proc"  # the child's module (bench/audit_standin.py serves a typed campaign log table)
+
     def __init__(
         self,
         *,
@@ -152,7 +154,7 @@ class RemoteStandIn:
     def __enter__(self) -> RemoteStandIn:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.standin_proc", json.dumps(self.config)],
+            [sys.executable, "-m", self.module, json.dumps(self.config)],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,

@@ -712,6 +712,46 @@ resource dataverseAuthAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' 
   }
 }
 
+// The scheduled audit's one line per run (optout_core/app/telemetry.py audit_run): `audit {json}`, the host's copy.
+var audits = 'traces | where message startswith "audit " and isempty(customDimensions.since) | extend a = parse_json(substring(message, 6))'
+
+resource auditNotHonouredAlert 'Microsoft.Insights/scheduledQueryRules@2022-06-15' = {
+  name: 'optout-audit-not-honoured'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    description: 'OptOutAudit found opt-outs not honoured on their recipients (repaired when AUDIT_FIX is true), or could not read the campaign logs. Run `optout audit --since <date> --csv evidence.csv` to see which.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    // The audit runs at most a few times a day: each run's line falls in exactly one hourly window.
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: '${audits} | where toint(a.not_honoured) > 0 or isnotempty(a.error)'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
 // ---- Workbook: outcomes, rejection reasons, latency, backlog, 429s ---------------------------------------------
 resource workbook 'Microsoft.Insights/workbooks@2022-04-01' = {
   name: guid(resourceGroup().id, 'optout-workbook')

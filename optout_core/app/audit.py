@@ -2,7 +2,9 @@
 asked, the repair of those that are not.
 
 One call, :func:`run_audit` (settings, client, window, fix), returns the :class:`~optout_core.domain.audit.Report`;
-the CLI and a scheduled function share it. It streams: the campaign logs are paged (``$filter`` of the window and
+the CLI and the scheduled function OptOutAudit (:func:`run_scheduled`: the last ``AUDIT_LOOKBACK_DAYS``, repairing
+when ``AUDIT_FIX``, one ``audit`` line and the counts as metrics) share it. It streams: the campaign logs are
+paged (``$filter`` of the window and
 the opt-out types, ``$select`` of the columns the router reads, ``Prefer: odata.maxpagesize``, ``@odata.nextLink``
 as given), and each page's new recipients are read in one ``$batch`` of reads per table and, with ``fix``,
 written through BulkEmailOptOut's own path (:func:`~optout_core.app.opt_out.write_opt_outs`) before the next page
@@ -12,14 +14,19 @@ failure policy in the transport: a 429 on a page is waited out and the same link
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
+from optout_core.app import telemetry
 from optout_core.app.opt_out import write_opt_outs
 from optout_core.app.outcome import OutcomeRecord, log_outcome
-from optout_core.app.services import Dataverse
+from optout_core.app.services import Dataverse, Services
 from optout_core.dataverse.errors import DataverseError
 from optout_core.domain.audit import (
     Failure,
@@ -33,16 +40,19 @@ from optout_core.domain.audit import (
     evidence_row,
     findings,
     honoured,
+    iso,
     log_filter,
     log_select,
     opt_out_codes,
     update_select,
 )
+from optout_core.domain.model import AUDIT as AUDIT_TIMER
 from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient
 from optout_core.domain.redact import redact
 from optout_core.domain.settings import Settings
+from optout_core.domain.settings_spec import SPEC
 
-AUDIT = "OptOutAudit"  # the name its outcome lines carry
+AUDIT = AUDIT_TIMER.name  # the name its outcome lines carry
 PAGE_SIZE = 5000  # the Web API's largest page (page-results: larger preferences are ignored)
 
 
@@ -86,18 +96,56 @@ def run_audit(
     reader = LogReader(settings)
     pages = logs = 0
     if codes is None or codes:  # a choice column without any opt-out option holds no opt-out
-        for rows, requests in client.pages(
+        pages_ = client.pages(
             settings.campaign_log_entity_set,
             select=(*log_select(settings), reader.primary_key) if log_select(settings) else (),
             where=log_filter(settings, window, codes),
             page_size=page_size,
-        ):
+        )
+        for rows, requests in prefetched(pages_):
             run.requests += requests
             pages, logs = pages + 1, logs + len(rows)
             run.page([found for row in rows if (found := reader.read(row)) is not None])
             if progress is not None:
                 progress(Progress(pages, logs, run.opt_outs, len(run.status)))
     return run.report(window)
+
+
+def prefetched[T](pages: Iterator[T]) -> Iterator[T]:
+    """``pages`` as given, with the next one asked for while the caller works on the current one: the log pages
+    and the recipients' reads then overlap instead of taking turns. One page waits at most (memory stays bounded);
+    an error on the way is raised here, in order; leaving the loop early stops the reader thread."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        ready.put(("page", page), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            ready.put(("error", exc))
+
+    reader = threading.Thread(target=read, name="audit-pages", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join()
 
 
 class _Run:
@@ -226,3 +274,52 @@ def _opt_out_codes(settings: Settings, client: AuditClient) -> tuple[frozenset[i
         if isinstance(item, dict) and item.get("LogicalName") == column:
             return opt_out_codes(choice_options(item), settings), 1
     return None, 1
+
+
+def run_scheduled(services: Services, now: datetime | None = None) -> Report | None:
+    """OptOutAudit's run: audit the ``AUDIT_LOOKBACK_DAYS`` before ``now``, repairing when ``AUDIT_FIX``; log one
+    ``audit`` line and emit its counts as metrics. None (and a line saying so) when the function is switched off:
+    the host honours its toggle, and a missing toggle reads as off here too. A failure to read the campaign logs
+    is logged on the line and raised, so the host records the run as failed."""
+    settings = services.settings
+    if not settings.is_enabled(AUDIT_TIMER):
+        logging.getLogger("optout").info("%s is switched off (AzureWebJobs.%s.Disabled)", AUDIT, AUDIT)
+        return None
+    started = time.perf_counter()
+    until = (now or datetime.now(UTC)).astimezone(UTC)
+    window = Window(until - timedelta(days=_setting(settings, "AUDIT_LOOKBACK_DAYS")), until)
+    fix = bool(_setting(settings, "AUDIT_FIX"))
+    try:
+        report = run_audit(settings, cast(AuditClient, services.dataverse), window, fix=fix)
+    except DataverseError as exc:
+        fields = {"since": iso(window.since), "until": iso(window.until), "dry_run": not fix}
+        telemetry.audit_run(logging.ERROR, {**fields, "error": redact(str(exc))}, started)
+        raise
+    telemetry.audit_run(logging.INFO if report.clean else logging.WARNING, audit_fields(report), started)
+    return report
+
+
+def audit_fields(report: Report) -> dict[str, Any]:
+    """The counts of a run, as its ``audit`` line and its metrics carry them (ids stay in the report)."""
+    return {
+        "since": iso(report.window.since),
+        "until": iso(report.window.until),
+        "opt_outs": report.opt_outs,
+        "recipients": report.recipients,
+        "honoured": report.honoured,
+        "not_honoured": len(report.not_honoured),
+        "recipient_missing": len(report.recipient_missing),
+        "unresolved": len(report.unresolved),
+        "fixed": report.fixed,
+        "failed": len(report.failed),
+        "left": report.left,
+        "requests": report.requests,
+        "dry_run": report.dry_run,
+        "clean": report.clean,
+    }
+
+
+def _setting(settings: Settings, name: str) -> Any:
+    """A setting without a Settings field, parsed by its own parser (from_env has validated it already)."""
+    setting = next(s for s in SPEC if s.name == name)
+    return setting.parse(name, settings.raw.get(name, setting.default))

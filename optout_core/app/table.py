@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
+from optout_core.app.audit import run_scheduled
 from optout_core.app.bounce import record_bounce
 from optout_core.app.opt_out import opt_out_batch
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.router import route
 from optout_core.app.services import Services
-from optout_core.domain.model import BOUNCE, OPT_OUT, ROUTER, Function, Route
+from optout_core.domain.audit import Report
+from optout_core.domain.model import AUDIT, BOUNCE, OPT_OUT, ROUTER, Function, Route, Timer
 from optout_core.servicebus.envelopes import InboundMessage
 
 Handler = Callable[[InboundMessage, Services], OutcomeRecord]
@@ -42,3 +45,14 @@ TABLE: tuple[Entry, ...] = (
 def entry_for(route_: Route) -> Entry:
     """The function that does the work of ``route_``, with its handler."""
     return next(e for e in TABLE if e.function.route == route_)
+
+
+@dataclass(frozen=True)
+class TimerEntry:
+    """A timer function (:data:`optout_core.domain.model.TIMERS`) with the handler the host runs on its schedule."""
+
+    timer: Timer
+    run: Callable[[Services, datetime | None], Report | None]
+
+
+TIMER_TABLE: tuple[TimerEntry, ...] = (TimerEntry(AUDIT, run_scheduled),)

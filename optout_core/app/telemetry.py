@@ -13,9 +13,11 @@ alerts. Queries that parse the line keep the host's copy (``isempty(customDimens
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +27,19 @@ METER = "optout"
 OUTCOMES = "optout.outcomes"  # counter, per function and outcome
 DURATION = "optout.duration_ms"  # histogram: one function's handling of one message, per function and outcome
 END_TO_END = "optout.end_to_end_ms"  # histogram: campaign log created → written (outcome applied), per function
+AUDIT_METRICS = "optout.audit."  # + each count of a scheduled audit run: one value per run (a histogram)
+AUDIT_COUNTS = (
+    "opt_outs",
+    "recipients",
+    "honoured",
+    "not_honoured",
+    "recipient_missing",
+    "unresolved",
+    "fixed",
+    "failed",
+    "left",
+    "requests",
+)
 LOGGER = "optout.outcomes"  # the distro's logger: outcome lines with their fields as custom dimensions
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
@@ -42,6 +57,10 @@ class Telemetry:
         self.end_to_end = meter.create_histogram(
             END_TO_END, unit="ms", description="campaign log created in Dataverse → recipient written"
         )
+        self.audit_counts = {
+            name: meter.create_histogram(AUDIT_METRICS + name, unit="1", description=f"audit run: {name}")
+            for name in AUDIT_COUNTS
+        }
 
     def emit(self, level: int, line: str, fields: Mapping[str, Any], *, now: datetime | None = None) -> None:
         dimensions = {"function": str(fields.get("function")), "outcome": str(fields.get("outcome"))}
@@ -52,6 +71,28 @@ class Telemetry:
         latency = end_to_end_ms(fields, now or datetime.now(UTC))
         if latency is not None:
             self.end_to_end.record(latency, {"function": dimensions["function"]})
+
+    def audit(self, level: int, line: str, fields: Mapping[str, Any]) -> None:
+        """One scheduled audit run: its line (host and distro) and each count as a metric."""
+        self.host.log(level, "audit %s", line)
+        self.logger.log(level, "audit %s", line, extra=dict(fields))
+        dimensions = {"function": "OptOutAudit", "dry_run": str(fields.get("dry_run", True)).lower()}
+        for name, histogram in self.audit_counts.items():
+            value = fields.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                histogram.record(value, dimensions)
+
+
+def audit_run(level: int, fields: Mapping[str, Any], started: float) -> None:
+    """Log a scheduled audit run's one ``audit {json}`` line (the log alert reads it) and, when telemetry is on,
+    emit its counts as ``optout.audit.<count>`` metrics. ``started`` is a ``time.perf_counter()``."""
+    fields = {"function": "OptOutAudit", **fields, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+    line = json.dumps(fields, ensure_ascii=False, sort_keys=True)
+    sink = current()
+    if sink is None:
+        log.log(level, "audit %s", line)
+    else:
+        sink.audit(level, line, fields)
 
 
 def end_to_end_ms(fields: Mapping[str, Any], now: datetime) -> float | None:

@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from optout_core.domain.execution_context import TrimmedContext
-from optout_core.domain.model import Outcome, Recipient, Route
-from optout_core.domain.routing import RowRequest, decide_row, type_route
+from optout_core.domain.ids import normalise_guid
+from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
+from optout_core.domain.routing import Decision, RowRequest, decide_row, type_route
 from optout_core.domain.settings import Settings
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -138,15 +139,31 @@ class UnresolvedLog:
     reason: str
 
 
+_LOOKUP_TABLE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+_FORMATTED = "@OData.Community.Display.V1.FormattedValue"
+_TYPE_CACHE_MAX = 256  # distinct activity type values remembered; a log has a handful, a forged window no more
+
+
 @dataclass(frozen=True)
 class LogReader:
-    """Reads campaign log rows (from a collection query with annotations) with the router's rule."""
+    """Reads campaign log rows (from a collection query with annotations) with the router's rule.
+
+    A window holds up to millions of logs, and rebuilding the router's full context for each costs more than
+    reading it. So each log is read on a fast path that decides nothing of its own: the activity type's route
+    and name come from :func:`~optout_core.domain.routing.decide_row` itself, asked once per distinct type value
+    (a row holding only that column), and the recipient is taken only in the one case the router's rule is
+    plain: the first ``RECIPIENT_COLUMNS`` lookup that holds a value names a contact, lead or account by a
+    well-formed id. Any other row (no recipient, a stranger table, a malformed id, the one-lookup default)
+    goes through ``decide_row`` whole. tests/unit/test_audit.py holds both paths to the same answers.
+    """
 
     settings: Settings
     _router: Settings = field(init=False, repr=False)
+    _types: dict[tuple[type, Any, Any], tuple[bool, str | None]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_router", replace(self.settings, disabled=frozenset()))
+        object.__setattr__(self, "_types", {})
 
     @property
     def primary_key(self) -> str:
@@ -154,11 +171,23 @@ class LogReader:
 
     def read(self, row: Mapping[str, Any]) -> OptOutLog | UnresolvedLog | None:
         """The opt-out a row records, an opt-out whose recipient is unresolved, or None for any other type."""
+        kind = self._type(row)
+        if kind is None:
+            return self.decide(row)
+        opt_out, label = kind
+        if not opt_out:
+            return None
+        recipient = self._recipient(row)
+        if recipient is None:
+            return self.decide(row)
         log_id = str(row.get(self.primary_key) or "").lower()
-        context = TrimmedContext("Create", self.settings.campaign_log_table, log_id, None, None, None)
-        request = RowRequest(self.settings.campaign_log_entity_set, log_id, (), context)
-        # The Web API answers createdon in ISO 8601 UTC already: the decision need not convert it again.
-        decision = decide_row(request, {k: v for k, v in row.items() if k not in _NOT_DECIDED}, self._router)
+        created = row.get("createdon")
+        return OptOutLog(log_id, str(created) if created is not None else None, label, recipient)
+
+    def decide(self, row: Mapping[str, Any]) -> OptOutLog | UnresolvedLog | None:
+        """:meth:`read` through the router's whole decision (the slow path, and the reference of the fast one)."""
+        log_id = str(row.get(self.primary_key) or "").lower()
+        decision = self._decide(log_id, {k: v for k, v in row.items() if k not in _NOT_DECIDED})
         if decision.route is not Route.OPT_OUT:
             return None
         label = decision.activity_type.name if decision.activity_type else None
@@ -167,6 +196,44 @@ class LogReader:
         if decision.outcome is Outcome.ROUTED and decision.recipient is not None:
             return OptOutLog(log_id, created_on, label, decision.recipient)
         return UnresolvedLog(log_id, created_on, label, decision.reason or "the router could not name a recipient")
+
+    def _decide(self, log_id: str, row: Mapping[str, Any]) -> Decision:
+        context = TrimmedContext("Create", self.settings.campaign_log_table, log_id, None, None, None)
+        request = RowRequest(self.settings.campaign_log_entity_set, log_id, (), context)
+        # The Web API answers createdon in ISO 8601 UTC already: the decision need not convert it again.
+        return decide_row(request, row, self._router)
+
+    def _type(self, row: Mapping[str, Any]) -> tuple[bool, str | None] | None:
+        """(is an opt-out, the type's name) as the router decides it for this row's activity type; None when
+        the value cannot be remembered (a lookup, an unknown shape): then the whole row is decided."""
+        column = self.settings.activity_type_column
+        if column not in row:
+            return None
+        value, formatted = row[column], row.get(column + _FORMATTED)
+        if type(value) not in (int, str) or type(formatted) not in (str, type(None)):
+            return None
+        key = (type(value), value, formatted)
+        known = self._types.get(key)
+        if known is None:
+            only_type = {column: value} if formatted is None else {column: value, column + _FORMATTED: formatted}
+            decision = self._decide("", only_type)
+            activity = decision.activity_type
+            known = (decision.route is Route.OPT_OUT, activity.name if activity else None)
+            if len(self._types) < _TYPE_CACHE_MAX:
+                self._types[key] = known
+        return known
+
+    def _recipient(self, row: Mapping[str, Any]) -> Recipient | None:
+        """The recipient when the router's rule is plain for this row, else None (decide the whole row)."""
+        for column in self.settings.recipient_columns:
+            key = f"_{column}_value"
+            value = row.get(key)
+            if value is None:
+                continue
+            table = row.get(key + _LOOKUP_TABLE)
+            row_id = normalise_guid(value)
+            return Recipient(table, row_id) if table in ENTITY_SETS and row_id is not None else None
+        return None
 
 
 class Status(StrEnum):

@@ -86,6 +86,28 @@ BOUNCE = Function(
 FUNCTIONS = (ROUTER, OPT_OUT, BOUNCE)
 
 
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A function the host runs on a schedule rather than per message: no queue, no route, no activity types.
+
+    Its settings (the schedule and its portal toggle) are generated from this row like a queue function's. A
+    timer ships switched off (``off_by_default``): its toggle's default is true, and the app reads a missing
+    toggle as off, so it runs only once someone sets ``AzureWebJobs.<name>.Disabled`` to false.
+    """
+
+    name: str
+    schedule_setting: str  # the app setting holding its NCRONTAB schedule (bound as %<setting>%)
+    schedule_default: str
+    work: str
+    off_by_default: bool = True
+
+
+# The scheduled compliance audit (optout_core/app/audit.py run_scheduled): the last AUDIT_LOOKBACK_DAYS of
+# campaign logs, every night at 02:00 UTC unless AUDIT_SCHEDULE says otherwise.
+AUDIT = Timer("OptOutAudit", "AUDIT_SCHEDULE", "0 0 2 * * *", "compliance audit")
+TIMERS = (AUDIT,)
+
+
 def function_for(route: Route, functions: tuple[Function, ...] = FUNCTIONS) -> Function:
     """The function that does the work of ``route``."""
     return next(f for f in functions if f.route == route)

@@ -15,7 +15,7 @@ from typing import Any
 
 from optout_core.domain.consent import ConsentSettings
 from optout_core.domain.errors import SettingsError
-from optout_core.domain.model import BOUNCE, FUNCTIONS, OPT_OUT, ROUTER, Function, Route
+from optout_core.domain.model import BOUNCE, FUNCTIONS, OPT_OUT, ROUTER, TIMERS, Function, Route, Timer
 from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.retry import RetryPolicy
 from optout_core.domain.setting_parsers import FALSE, TRUE, ActivityTypes, is_loopback_url, normalise_label
@@ -84,12 +84,13 @@ class Settings:
                 backoff_max=values["DATAVERSE_BACKOFF_MAX_SECONDS"],
                 max_retry_after=values["DATAVERSE_MAX_RETRY_AFTER_SECONDS"],
             ),
-            disabled=frozenset(f.name for f in functions if _toggle(env, f.name)),
+            disabled=frozenset(f.name for f in functions if _toggle(env, f.name))
+            | frozenset(t.name for t in TIMERS if _toggle(env, t.name, absent=t.off_by_default)),
             raw=MappingProxyType(raw),
             **{s.field: values[s.name] for s in settings if s.field},
         )
 
-    def is_enabled(self, function: Function) -> bool:
+    def is_enabled(self, function: Function | Timer) -> bool:
         return function.name not in self.disabled
 
     def queue(self, function: Function) -> str:
@@ -163,7 +164,7 @@ def _parsed(setting: Setting, text: str) -> Any:
         raise SettingsError(f"{setting.name}: the value is too large or nested too deeply") from None
 
 
-def _toggle(env: Mapping[str, str], function_name: str) -> bool:
+def _toggle(env: Mapping[str, str], function_name: str, *, absent: bool = False) -> bool:
     # The portal writes AzureWebJobs.<name>.Disabled; Linux plans expose periods as underscores.
     for name in (f"AzureWebJobs.{function_name}.Disabled", f"AzureWebJobs_{function_name}_Disabled"):
         value = env.get(name)
@@ -174,7 +175,8 @@ def _toggle(env: Mapping[str, str], function_name: str) -> bool:
             return True
         if text not in FALSE:
             raise SettingsError(f"{name} must be true or false, not {value!r}")
-    return False
+        absent = False  # set to false: on (unless the other spelling says true)
+    return absent
 
 
 def _check_together(values: Mapping[str, Any], functions: tuple[Function, ...]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from optout_core.domain import setting_parsers as p
 from optout_core.domain.consent import DEFAULT_DESCRIPTION
-from optout_core.domain.model import FUNCTIONS, Function
+from optout_core.domain.model import AUDIT, FUNCTIONS, TIMERS, Function, Timer
 
 BOUNCE_PLACEHOLDERS = ("activity_type", "occurred_on", "log_id", "detail")
 
@@ -51,23 +51,70 @@ def _types(function: Function) -> Setting:
     )
 
 
-def _toggle(function: Function) -> Setting:
+def _toggle(function: Function | Timer) -> Setting:
     # Read through Settings.disabled, in both spellings (see settings._toggle).
+    off = isinstance(function, Timer) and function.off_by_default
+    meaning = f"Portal toggle: true switches {function.name} off." + (" Off until set to `false`." if off else "")
+    return Setting(f"AzureWebJobs.{function.name}.Disabled", "true" if off else "false", meaning)
+
+
+def _schedule(timer: Timer) -> Setting:
     return Setting(
-        f"AzureWebJobs.{function.name}.Disabled", "false", f"Portal toggle: true switches {function.name} off."
+        timer.schedule_setting,
+        timer.schedule_default,
+        f"When {timer.name} runs ({timer.work}): an NCRONTAB expression of six fields, `{{second}} {{minute}} "
+        "{hour} {day} {month} {day-of-week}`, in UTC (the timer's default time zone).",
+        ncrontab,
+        example="0 30 1 * * 1",
     )
 
 
+def ncrontab(name: str, text: str) -> str:
+    """Six space-separated fields (the timer trigger's NCRONTAB form); the host parses the fields themselves."""
+    if len(fields := text.split()) != 6 or any(len(field) > 64 for field in fields):
+        raise ValueError(f"{text[:80]!r} is not six NCRONTAB fields, e.g. '0 0 2 * * *' for 02:00 every day")
+    return " ".join(fields)
+
+
 @functools.cache  # one list per function table (in production, one)
-def spec(functions: tuple[Function, ...] = FUNCTIONS) -> tuple[Setting, ...]:
-    """Every setting, for the function table ``functions``."""
+def spec(functions: tuple[Function, ...] = FUNCTIONS, timers: tuple[Timer, ...] = TIMERS) -> tuple[Setting, ...]:
+    """Every setting, for the function table ``functions`` and the timers ``timers``."""
     return (
         *(_queue(f) for f in functions),
         *_BEFORE_TYPES,
         *(_types(f) for f in functions if f.types_setting),
         *_AFTER_TYPES,
+        *(_schedule(t) for t in timers),
+        *(_AUDIT if AUDIT in timers else ()),
         *(_toggle(f) for f in functions),
+        *(_toggle(t) for t in timers),
     )
+
+
+def lookback_days(name: str, text: str) -> int:
+    """Whole days, 1 to 3660 (ten years: a window any date arithmetic can hold)."""
+    if (days := int(p.number(minimum=1, integer=True)(name, text))) > 3660:
+        raise ValueError(f"at most 3660 days, not {days}")
+    return days
+
+
+_AUDIT: tuple[Setting, ...] = (
+    Setting(
+        "AUDIT_LOOKBACK_DAYS",
+        "7",
+        "OptOutAudit: each run audits the campaign logs created in this many days before it.",
+        lookback_days,
+        example="30",
+    ),
+    Setting(
+        "AUDIT_FIX",
+        "false",
+        "OptOutAudit: `true` also writes each recipient found not honoured, once, as BulkEmailOptOut does; "
+        "`false` only reports.",
+        p.boolean,
+        example="true",
+    ),
+)
 
 
 def default(name: str) -> str:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import logging
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,7 @@ from optout_dev.messages import CONTACTS, DELETED_CONTACT, LOG_ID, campaign_log,
 from optout_dev.queues import InMemoryQueues
 from optout_dev.standin import DataverseStandIn, Fault
 from tests.support.dataverse import standin_env
+from tests.support.logs import Capture
 from tests.support.worker import Invocation, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +39,7 @@ FUNCTIONS = {
     "BulkEmailOptOut": "%OPT_OUT_QUEUE%",
     "BounceDetail": "%BOUNCE_QUEUE%",
 }
+TIMERS = {"OptOutAudit": "%AUDIT_SCHEDULE%"}  # off until AzureWebJobs.OptOutAudit.Disabled is false
 HOST_FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,127}$", re.IGNORECASE)  # azure-functions-host Utility.cs
 HOST_BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # host ≥ 4.1038, plus no "__"
 
@@ -119,13 +124,21 @@ class FailingSender:
 # --- 1. indexing ---------------------------------------------------------------------------------------------
 
 
-def test_the_worker_indexes_exactly_the_three_functions(worker):
+def test_the_worker_indexes_exactly_the_three_queue_functions_and_the_audit_timer(worker):
     functions = worker.functions()
-    assert sorted(functions) == sorted(FUNCTIONS)
+    assert sorted(functions) == sorted({**FUNCTIONS, **TIMERS})
     for info in functions.values():
         assert info.language == "python"
         assert info.properties == {"worker_indexed": "True"}
-        assert info.retry_options is None  # @app.retry does not apply to Service Bus
+        assert info.retry_options is None  # @app.retry does not apply to Service Bus; a failed audit waits a day
+
+
+def test_the_audit_is_a_timer_on_its_schedule_setting_monitored_and_never_run_at_startup(worker):
+    (trigger,) = worker.functions()["OptOutAudit"].bindings
+    assert trigger["type"] == "timerTrigger" and trigger["direction"] == "IN"
+    assert trigger["schedule"] == TIMERS["OptOutAudit"]
+    assert trigger["runOnStartup"] is False  # a restart must not start an audit (and its writes, with AUDIT_FIX)
+    assert trigger["useMonitor"] is True  # a run missed while the app was down is run late, not skipped
 
 
 def test_function_names_are_valid_for_the_host_and_can_be_switched_off_on_linux(worker):
@@ -320,3 +333,99 @@ def test_when_service_bus_fails_too_the_batch_fails_so_service_bus_redelivers_it
 
     assert not result.succeeded
     assert "Service Bus unreachable" in result.exception_message
+
+
+# --- 5. OptOutAudit through the worker ----------------------------------------------------------------------
+
+
+def _drifted_opt_outs(standin: DataverseStandIn, now: datetime) -> list[str]:
+    """Two contacts who opted out yesterday; only the first is still opted out. Plus one log of last month."""
+    from optout_dev.standin import SAMPLES_ACTIVITY_OPTIONS
+
+    code = {label: c for c, label in SAMPLES_ACTIVITY_OPTIONS.items()}["Spam Report"]
+    contacts = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"timer/{n}")) for n in range(3)]
+    for n, contact in enumerate(contacts):
+        standin.add_row("contact", contact, donotbulkemail=n == 0, emailaddress1=f"p{n}@timer.example")
+        created = now - timedelta(days=1 if n < 2 else 30)
+        standin.add_row(
+            "concep_emailcampaignlog",
+            str(uuid.uuid5(uuid.NAMESPACE_URL, f"timer/log/{n}")),
+            concep_activitytype=code,
+            **{"concep_activitytype@OData.Community.Display.V1.FormattedValue": "Spam Report"},
+            createdon=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            concep_contactid=contact,
+        )
+    return contacts
+
+
+@pytest.fixture
+def audit_lines():
+    capture = Capture()
+    logger = logging.getLogger("optout")
+    logger.addHandler(capture)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    yield lambda: [json.loads(line[len("audit ") :]) for line in capture.lines if line.startswith("audit ")]
+    logger.removeHandler(capture)
+    logger.setLevel(previous)
+
+
+AUDIT_ON = {"AzureWebJobs.OptOutAudit.Disabled": "false", "RECIPIENT_COLUMNS": "concep_contactid"}
+
+
+def test_the_audit_reports_drift_in_its_lookback_window_and_writes_nothing_by_default(
+    worker, install, make_standin, audit_lines
+):
+    standin = make_standin(campaign_log=True, recipients={})
+    contacts = _drifted_opt_outs(standin, datetime.now(UTC))
+    install(dataverse(standin) | AUDIT_ON)
+
+    assert worker.invoke_timer("OptOutAudit").succeeded
+
+    (line,) = audit_lines()
+    assert (line["opt_outs"], line["recipients"], line["honoured"], line["not_honoured"]) == (2, 2, 1, 1)
+    assert line["dry_run"] is True and line["clean"] is False and line["fixed"] == 0
+    assert not standin.writes
+    assert standin.row("contact", contacts[1])["donotbulkemail"] is False
+    assert "@" not in json.dumps(line)
+
+
+def test_with_audit_fix_the_audit_repairs_the_drift_once_and_the_next_run_is_clean(
+    worker, install, make_standin, audit_lines
+):
+    standin = make_standin(campaign_log=True, recipients={})
+    contacts = _drifted_opt_outs(standin, datetime.now(UTC))
+    install(dataverse(standin) | AUDIT_ON | {"AUDIT_FIX": "true", "AUDIT_LOOKBACK_DAYS": "60"})
+
+    assert worker.invoke_timer("OptOutAudit").succeeded
+    assert worker.invoke_timer("OptOutAudit", past_due=True).succeeded
+
+    first, second = audit_lines()
+    assert (first["opt_outs"], first["not_honoured"], first["fixed"], first["clean"]) == (3, 2, 2, True)
+    assert (second["opt_outs"], second["not_honoured"], second["fixed"], second["clean"]) == (3, 0, 0, True)
+    assert [standin.row("contact", c)["donotbulkemail"] for c in contacts] == [True, True, True]
+
+
+def test_the_audit_is_off_until_its_toggle_is_set_to_false(worker, install, make_standin, audit_lines):
+    standin = make_standin(campaign_log=True, recipients={})
+    _drifted_opt_outs(standin, datetime.now(UTC))
+    install(dataverse(standin) | {"RECIPIENT_COLUMNS": "concep_contactid"})  # no toggle at all
+
+    assert worker.invoke_timer("OptOutAudit").succeeded
+
+    assert audit_lines() == []
+    assert standin.requests == []
+
+
+def test_an_audit_that_cannot_read_the_logs_fails_the_run_and_says_so_on_its_line(
+    worker, install, make_standin, audit_lines
+):
+    standin = make_standin(campaign_log=True, recipients={})
+    _drifted_opt_outs(standin, datetime.now(UTC))
+    install(dataverse(standin) | AUDIT_ON | {"CAMPAIGN_LOG_ENTITY_SET": "concep_nosuchtables"})
+
+    result = worker.invoke_timer("OptOutAudit")
+
+    assert not result.succeeded
+    (line,) = audit_lines()
+    assert line["error"] and "not_honoured" not in line

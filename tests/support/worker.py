@@ -299,6 +299,26 @@ class Worker:
         }
         return self._invoke(info, trigger, data, metadata)
 
+    def invoke_timer(
+        self, function_name: str, *, past_due: bool = False, now: str = "2025-12-01T02:00:00Z"
+    ) -> Invocation:
+        """invocation_request for a timer trigger, as the host sends it: the ``TimerInfo`` as ``json`` (``Schedule``,
+        ``ScheduleStatus``, ``IsPastDue``; azure.functions.timer.TimerRequestConverter reads those three)."""
+        info = self.functions()[function_name]
+        trigger = info.trigger()
+        assert trigger["type"] == "timerTrigger", trigger
+        timer_info = {
+            "Schedule": {"AdjustForDST": True},
+            "ScheduleStatus": {"Last": "0001-01-01T00:00:00", "Next": now, "LastUpdated": "0001-01-01T00:00:00"},
+            "IsPastDue": past_due,
+        }
+        metadata = {
+            "sys": TypedData(
+                json=json.dumps({"MethodName": function_name, "UtcNow": now, "RandGuid": str(uuid.uuid4())})
+            )
+        }
+        return self._invoke(info, trigger, TypedData(json=json.dumps(timer_info)), metadata)
+
     def _invoke(
         self, info: FunctionInfo, trigger: dict[str, Any], data: TypedData, metadata: dict[str, Any]
     ) -> Invocation:

@@ -3,7 +3,10 @@ honoured test, and the report's verdict and shape."""
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import hypothesis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from optout_core.domain.audit import (
     CSV_HEADER,
@@ -202,3 +205,79 @@ def test_evidence_holds_ids_times_the_type_and_the_finding() -> None:
     assert evidence_row(log, Status.FIXED) == (LOG, "2025-11-03T10:00:00Z", "Spam Report", "contact", CONTACT, "fixed")
     unresolved = UnresolvedLog(LOG, None, "Spam Report", "no recipient")
     assert evidence_row(unresolved, Status.HONOURED)[-1] == "unresolved"
+
+
+# --- the fast path: the router's answers, cheaper ---------------------------------------------------------------
+
+_TYPE_VALUES = st.one_of(
+    st.sampled_from([100000003, 100000001, 100000006, 100000007, 1, 0, -5, True, False, None, [100000003]]),
+    st.sampled_from(["Spam Report", " spam-report ", "Group Opt out", "Hard Bounce", "User Opt Out", "", "  "]),
+    st.integers(),
+    st.text(max_size=12),
+    st.just({"LogicalName": "concep_activitytype", "Id": CONTACT, "Name": "Spam Report"}),
+)
+_LABELS = st.one_of(st.none(), st.sampled_from(["Spam Report", "Client Opt Out", "Hard Bounce", "", " "]), st.text())
+_IDS = st.one_of(
+    st.sampled_from([CONTACT, LEAD, CONTACT.upper(), "{" + LEAD + "}", "{" + LEAD, "", "not-a-guid", None]),
+    st.integers(),
+    st.text(max_size=8),
+)
+_TABLES = st.one_of(st.sampled_from(["contact", "lead", "account", "Contact", "systemuser", "", None]), st.integers())
+_MISSING = object()
+
+
+@st.composite
+def _log_rows(draw: st.DrawFn) -> dict[str, object]:
+    row: dict[str, object] = {"concep_emailcampaignlogid": LOG, "createdon": "2025-11-03T10:00:00Z"}
+    value = draw(st.one_of(st.just(_MISSING), _TYPE_VALUES))
+    if value is not _MISSING:
+        row["concep_activitytype"] = value
+    label = draw(st.one_of(st.just(_MISSING), _LABELS))
+    if label is not _MISSING:
+        row[f"concep_activitytype{FORMATTED}"] = label
+    for column in ("concep_contactid", "concep_leadid", "concep_recipientid"):
+        if draw(st.booleans()):
+            row[f"_{column}_value"] = draw(_IDS)
+            table = draw(st.one_of(st.just(_MISSING), _TABLES))
+            if table is not _MISSING:
+                row[f"_{column}_value{LOOKUP}"] = table
+    return row
+
+
+_READERS = [
+    LogReader(Settings.from_env(COLUMNS)),
+    LogReader(Settings.from_env({"RECIPIENT_COLUMNS": "concep_recipientid;concep_contactid"})),
+    LogReader(
+        Settings.from_env({**COLUMNS, "OPT_OUT_ACTIVITY_TYPES": "100000003;Hard Bounce", "BOUNCE_ACTIVITY_TYPES": "X"})
+    ),
+    LogReader(Settings.from_env({})),  # the one-lookup default: always the router's whole decision
+]
+
+
+@hypothesis.settings(max_examples=400, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@given(rows=st.lists(_log_rows(), min_size=1, max_size=8), reader=st.sampled_from(_READERS))
+def test_the_fast_path_reads_every_log_as_the_routers_whole_decision_does(rows, reader) -> None:
+    # The readers are shared across examples, so remembered activity types are exercised too.
+    for row in rows:
+        assert reader.read(row) == reader.decide(row), row
+
+
+def test_the_fast_path_remembers_a_bounded_number_of_activity_types() -> None:
+    reader = LogReader(Settings.from_env(COLUMNS))
+    for code in range(1000):
+        assert reader.read(_row(None, code, _concep_contactid_value=CONTACT)) is None
+    assert len(reader._types) <= 256
+
+
+def test_a_first_recipient_column_with_an_empty_id_is_left_to_the_router_not_skipped() -> None:
+    # The router reads an empty id under a lookup name as that column's (malformed) value: the first listed column
+    # holding a value decides, so a later column never stands in for it.
+    reader = LogReader(Settings.from_env(COLUMNS))
+    row = _row(
+        _concep_contactid_value="",
+        _concep_leadid_value=LEAD,
+        **{f"_concep_contactid_value{LOOKUP}": "contact", f"_concep_leadid_value{LOOKUP}": "lead"},
+    )
+    found = reader.read(row)
+    assert found == reader.decide(row)
+    assert isinstance(found, UnresolvedLog) and "not a GUID" in found.reason

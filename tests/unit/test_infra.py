@@ -182,7 +182,7 @@ def test_the_alerts_cover_dead_letters_rejected_backlog_outcomes_and_dataverse_s
         "Minimum",
     )
     logs = [n for n, r in resources.items() if r["type"] == "Microsoft.Insights/scheduledQueryRules"]
-    assert sorted(logs) == ["dataverseAuthAlert", "failedOrRejectedAlert"]
+    assert sorted(logs) == ["auditNotHonouredAlert", "dataverseAuthAlert", "failedOrRejectedAlert"]
     for r in resources.values():
         if r["type"] in ("Microsoft.Insights/metricAlerts", "Microsoft.Insights/scheduledQueryRules"):
             assert "actionGroup" in json.dumps(r["config"]["properties"]["actions"])
@@ -194,14 +194,29 @@ def kql_texts():
     yield "infra/workbook.json", (INFRA / "workbook.json").read_text(encoding="utf-8")
 
 
+def _audit_line_fields():
+    from datetime import UTC, datetime
+
+    from optout_core.app.audit import audit_fields
+    from optout_core.domain.audit import Report, Window
+
+    window = Window(datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 11, 8, tzinfo=UTC))
+    report = Report(window, 0, 0, 0, (), (), (), 0, (), 0, True)
+    return set(audit_fields(report)) | {"function", "duration_ms", "error"}  # telemetry.audit_run adds these
+
+
 def test_every_query_reads_fields_and_metrics_the_app_emits():
     emitted = {f.name for f in fields(OutcomeRecord)}
+    audited = _audit_line_fields()
     metrics = {telemetry.OUTCOMES, telemetry.DURATION, telemetry.END_TO_END}
+    metrics |= {telemetry.AUDIT_METRICS + name for name in telemetry.AUDIT_COUNTS}
     for where, text in kql_texts():
         text = text.replace('\\"', '"')
         used = set(re.findall(r"\bo\.(\w+)", text)) | set(re.findall(r"customDimensions\.(\w+)", text))
         assert used, f"no outcome query in {where}"
-        assert used <= emitted, f"{where} queries fields the app does not emit: {used - emitted}"
+        assert used <= emitted | audited, f"{where} queries fields the app does not emit: {used - emitted - audited}"
+        audit_used = set(re.findall(r"\ba\.(\w+)", text))
+        assert audit_used <= audited, f"{where} queries audit fields the app does not emit: {audit_used - audited}"
         named = set(re.findall(r'name == "(optout\.[\w.]+)"', text))
         assert named <= metrics, f"{where} queries metrics the app does not emit: {named - metrics}"
     assert (

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from optout_core.domain import setting_parsers
 from optout_core.domain.errors import SettingsError
-from optout_core.domain.model import BOUNCE
+from optout_core.domain.model import AUDIT, BOUNCE
 from optout_core.domain.policy import FailurePolicy
 from optout_core.domain.settings import SPEC, ActivityTypes, Settings
 from optout_core.domain.settings_spec import default
@@ -30,7 +30,7 @@ def test_defaults_follow_concep_semantics():
     assert s.user_opt_out_types.matches("User Opt Out", None)
     assert dict(s.opt_out_update) == {"donotbulkemail": True}
     assert s.bounce_update is None
-    assert s.disabled == frozenset()
+    assert s.disabled == frozenset({"OptOutAudit"})  # the scheduled audit ships switched off
 
 
 def test_activity_types_mix_labels_and_option_codes():
@@ -60,6 +60,11 @@ def test_activity_types_mix_labels_and_option_codes():
         ({"AzureWebJobs.BulkEmailOptOut.Disabled": "maybe"}, "AzureWebJobs.BulkEmailOptOut.Disabled"),
         ({"BOUNCE_ACTIVITY_TYPES": "Spam Report"}, "OPT_OUT_ACTIVITY_TYPES"),
         ({"BOUNCE_QUEUE": "opt-out"}, "BOUNCE_QUEUE"),
+        ({"AUDIT_SCHEDULE": "0 2 * * *"}, "AUDIT_SCHEDULE"),  # five fields: the timer wants six
+        ({"AUDIT_LOOKBACK_DAYS": "0"}, "AUDIT_LOOKBACK_DAYS"),
+        ({"AUDIT_LOOKBACK_DAYS": "100000"}, "AUDIT_LOOKBACK_DAYS"),
+        ({"AUDIT_FIX": "yes please"}, "AUDIT_FIX"),
+        ({"AzureWebJobs_OptOutAudit_Disabled": "off"}, "AzureWebJobs_OptOutAudit_Disabled"),
     ],
 )
 def test_a_bad_value_fails_fast_naming_the_setting(env, setting):
@@ -150,6 +155,20 @@ def test_a_static_token_is_honoured_only_for_loopback_urls():
 def test_portal_toggles_in_both_spellings(name, value, disabled):
     # Linux plans expose the portal's AzureWebJobs.<name>.Disabled with periods turned into underscores.
     assert Settings.from_env({name: value}).is_enabled(BOUNCE) is not disabled
+
+
+@pytest.mark.parametrize("name", ["AzureWebJobs.OptOutAudit.Disabled", "AzureWebJobs_OptOutAudit_Disabled"])
+@pytest.mark.parametrize("value, disabled", [(None, True), ("true", True), ("false", False), ("0", False)])
+def test_the_audit_timer_is_off_until_its_toggle_says_false(name, value, disabled):
+    env = {} if value is None else {name: value}
+    assert Settings.from_env(env).is_enabled(AUDIT) is not disabled
+    shown = {s.name: v for s, v in Settings.from_env(env).effective()}
+    assert shown["AzureWebJobs.OptOutAudit.Disabled"] == str(disabled).lower()  # as `check` lists it
+
+
+def test_either_spelling_of_a_toggle_saying_true_switches_the_audit_off():
+    env = {"AzureWebJobs.OptOutAudit.Disabled": "false", "AzureWebJobs_OptOutAudit_Disabled": "true"}
+    assert not Settings.from_env(env).is_enabled(AUDIT)
 
 
 def test_bounce_update_placeholders_are_checked():

@@ -187,3 +187,17 @@ def test_indexing_the_app_loads_no_telemetry_package():
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_an_audit_run_is_one_line_and_each_count_a_metric(sdk, caplog):
+    logs, reader = sdk
+    fields = {"opt_outs": 40, "recipients": 25, "honoured": 13, "not_honoured": 12, "dry_run": True, "clean": False}
+    with caplog.at_level(logging.INFO, logger="optout"):
+        telemetry.audit_run(logging.WARNING, fields, time.perf_counter())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "optout"]
+    assert line.startswith("audit ") and json.loads(line[len("audit ") :])["not_honoured"] == 12
+    (exported,) = logs.get_finished_logs()
+    assert exported.log_record.attributes["not_honoured"] == 12
+    (point,) = points(reader, "optout.audit.not_honoured")
+    assert (point.max, point.count, dict(point.attributes)) == (12, 1, {"function": "OptOutAudit", "dry_run": "true"})
+    assert points(reader, "optout.audit.fixed") == []  # a count the run did not give is not invented
