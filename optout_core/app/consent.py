@@ -215,11 +215,4 @@ def _first(failed: Sequence[Failed]) -> Failed:
 def restated(error: DataverseError, text: str) -> DataverseError:
     """``error`` (same kind, status and Retry-After) with ``text`` as its reason, email addresses masked: a
     Dataverse message may quote the value it refused, and reasons reach the rejected queue."""
-    return type(error)(
-        mask_emails(text),
-        status=error.status,
-        code=error.code,
-        message=None,
-        request_id=error.request_id,
-        retry_after=error.retry_after,
-    )
+    return type(error)(mask_emails(text), **{**error.details(), "message": None})

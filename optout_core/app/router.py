@@ -53,14 +53,7 @@ class RowUnread(DataverseUnavailable):
     def __init__(self, attempt: Attempt[Any]) -> None:
         error = attempt.error
         assert error is not None
-        super().__init__(
-            str(error),
-            status=error.status,
-            code=error.code,
-            message=error.message,
-            request_id=error.request_id,
-            retry_after=error.retry_after,
-        )
+        super().__init__(str(error), **error.details())
         self.attempt = attempt
 
 

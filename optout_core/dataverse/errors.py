@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from optout_core.domain.errors import OptOutError, PermanentError, TransientError
 from optout_core.domain.retry import RetryPolicy
@@ -47,6 +48,16 @@ class DataverseError(OptOutError):
         self.message = message
         self.request_id = request_id
         self.retry_after = retry_after
+
+    def details(self) -> dict[str, Any]:
+        """What the Web API said besides the reason, to build the same error with another reason from."""
+        return {
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+            "retry_after": self.retry_after,
+        }
 
 
 class DataverseRejected(DataverseError, PermanentError):
