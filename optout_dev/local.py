@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optout_core.app.outcome import OutcomeRecord
-from optout_core.app.router import route
+from optout_core.app.router import RowUnread, route
 from optout_core.app.services import Dataverse, Services
 from optout_core.app.settle import work_message_id
 from optout_core.app.table import Handler, entry_for
@@ -152,7 +152,8 @@ class LocalPipeline:
             try:
                 record = handle(replace(message, delivery_count=delivery), self.services)
             except TransientError as exc:
-                requests += exc.requests
+                # A row read the router hands back carries its attempt; a Service Bus failure sent no request.
+                requests += exc.attempt.requests if isinstance(exc, RowUnread) else 0
                 if delivery == self._max_deliveries:
                     return exc, requests
                 continue

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from optout_core.dataverse.errors import DataverseError, DataverseRejected, DataverseUnavailable
+from optout_core.dataverse.result import Attempt
 from optout_core.domain.consent import (
     DUPLICATE_RECORD,
     ENTITY_SET,
@@ -46,14 +47,15 @@ from optout_core.domain.redact import mask_emails
 if TYPE_CHECKING:
     from optout_core.app.services import Dataverse
     from optout_core.dataverse.client import Written
-    from optout_core.dataverse.result import Attempt
+
+Failed = Attempt[Any]  # an operation that ended with its error (its tries with it, for the failure policy)
 
 
 @dataclass(frozen=True)
 class ConsentResult:
-    """Per recipient: what was written (a :class:`Tally`) or the error that ended its consent write."""
+    """Per recipient: what was written (a :class:`Tally`) or the attempt whose error ended its consent write."""
 
-    by_recipient: dict[Recipient, Tally | DataverseError]
+    by_recipient: dict[Recipient, Tally | Failed]
     requests: int
 
 
@@ -69,15 +71,14 @@ def write_consent(
 
     ``rows``: each recipient's row as written (its address columns), or None when the write answered without it;
     ``log_ids``: the campaign log each recipient's record names in its Reason Description."""
-    outcome: dict[Recipient, Tally | DataverseError] = {}
-    requests = 0
+    outcome: dict[Recipient, Tally | Failed] = {}
     known, requests = _rows(rows, settings, client, deadline, outcome)
     # Each address once per batch, whichever recipients share it: one listing, one plan, no second record.
     shared: dict[str, tuple[str, Recipient]] = {}
     for recipient, row in known.items():
         for address in addresses(row, settings.address_columns):
             shared.setdefault(address_key(address), (address, recipient))
-    results: dict[str, Tally | DataverseError] = {}
+    results: dict[str, Tally | Failed] = {}
     if shared:
         keys = list(shared)
         listed = client.query_many(
@@ -85,11 +86,11 @@ def write_consent(
         )
         requests += listed.requests
         plans: dict[str, Plan] = {}
-        for key, found in zip(keys, listed.rows, strict=True):
-            if isinstance(found, DataverseError):
+        for key, found in zip(keys, listed.items, strict=True):
+            if found.error is not None:
                 results[key] = found
             else:
-                plans[key] = plan(shared[key][0], settings.scopes, [Existing.from_row(r) for r in found])
+                plans[key] = plan(shared[key][0], settings.scopes, [Existing.from_row(r) for r in found.value or ()])
         descriptions = {key: settings.description_for(log_ids[shared[key][1]]) for key in plans}
         written, sent = _write(plans, descriptions, client, deadline)
         requests += sent
@@ -104,7 +105,7 @@ def _rows(
     settings: ConsentSettings,
     client: Dataverse,
     deadline: float | None,
-    outcome: dict[Recipient, Tally | DataverseError],
+    outcome: dict[Recipient, Tally | Failed],
 ) -> tuple[dict[Recipient, Mapping[str, Any]], int]:
     """Each recipient's address columns: from the write's answer, or read (one $batch per table) when the write
     answered without them (a read-back found it already written)."""
@@ -119,22 +120,22 @@ def _rows(
             ENTITY_SETS[table], [r.id for r in recipients], settings.address_columns, deadline=deadline
         )
         requests += read.requests
-        for recipient, found in zip(recipients, read.rows, strict=True):
-            if isinstance(found, DataverseError):
+        for recipient, found in zip(recipients, read.items, strict=True):
+            if found.error is not None:
                 outcome[recipient] = found
             else:
-                known[recipient] = found or {}  # gone since its write: no address to opt out
+                known[recipient] = found.value or {}  # gone since its write: no address to opt out
     return known, requests
 
 
 def _write(
     plans: Mapping[str, Plan], descriptions: Mapping[str, str], client: Dataverse, deadline: float | None
-) -> tuple[dict[str, Tally | DataverseError], int]:
+) -> tuple[dict[str, Tally | Failed], int]:
     """Every create and update of the batch in one $batch; per address key, its tally or its first error (a
     permanent one first: a put-back cannot mend it)."""
     creates: list[tuple[str, Scope]] = [(key, scope) for key, p in plans.items() for scope in p.create]
     updates: list[tuple[str, str]] = [(key, record) for key, p in plans.items() for record in p.update]
-    errors: dict[str, list[DataverseError]] = {}
+    errors: dict[str, list[Failed]] = {}
     taken: list[tuple[str, str]] = []  # (address key, record id) whose create met a record made meanwhile
     requests = 0
     if creates or updates:
@@ -149,7 +150,7 @@ def _write(
             if _duplicate(created.error):
                 taken.append((key, record_id(plans[key].address, scope)))
             elif created.error is not None:
-                errors.setdefault(key, []).append(created.error)
+                errors.setdefault(key, []).append(created)
         _updated(updates, done.items[len(creates) :], errors)
     if taken:
         # Another worker (or this create, resent) made the record since the listing: opt that record out.
@@ -159,11 +160,11 @@ def _write(
         requests += again.requests
         _updated(taken, again.items, errors)
     moved = {key: sum(1 for k, _ in taken if k == key) for key in plans}
-    results: dict[str, Tally | DataverseError] = {}
+    results: dict[str, Tally | Failed] = {}
     for key, p in plans.items():
         failed = errors.get(key)
         if failed:
-            results[key] = next((e for e in failed if isinstance(e, DataverseRejected)), failed[0])
+            results[key] = _first(failed)
         else:
             results[key] = Tally(
                 addresses=1, created=len(p.create) - moved[key], updated=len(p.update) + moved[key], kept=len(p.kept)
@@ -176,30 +177,27 @@ def _duplicate(error: DataverseError | None) -> bool:
 
 
 def _updated(
-    updates: Sequence[tuple[str, str]], items: Sequence[Attempt[str | Written]], errors: dict[str, list[DataverseError]]
+    updates: Sequence[tuple[str, str]], items: Sequence[Attempt[str | Written]], errors: dict[str, list[Failed]]
 ) -> None:
     """Each update's error, if any, under its address key; a record deleted since it was listed is a transient
     error (the put-back lists again, then creates)."""
     for (key, record), updated in zip(updates, items, strict=True):
         if updated.error is not None:
-            errors.setdefault(key, []).append(updated.error)
+            errors.setdefault(key, []).append(updated)
         elif isinstance(updated.value, str) or not (updated.value and updated.value.found):
-            errors.setdefault(key, []).append(
-                DataverseUnavailable(f"consent record {record} was deleted while being opted out")
-            )
+            gone = DataverseUnavailable(f"consent record {record} was deleted while being opted out")
+            errors.setdefault(key, []).append(Attempt(error=gone))
 
 
-def _tally(
-    row: Mapping[str, Any], settings: ConsentSettings, results: Mapping[str, Tally | DataverseError]
-) -> Tally | DataverseError:
+def _tally(row: Mapping[str, Any], settings: ConsentSettings, results: Mapping[str, Tally | Failed]) -> Tally | Failed:
     """One recipient's tally over its addresses, or the first error among them (a permanent one first)."""
     found = addresses(row, settings.address_columns)
     if not found:
         return Tally(empty=settings.address_columns)
     each = [results[address_key(a)] for a in found]
-    failed = [r for r in each if isinstance(r, DataverseError)]
+    failed = [r for r in each if isinstance(r, Attempt)]
     if failed:
-        return next((e for e in failed if isinstance(e, DataverseRejected)), failed[0])
+        return _first(failed)
     tallies = [r for r in each if isinstance(r, Tally)]
     return Tally(
         addresses=len(tallies),
@@ -209,17 +207,12 @@ def _tally(
     )
 
 
+def _first(failed: Sequence[Failed]) -> Failed:
+    """The failure to report of several: a permanent one first (a put-back cannot mend it)."""
+    return next((f for f in failed if isinstance(f.error, DataverseRejected)), failed[0])
+
+
 def restated(error: DataverseError, text: str) -> DataverseError:
-    """``error`` (same kind, status and retry figures) with ``text`` as its reason, email addresses masked: a
+    """``error`` (same kind, status and Retry-After) with ``text`` as its reason, email addresses masked: a
     Dataverse message may quote the value it refused, and reasons reach the rejected queue."""
-    copy = type(error)(
-        mask_emails(text),
-        status=error.status,
-        code=error.code,
-        message=None,
-        request_id=error.request_id,
-        retry_after=error.retry_after,
-        requests=error.requests,
-        attempts=error.attempts,
-    )
-    return copy
+    return type(error)(mask_emails(text), **{**error.details(), "message": None})

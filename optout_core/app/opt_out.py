@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optout_core.app.consent import restated, write_consent
 from optout_core.app.delivery import Delivery
@@ -34,6 +34,7 @@ from optout_core.servicebus.envelopes import InboundMessage
 
 if TYPE_CHECKING:
     from optout_core.app.services import Dataverse
+    from optout_core.dataverse.client import Written
     from optout_core.domain.settings import Settings
 
 
@@ -51,6 +52,7 @@ class RecipientWrite:
     error: DataverseError | None = None
     consent: Tally | DataverseError | None = None
     attempts: int = 0  # tries of the recipient write made in this process (the failure policy's count)
+    consent_attempts: int = 0  # tries of the consent operation whose error ended the consent write
 
     def failure(self, wrote: str) -> DataverseError | None:
         """The error that leaves this opt-out unfinished: the write's, or the consent write's restated."""
@@ -65,9 +67,7 @@ class RecipientWrite:
         error = self.failure(wrote)
         if error is None:
             return None
-        # The consent write's failures come as errors carrying their own tries (optout_core.app.consent).
-        attempts = self.attempts if self.error is not None else error.attempts
-        return Attempt(error=error, attempts=attempts)
+        return Attempt(error=error, attempts=self.attempts if self.error is not None else self.consent_attempts)
 
 
 def write_opt_outs(
@@ -90,7 +90,7 @@ def write_opt_outs(
     returning = consent.address_columns if consent.enabled else ()
     result = dataverse.update_many(writes, verify_first=verify_first, deadline=deadline, returning=returning)
     requests = result.requests
-    consents: dict[Recipient, Tally | DataverseError] = {}
+    consents: dict[Recipient, Tally | Attempt[Any]] = {}
     if consent.enabled:
         done = {
             r: outcome.value.row
@@ -99,12 +99,16 @@ def write_opt_outs(
         }
         written = write_consent(done, {r: log_ids[r] for r in done}, consent, dataverse, deadline=deadline)
         consents, requests = written.by_recipient, requests + written.requests
-    return [
-        RecipientWrite(
-            outcome.value is not None and outcome.value.found, outcome.error, consents.get(r), outcome.attempts
-        )
-        for r, outcome in zip(recipients, result.items, strict=True)
-    ], requests
+    return [_recipient_write(outcome, consents.get(r)) for r, outcome in zip(recipients, result.items, strict=True)], (
+        requests
+    )
+
+
+def _recipient_write(write: Attempt[Written], consent: Tally | Attempt[Any] | None) -> RecipientWrite:
+    found = write.value is not None and write.value.found
+    if isinstance(consent, Attempt):
+        return RecipientWrite(found, write.error, consent.error, write.attempts, consent.attempts)
+    return RecipientWrite(found, write.error, consent, write.attempts)
 
 
 def _write(deliveries: Sequence[Delivery], services: Services, deadline: float) -> Iterator[tuple[int, Ending]]:

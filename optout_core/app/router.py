@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from optout_core.app.outcome import OutcomeRecord, log_outcome, outcome_or_retry
 from optout_core.app.services import Services
 from optout_core.app.settle import forward, message_deadline, rejected_copy
-from optout_core.domain.errors import OptOutError
+from optout_core.dataverse.errors import DataverseUnavailable
+from optout_core.domain.errors import PermanentError
 from optout_core.domain.model import ROUTER, Outcome
 from optout_core.domain.policy import Reject, next_step
 from optout_core.domain.routing import Decision, RowRequest, decide, decide_row
 from optout_core.servicebus.envelopes import InboundMessage
+
+if TYPE_CHECKING:
+    from optout_core.dataverse.result import Attempt
 
 
 def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
@@ -41,22 +46,33 @@ def route(msg: InboundMessage, services: Services) -> OutcomeRecord:
     return log_outcome(record, started)
 
 
+class RowUnread(DataverseUnavailable):
+    """The campaign log row of a trimmed context could not be read, for now: handed back to Service Bus (raised)
+    for another delivery, as the read's error. ``attempt``: the read, with the requests and tries it took."""
+
+    def __init__(self, attempt: Attempt[Any]) -> None:
+        error = attempt.error
+        assert error is not None
+        super().__init__(str(error), **error.details())
+        self.attempt = attempt
+
+
 def _decide_from_row(request: RowRequest, services: Services) -> Decision:
     """A trimmed context: read the campaign log row and decide from it. There is no work item yet to put back,
     so a transient failure is handed back to Service Bus (raised) for another delivery."""
+    failed = f"the context was trimmed and reading campaign log {request.log_id} failed"
     try:
-        row = services.dataverse.read_row(
-            request.entity_set, request.log_id, request.select, deadline=message_deadline()
-        )
-    except OptOutError as exc:
-        step = next_step(
-            exc.failure, attempt=exc.attempts, put_backs=0, policy=services.settings.failure_policy, can_put_back=False
-        )
-        if not isinstance(step, Reject):
-            raise
-        reason = f"the context was trimmed and reading campaign log {request.log_id} failed: {exc}"
-        return request.decided(Outcome.REJECTED, reason)
-    return decide_row(request, row, services.settings)
+        dataverse = services.dataverse
+    except PermanentError as unset:  # no client to read with: a Dataverse setting is missing or wrong
+        return request.decided(Outcome.REJECTED, f"{failed}: {unset}")
+    read = dataverse.read_row(request.entity_set, request.log_id, request.select, deadline=message_deadline())
+    if read.error is None:
+        return decide_row(request, read.value, services.settings)
+    policy = services.settings.failure_policy
+    step = next_step(read.error.failure, attempt=read.attempts, put_backs=0, policy=policy, can_put_back=False)
+    if not isinstance(step, Reject):
+        raise RowUnread(read) from read.error
+    return request.decided(Outcome.REJECTED, f"{failed}: {read.error}")
 
 
 def _record(msg: InboundMessage, decision: Decision) -> OutcomeRecord:

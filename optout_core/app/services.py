@@ -51,7 +51,7 @@ class Dataverse(Protocol):
 
     def read_row(
         self, entity_set: str, row_id: str, select: Sequence[str] = (), *, deadline: float | None = None
-    ) -> dict[str, Any] | None: ...
+    ) -> Attempt[dict[str, Any] | None]: ...
 
     def read_rows(
         self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None

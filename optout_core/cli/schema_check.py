@@ -419,52 +419,16 @@ def registration_findings(settings: Settings, found: Registration) -> list[Findi
     endpoints = [e for e in found.endpoints if same("path", e.get("path"), queue)]
     if not endpoints:
         return [error("registration.endpoint_missing", f"no service endpoint posts to queue {queue}", "run `setup`")]
-    results = []
+    results: list[Finding] = []
     good_steps = 0
     for endpoint in endpoints:
-        name = endpoint.get("name")
-        if endpoint.get("contract") not in QUEUE_CONTRACTS:
-            results.append(
-                error(
-                    "registration.contract",
-                    f"endpoint {name!r} is not a queue contract",
-                    "run `setup` or fix it in the Plug-in Registration Tool",
-                )
-            )
-        if endpoint.get("messageformat") != JSON_FORMAT:
-            results.append(
-                error(
-                    "registration.format",
-                    f"endpoint {name!r} posts in another format than JSON",
-                    "set Message Format to JSON (or run `setup`)",
-                )
-            )
-        for step in found.steps.get(str(endpoint["serviceendpointid"]), ()):
-            if (
-                str(step.get("_sdkmessageid_value")) != found.create_message
-                or found.create_filter is None
-                or str(step.get("_sdkmessagefilterid_value")) != str(found.create_filter.get("sdkmessagefilterid"))
-            ):
-                continue  # a step for another message or table
-            problems = [
-                what
-                for what, bad in (
-                    ("disabled", step.get("statecode") != 0),
-                    ("synchronous (a failure would block Concep's writes)", step.get("mode") != ASYNCHRONOUS),
-                    ("not post-operation", step.get("stage") != POST_OPERATION),
-                )
-                if bad
-            ]
-            if problems:
-                results.append(
-                    error(
-                        "registration.step",
-                        f"the Create step {step.get('name')!r} is {', '.join(problems)}",
-                        "run `setup`",
-                    )
-                )
-            else:
+        results += _endpoint_findings(endpoint)
+        for step in _create_steps(found, endpoint):
+            problem = _step_finding(step)
+            if problem is None:
                 good_steps += 1
+            else:
+                results.append(problem)
     if not good_steps:
         results.append(
             error(
@@ -475,6 +439,58 @@ def registration_findings(settings: Settings, found: Registration) -> list[Findi
             )
         )
     return results or [ok("registration", f"Dataverse posts each new {settings.campaign_log_table} row to {queue}")]
+
+
+def _endpoint_findings(endpoint: Mapping[str, Any]) -> list[Finding]:
+    """What is wrong with a service endpoint posting to the queue: its contract, its message format."""
+    name = endpoint.get("name")
+    results = []
+    if endpoint.get("contract") not in QUEUE_CONTRACTS:
+        results.append(
+            error(
+                "registration.contract",
+                f"endpoint {name!r} is not a queue contract",
+                "run `setup` or fix it in the Plug-in Registration Tool",
+            )
+        )
+    if endpoint.get("messageformat") != JSON_FORMAT:
+        results.append(
+            error(
+                "registration.format",
+                f"endpoint {name!r} posts in another format than JSON",
+                "set Message Format to JSON (or run `setup`)",
+            )
+        )
+    return results
+
+
+def _create_steps(found: Registration, endpoint: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The endpoint's steps on Create of the campaign log table (steps for another message or table left out)."""
+    if found.create_filter is None:
+        return []
+    create_filter = str(found.create_filter.get("sdkmessagefilterid"))
+    return [
+        step
+        for step in found.steps.get(str(endpoint["serviceendpointid"]), ())
+        if str(step.get("_sdkmessageid_value")) == found.create_message
+        and str(step.get("_sdkmessagefilterid_value")) == create_filter
+    ]
+
+
+def _step_finding(step: Mapping[str, Any]) -> Finding | None:
+    """The error of a Create step that is disabled, synchronous or not post-operation; None when it is right."""
+    problems = [
+        what
+        for what, bad in (
+            ("disabled", step.get("statecode") != 0),
+            ("synchronous (a failure would block Concep's writes)", step.get("mode") != ASYNCHRONOUS),
+            ("not post-operation", step.get("stage") != POST_OPERATION),
+        )
+        if bad
+    ]
+    if not problems:
+        return None
+    return error("registration.step", f"the Create step {step.get('name')!r} is {', '.join(problems)}", "run `setup`")
 
 
 def workflow_findings(settings: Settings, found: Registration) -> list[Finding]:

@@ -119,23 +119,27 @@ class DataverseClient(WebApi):
 
     def read_row(
         self, entity_set: str, row_id: str, select: Sequence[str] = (), *, deadline: float | None = None
-    ) -> dict[str, Any] | None:
-        """GET one row with its annotations (formatted values, lookup tables); None when it does not exist."""
-        query = f"?$select={','.join(select)}" if select else ""
-        request = Request("GET", f"{API}/{entity_set}({row_id}){query}", {"Prefer": ANNOTATIONS})
-        return _row(self._one(Operation(request, missing_ok=True), deadline))
+    ) -> Attempt[dict[str, Any] | None]:
+        """GET one row with its annotations (formatted values, lookup tables): the row, None when it does not
+        exist, or the error that ended the read, with the requests and tries it took."""
+        return self._reads(entity_set, [row_id], select, deadline, batch=False).items[0]
 
     def read_rows(
         self, entity_set: str, row_ids: Sequence[str], select: Sequence[str] = (), *, deadline: float | None = None
     ) -> Batch[dict[str, Any] | None]:
         """GET many rows with their annotations in ``$batch`` (one request per 1,000): each a row, None when it
         does not exist, or the error that ended its read."""
+        return self._reads(entity_set, row_ids, select, deadline, batch=True)
+
+    def _reads(
+        self, entity_set: str, row_ids: Sequence[str], select: Sequence[str], deadline: float | None, *, batch: bool
+    ) -> Batch[dict[str, Any] | None]:
         query = f"?$select={','.join(select)}" if select else ""
         operations = [
             Operation(Request("GET", f"{API}/{entity_set}({row_id}){query}", {"Prefer": ANNOTATIONS}), missing_ok=True)
             for row_id in row_ids
         ]
-        return self._transport.perform(operations, batch=True, deadline=deadline).map(_row)
+        return self._transport.perform(operations, batch=batch, deadline=deadline).map(_row)
 
 
 def _patch(write: Write, returning: Sequence[str] = ()) -> Operation:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Self
+from typing import Any
 
 from optout_core.domain.errors import OptOutError, PermanentError, TransientError
 from optout_core.domain.retry import RetryPolicy
@@ -28,7 +28,8 @@ class DataverseError(OptOutError):
     """The Dataverse Web API refused or could not serve a request.
 
     ``code`` and ``message`` are the Web API's ``error.code`` / ``error.message``; ``request_id`` is the
-    ``x-ms-service-request-id`` header, which Microsoft support asks for.
+    ``x-ms-service-request-id`` header, which Microsoft support asks for. What it took (requests, tries) is not
+    the error's to say: :class:`~optout_core.dataverse.result.Attempt` records it next to the error.
     """
 
     def __init__(
@@ -40,31 +41,23 @@ class DataverseError(OptOutError):
         message: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
-        requests: int = 0,
-        attempts: int = 0,
     ) -> None:
         super().__init__(reason)
-        self.requests = requests  # HTTP requests made before giving up, retries included
-        self.attempts = attempts  # tries of this request made in this process before giving up
         self.status = status
         self.code = code
         self.message = message
         self.request_id = request_id
         self.retry_after = retry_after
 
-    def counted(self, *, requests: int, attempts: int) -> Self:
-        """This error as one operation's end, with the requests and tries it took: a copy of its own, so one
-        failure that ends several operations is never shared, and an error is never changed once raised."""
-        return type(self)(
-            str(self),
-            status=self.status,
-            code=self.code,
-            message=self.message,
-            request_id=self.request_id,
-            retry_after=self.retry_after,
-            requests=requests,
-            attempts=attempts,
-        )
+    def details(self) -> dict[str, Any]:
+        """What the Web API said besides the reason, to build the same error with another reason from."""
+        return {
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+            "retry_after": self.retry_after,
+        }
 
 
 class DataverseRejected(DataverseError, PermanentError):

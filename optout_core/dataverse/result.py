@@ -43,7 +43,7 @@ class Attempt[T]:
         try:
             return Attempt(convert(cast("T", self.value)), None, self.requests, self.attempts)
         except DataverseError as refused:
-            return Attempt[U](None, refused.counted(requests=self.requests, attempts=0), self.requests, 0)
+            return Attempt[U](None, refused, self.requests, 0)
 
 
 @dataclass(frozen=True, slots=True)

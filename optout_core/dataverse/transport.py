@@ -125,9 +125,8 @@ class Transport:
         items = []
         for op in ops:
             assert op.end is not None, "every operation ends with an answer or an error"
-            if isinstance(op.end, DataverseError):
-                error = op.end.counted(requests=wire.requests, attempts=op.tries)
-                items.append(Attempt[Response](error=error, requests=wire.requests, attempts=op.tries))
+            if isinstance(op.end, DataverseError):  # one error may end several operations: never changed, so shared
+                items.append(Attempt[Response](error=op.end, requests=wire.requests, attempts=op.tries))
             else:
                 items.append(Attempt(op.end, requests=wire.requests))
         return Batch(tuple(items), wire.requests)

@@ -9,8 +9,6 @@ class OptOutError(Exception):
     """Base of every error this package raises on purpose."""
 
     retryable = False
-    attempts = 0  # tries already made in this process (set by the Dataverse transport)
-    requests = 0  # HTTP requests made before giving up, retries included (set by the Dataverse transport)
     retry_after: float | None = None  # seconds the server asked us to wait (a 429's Retry-After)
 
     @property

@@ -176,10 +176,11 @@ def test_read_row_returns_annotations_or_none(standin, sleeps):
         **{"donotbulkemail@OData.Community.Display.V1.FormattedValue": "Do Not Allow"},
     )
     client = client_for(standin, sleeps)
-    row = client.read_row("contacts", LEAD.replace("b2", "a9"), ["donotbulkemail"])
-    assert row["donotbulkemail"] is True
+    read = client.read_row("contacts", LEAD.replace("b2", "a9"), ["donotbulkemail"])
+    row = read.get()
+    assert row["donotbulkemail"] is True and read.requests == 1
     assert row["donotbulkemail@OData.Community.Display.V1.FormattedValue"] == "Do Not Allow"
-    assert client.read_row("contacts", MISSING) is None
+    assert client.read_row("contacts", MISSING).get() is None
     prefer = {k.lower(): v for k, v in standin.requests[-1].headers.items()}["prefer"]
     assert prefer == 'odata.include-annotations="*"'
 
@@ -235,7 +236,7 @@ def test_row_reads_and_whoami_get_one_fresh_token_too(standin, sleeps):
     client = client_for(standin, sleeps, tokens, attempts=1)
     assert client.whoami()["UserId"]
     standin.rotate_token("fresh-token")
-    assert client.read_row("contacts", CONTACT, ["donotbulkemail"])["donotbulkemail"] is False
+    assert client.read_row("contacts", CONTACT, ["donotbulkemail"]).get()["donotbulkemail"] is False
     standin.rotate_token("local-token")
     tokens.tokens.append("local-token")
     assert client.whoami()["UserId"] and tokens.calls == 3 and sleeps == []

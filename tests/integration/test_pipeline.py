@@ -164,6 +164,17 @@ def test_a_transient_failure_reading_a_trimmed_log_raises_for_redelivery_and_log
     assert line["outcome"] == "retry" and line["log_id"] == LOG_ID and "503" in line["reason"]
 
 
+def test_a_trimmed_log_handed_back_carries_its_read_as_an_attempt_with_the_requests_it_took(standin):
+    services = services_for(standin)
+    standin.inject(Fault(status=503), times=3)
+    with pytest.raises(router.RowUnread) as raised:
+        router.route(inbound(wire(campaign_log(trimmed=True))), services)
+    read = raised.value.attempt
+    attempts = services.settings.retry.attempts
+    assert (read.requests, read.attempts) == (attempts, attempts) and read.value is None
+    assert raised.value.status == read.error.status == 503 and str(raised.value) == str(read.error)
+
+
 def test_a_malformed_work_item_is_rejected_not_retried():
     services = services_for()
     handled = opt_out(inbound(b'{"version": 1, "route": "opt_out"}'), services)

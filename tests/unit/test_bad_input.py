@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from optout_core.app import router
 from optout_core.app.services import Services
+from optout_core.dataverse.result import Attempt
 from optout_core.domain.execution_context import MAX_BODY_BYTES
 from optout_core.domain.model import ENTITY_SETS, Outcome, Recipient, Route
 from optout_core.domain.routing import Decision, RowRequest, decide
@@ -1251,9 +1252,9 @@ class RowGone:
     def __init__(self) -> None:
         self.reads: list[tuple] = []
 
-    def read_row(self, entity_set: str, log_id: str, select=(), *, deadline=None) -> None:
+    def read_row(self, entity_set: str, log_id: str, select=(), *, deadline=None) -> Attempt:
         self.reads.append((entity_set, log_id))
-        return None
+        return Attempt(None, requests=1)
 
 
 QUEUE_SETTINGS = ("campaign_log_queue", "opt_out_queue", "bounce_queue", "rejected_queue")
