@@ -13,6 +13,10 @@ param campaignLogBacklogWindow string
 
 var token = uniqueString(subscription().id, resourceGroup().id, environmentName)
 
+// The queues and what the app does with each, generated from the function table (`./dev appsettings`).
+var queueFile = loadJsonContent('queues.json')
+var queueList = queueFile.queues
+
 // ---- Dataverse concurrency: one budget, two derived numbers -------------------------------------------------
 // Dataverse refuses more than 52 concurrent requests per application user. Flex Consumption scales each
 // Service Bus function in its own group of instances (function:<NAME>), each group up to
@@ -27,7 +31,7 @@ var token = uniqueString(subscription().id, resourceGroup().id, environmentName)
 // answers 429 and the app waits out Retry-After (it never loses work). Output: DATAVERSE_WORST_CASE_CONCURRENCY.
 // maxConcurrentCalls is the budget's share per function, not the gate, so target-based scaling (instances =
 // backlog ÷ per-instance concurrency) asks for fewer instances; invocations beyond the gate wait for a slot.
-var dataverseFunctionGroups = 3
+var dataverseFunctionGroups = queueFile.functionGroups // one per function of the table
 var dataverseMaxConcurrency = max(1, dataverseConcurrencyBudget / (dataverseFunctionGroups * maximumInstanceCount))
 var maxConcurrentCalls = max(dataverseMaxConcurrency, dataverseConcurrencyBudget / dataverseFunctionGroups)
 var dataverseWorstCaseConcurrency = dataverseFunctionGroups * maximumInstanceCount * dataverseMaxConcurrency
@@ -152,64 +156,29 @@ resource serviceBus 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   }
 }
 
-// Lock durations follow the functions' time budgets: the host renews the lock of a single-message function
-// (router, bounce) while it runs, but not of a batch, so opt-out's lock must outlast a batch's time budget
-// (OPT_OUT_BATCH_BUDGET_SECONDS 60) plus one request in flight (DATAVERSE_TIMEOUT_SECONDS 30) and the put-backs.
-resource campaignLogQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+// The queues, written by `python -m tools.appsettings` from the function table (optout_core/domain/model.py
+// FUNCTIONS) into queues.json: each function's trigger queue (its name = the code's default), then rejected. Its
+// properties follow from what the function is (tools/appsettings.py `queues`): a batch function's lock outlasts
+// its batch time budget plus one request in flight, because the host does not renew a batch's locks; a work
+// queue drops a second copy of a work item (MessageId <log id>:<route>) within a day; rejected keeps a message for
+// a person (no time to live), and should one be set, expiry moves it to the dead-letter queue rather than away.
+resource queues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for q in queueList: {
   parent: serviceBus
-  name: 'campaign-log'
+  name: q.name
   properties: {
-    lockDuration: 'PT1M'
+    lockDuration: q.lockDuration
     maxDeliveryCount: 10
-    defaultMessageTimeToLive: 'P14D'
+    defaultMessageTimeToLive: q.defaultMessageTimeToLive
     deadLetteringOnMessageExpiration: true
-    requiresDuplicateDetection: false
+    requiresDuplicateDetection: q.requiresDuplicateDetection
+    duplicateDetectionHistoryTimeWindow: q.duplicateDetectionHistoryTimeWindow
   }
-}
+}]
 
-resource optOutQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
-  parent: serviceBus
-  name: 'opt-out'
-  properties: {
-    lockDuration: 'PT3M'
-    maxDeliveryCount: 10
-    defaultMessageTimeToLive: 'P14D'
-    deadLetteringOnMessageExpiration: true
-    requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: 'P1D'
-  }
-}
-
-resource bounceQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
-  parent: serviceBus
-  name: 'bounce'
-  properties: {
-    lockDuration: 'PT1M'
-    maxDeliveryCount: 10
-    defaultMessageTimeToLive: 'P14D'
-    deadLetteringOnMessageExpiration: true
-    requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: 'P1D'
-  }
-}
-
-// Kept for a person: no time to live (the service's maximum, i.e. never), and should one be set, expiry moves a
-// message to the dead-letter queue rather than away.
-resource rejectedQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
-  parent: serviceBus
-  name: 'rejected'
-  properties: {
-    lockDuration: 'PT1M'
-    maxDeliveryCount: 10
-    defaultMessageTimeToLive: 'P10675199DT2H48M5.4775807S'
-    deadLetteringOnMessageExpiration: true
-    requiresDuplicateDetection: false
-  }
-}
-
-// Dataverse's key: Send only, on campaign-log only. Its connection string goes to Key Vault, never to an output.
+// Dataverse's key: Send only, on the router's queue (campaign-log) only. Its connection string goes to Key Vault,
+// never to an output.
 resource dataverseSend 'Microsoft.ServiceBus/namespaces/queues/authorizationRules@2024-01-01' = {
-  parent: campaignLogQueue
+  parent: queues[queueFile.dataverseQueue]
   name: 'dataverse-send'
   properties: {
     rights: [
@@ -218,107 +187,40 @@ resource dataverseSend 'Microsoft.ServiceBus/namespaces/queues/authorizationRule
   }
 }
 
-// Receiver where a function is triggered; Sender where the app writes (router → opt-out/bounce, put-backs on
-// the work queues, kept copies on rejected). Data Owner on the trigger queues: the scale controller reads
-// message counts through the management API, which needs Manage; with Listen only it falls back to estimates.
-// CampaignLogRouter's trigger
-resource campaignLogReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(campaignLogQueue.id, identity.id, roles.serviceBusDataReceiver)
-  scope: campaignLogQueue
+// Least privilege, per queue, from queues.json: Receiver where a function is triggered (`receive`); Sender where
+// the app writes (`send`: the router forwards to opt-out/bounce, whose functions put back what they could not
+// write yet; every function keeps rejected and failed messages on rejected, which nothing receives from). Data
+// Owner on the trigger queues only: the scale controller reads message counts through the management API, which
+// needs Manage; with Listen only it falls back to estimates. No role on the namespace.
+resource queueReceivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in queueList: if (q.receive) {
+  name: guid(queues[i].id, identity.id, roles.serviceBusDataReceiver)
+  scope: queues[i]
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
   }
-}
+}]
 
-// BulkEmailOptOut's trigger
-resource optOutReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(optOutQueue.id, identity.id, roles.serviceBusDataReceiver)
-  scope: optOutQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
-  }
-}
-
-// BounceDetail's trigger
-resource bounceReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(bounceQueue.id, identity.id, roles.serviceBusDataReceiver)
-  scope: bounceQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
-  }
-}
-
-// the router forwards opt-outs; BulkEmailOptOut puts back what it could not write yet
-resource optOutSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(optOutQueue.id, identity.id, roles.serviceBusDataSender)
-  scope: optOutQueue
+resource queueSenders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in queueList: if (q.send) {
+  name: guid(queues[i].id, identity.id, roles.serviceBusDataSender)
+  scope: queues[i]
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
   }
-}
+}]
 
-// the router forwards bounces; BounceDetail puts back what it could not write yet
-resource bounceSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(bounceQueue.id, identity.id, roles.serviceBusDataSender)
-  scope: bounceQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-  }
-}
-
-// every function keeps rejected and failed messages on rejected (never receives from it)
-resource rejectedSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(rejectedQueue.id, identity.id, roles.serviceBusDataSender)
-  scope: rejectedQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-  }
-}
-
-// target-based scaling: message counts need Manage (with Listen only the scaler falls back to estimates)
-resource campaignLogScaleOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(campaignLogQueue.id, identity.id, roles.serviceBusDataOwner)
-  scope: campaignLogQueue
+resource queueScaleOwners 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in queueList: if (q.receive) {
+  name: guid(queues[i].id, identity.id, roles.serviceBusDataOwner)
+  scope: queues[i]
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
   }
-}
-
-// target-based scaling of BulkEmailOptOut (Manage, as above)
-resource optOutScaleOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(optOutQueue.id, identity.id, roles.serviceBusDataOwner)
-  scope: optOutQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
-  }
-}
-
-// target-based scaling of BounceDetail (Manage, as above)
-resource bounceScaleOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(bounceQueue.id, identity.id, roles.serviceBusDataOwner)
-  scope: bounceQueue
-  properties: {
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
-  }
-}
+}]
 
 // ---- Key Vault: Dataverse's Send-only connection string, never an output ---------------------------------------
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -438,11 +340,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // Secrets are never app settings: Service Bus and Dataverse are reached with the identity.
 // azd provision rewrites the whole set: keep a function switched off in appSettingOverrides, not only in the portal.
 var generated = loadJsonContent('app-settings.json')
-var templateSettings = {
-  CAMPAIGN_LOG_QUEUE: campaignLogQueue.name
-  OPT_OUT_QUEUE: optOutQueue.name
-  BOUNCE_QUEUE: bounceQueue.name
-  REJECTED_QUEUE: rejectedQueue.name
+// The queue settings (each function's and REJECTED_QUEUE) name the queues above, from the same queues.json.
+var templateSettings = union(queueFile.settings, {
   DATAVERSE_URL: dataverseUrl
   AZURE_CLIENT_ID: identity.properties.clientId
   DATAVERSE_MAX_CONCURRENCY: string(dataverseMaxConcurrency)
@@ -455,7 +354,7 @@ var templateSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   AzureFunctionsJobHost__extensions__serviceBus__maxConcurrentCalls: string(maxConcurrentCalls)
-}
+})
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov reads this app-settings resource as a site configuration; none of these apply to an app without HTTP:
@@ -472,6 +371,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   dependsOn: [
     storageBlobOwner
     metricsPublisher
+    queues // the queue settings name them
   ]
 }
 
@@ -525,12 +425,7 @@ resource deadLetterAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
             {
               name: 'EntityName'
               operator: 'Include'
-              values: [
-                campaignLogQueue.name
-                optOutQueue.name
-                bounceQueue.name
-                rejectedQueue.name
-              ]
+              values: [for (q, i) in queueList: queues[i].name]
             }
           ]
         }
@@ -576,7 +471,7 @@ resource rejectedAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               name: 'EntityName'
               operator: 'Include'
               values: [
-                rejectedQueue.name
+                queues[queueFile.rejectedQueue].name
               ]
             }
           ]
@@ -621,7 +516,7 @@ resource backlogAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
               name: 'EntityName'
               operator: 'Include'
               values: [
-                campaignLogQueue.name
+                queues[queueFile.dataverseQueue].name
               ]
             }
           ]

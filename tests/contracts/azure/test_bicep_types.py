@@ -19,6 +19,8 @@ KINDS = {bool: "bool", int: "int", str: "string", list: "array", dict: "object"}
 
 def violations(fact: dict[str, Any], value: Any, path: str, declared: frozenset[str] = frozenset()) -> list[str]:
     """What in ``value`` (a pycep body or literal) the published type ``fact`` does not allow."""
+    if isinstance(value, dict) and "loop_type" in value:  # `[for ...: item]`: an array of that item
+        value = [value["config"]]
     if is_expression(value) or fact.get("kind") in (None, "any"):
         return []  # an expression's type is Bicep's to check; `any` takes everything
     found = KINDS.get(type(value))
@@ -96,3 +98,11 @@ def test_the_check_refuses_a_property_the_type_lacks_a_read_only_one_and_a_value
     ]
     readonly = {"kind": "object", "properties": {"id": {"kind": "string", "flags": ["ReadOnly"]}}}
     assert violations(readonly, {"id": "x"}, "") == ["id: read-only on the published type"]
+
+
+def test_the_check_reads_a_for_expression_as_an_array_of_its_item():
+    """`values: [for (q, i) in queueList: queues[i].name]` is an array: its item is checked, a loop is not an object."""
+    strings = {"kind": "array", "items": {"kind": "string", "values": ["a"]}}
+    loop = {"loop_type": {"type": "array", "detail": {"item_name": "q", "array_name": "xs"}}, "condition": None}
+    assert violations(strings, {**loop, "config": "b"}, "values") == ["values[0]: 'b' is not one of ['a']"]
+    assert violations(strings, {**loop, "config": {"operator": {"type": "property_accessor"}}}, "values") == []
