@@ -14,13 +14,11 @@ from typing import List  # noqa: UP035 - the worker refuses list[...] as a bindi
 
 import azure.functions as func
 
-from optout_core.app.audit import run_scheduled
-from optout_core.app.bounce import record_bounce
-from optout_core.app.opt_out import opt_out_batch
-from optout_core.app.router import route
-from optout_core.app.services import services
 from optout_core.domain.model import AUDIT, BOUNCE, OPT_OUT, ROUTER
 from optout_core.servicebus.envelopes import InboundMessage
+
+# Each function imports its handler on its first call, not here: indexing (every cold start, and a switched-off
+# function's too) then loads only azure.functions and the function table.
 
 CONNECTION = "ServiceBusConnection"  # app settings prefix: a connection string, or __fullyQualifiedNamespace
 app = func.FunctionApp()
@@ -30,6 +28,9 @@ app = func.FunctionApp()
 @app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=f"%{ROUTER.queue_setting}%")
 def campaign_log_router(msg: func.ServiceBusMessage) -> None:
     """Parent workflow: route a new campaign log to opt-out or bounce, or ignore/reject it with a reason."""
+    from optout_core.app.router import route
+    from optout_core.app.services import services
+
     route(InboundMessage.from_functions(msg), services())
 
 
@@ -39,6 +40,9 @@ def campaign_log_router(msg: func.ServiceBusMessage) -> None:
 )
 def bulk_email_opt_out(msgs: List[func.ServiceBusMessage]) -> None:  # noqa: UP006 - the worker requires List
     """Child workflow: set each recipient's Bulk Email to Do Not Allow, a whole backlog per $batch."""
+    from optout_core.app.opt_out import opt_out_batch
+    from optout_core.app.services import services
+
     opt_out_batch([InboundMessage.from_functions(msg) for msg in msgs], services())
 
 
@@ -46,6 +50,9 @@ def bulk_email_opt_out(msgs: List[func.ServiceBusMessage]) -> None:  # noqa: UP0
 @app.service_bus_queue_trigger(arg_name="msg", connection=CONNECTION, queue_name=f"%{BOUNCE.queue_setting}%")
 def bounce_detail(msg: func.ServiceBusMessage) -> None:
     """Bounce-detail workflow: record the bounce on the recipient (or only log it)."""
+    from optout_core.app.bounce import record_bounce
+    from optout_core.app.services import services
+
     record_bounce(InboundMessage.from_functions(msg), services())
 
 
@@ -53,4 +60,7 @@ def bounce_detail(msg: func.ServiceBusMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule=f"%{AUDIT.schedule_setting}%", run_on_startup=False, use_monitor=True)
 def opt_out_audit(timer: func.TimerRequest) -> None:
     """Scheduled compliance audit: are the window's opt-outs honoured on their recipients (and repair them)."""
+    from optout_core.app.audit import run_scheduled
+    from optout_core.app.services import services
+
     run_scheduled(services())

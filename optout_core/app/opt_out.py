@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from optout_core.app.consent import restated, write_consent
 from optout_core.app.delivery import Delivery
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.services import Services
@@ -59,6 +58,8 @@ class RecipientWrite:
         if self.error is not None:
             return self.error
         if isinstance(self.consent, DataverseError):
+            from optout_core.app.consent import restated
+
             return restated(self.consent, f"wrote {wrote}, but the consent write failed: {self.consent}")
         return None
 
@@ -97,6 +98,8 @@ def write_opt_outs(
             for r, outcome in zip(recipients, result.items, strict=True)
             if outcome.value is not None and outcome.value.found
         }
+        from optout_core.app.consent import write_consent  # loaded only where the consent write is on
+
         written = write_consent(done, {r: log_ids[r] for r in done}, consent, dataverse, deadline=deadline)
         consents, requests = written.by_recipient, requests + written.requests
     return [_recipient_write(outcome, consents.get(r)) for r, outcome in zip(recipients, result.items, strict=True)], (

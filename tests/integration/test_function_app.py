@@ -11,11 +11,14 @@ The runtime can be initialised once per process (``worker`` fixture). Each test 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import json
 import logging
 import re
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,6 +148,21 @@ def test_function_names_are_valid_for_the_host_and_can_be_switched_off_on_linux(
     for name in worker.functions():
         assert HOST_FUNCTION_NAME.match(name) and name.lower() != "host", name
         assert "-" not in name, f"AzureWebJobs.{name}.Disabled is not an allowed app setting name on Linux"
+
+
+def test_indexing_loads_only_the_function_table_each_handler_loads_with_its_first_call():
+    # Every cold start indexes function_app.py, switched-off functions included: the handlers, settings and
+    # Dataverse client load with the first message instead (bench: import_vs_floor).
+    code = "import sys, function_app; print(sorted(m for m in sys.modules if m.startswith('optout_core')))"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert set(ast.literal_eval(run.stdout)) <= {
+        "optout_core",
+        "optout_core.domain",
+        "optout_core.domain.model",
+        "optout_core.servicebus",
+        "optout_core.servicebus.envelopes",
+    }
 
 
 BATCHED = {"BulkEmailOptOut"}  # takes a backlog at a time, to write it through one $batch
