@@ -6,7 +6,7 @@ not opted out (drift). Settings as the README recommends: ``RECIPIENT_COLUMNS`` 
 with a ``$select`` of the columns the router needs.
 
 * ``audit_logs_per_request``: campaign logs checked per Web API request of one dry-run audit
-  (:func:`optout_core.app.audit.run_audit`) — the log pages, the activity type metadata and the ``$batch`` reads
+  (:func:`optout_core.app.audit.run_audit`) — the log pages, the activity type metadata and the ``In`` queries
   of the distinct recipients, as the stand-in counted them.
 * ``audit_wall_vs_floor``: that audit's wall time against the floor measured beside it in the same run, the
   time to merely page through the same logs with the same client, ``$filter`` and ``$select``

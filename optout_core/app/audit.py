@@ -6,7 +6,8 @@ the CLI and the scheduled function OptOutAudit (:func:`run_scheduled`: the last 
 when ``AUDIT_FIX``, one ``audit`` line and the counts as metrics) share it. It streams: the campaign logs are
 paged (``$filter`` of the window and
 the opt-out types, ``$select`` of the columns the router reads, ``Prefer: odata.maxpagesize``, ``@odata.nextLink``
-as given), and each page's new recipients are read in one ``$batch`` of reads per table and, with ``fix``,
+as given), and each page's new recipients are read by id with ``In`` queries (as many ids a request as a URL
+holds) and, with ``fix``,
 written through BulkEmailOptOut's own path (:func:`~optout_core.app.opt_out.write_opt_outs`) before the next page
 is asked for. Only recipients and the logs of recipients found wanting are kept. Each request follows the one
 failure policy in the transport: a 429 on a page is waited out and the same link asked again.
@@ -28,7 +29,9 @@ from optout_core.app.opt_out import write_opt_outs
 from optout_core.app.outcome import OutcomeRecord, log_outcome
 from optout_core.app.services import Dataverse, Services
 from optout_core.dataverse.errors import DataverseError
+from optout_core.dataverse.webapi import query_path
 from optout_core.domain.audit import (
+    MAX_URL,
     Failure,
     LogReader,
     OptOutLog,
@@ -36,10 +39,12 @@ from optout_core.domain.audit import (
     Status,
     UnresolvedLog,
     Window,
+    any_id,
     choice_options,
     evidence_row,
     findings,
     honoured,
+    id_groups,
     iso,
     log_filter,
     log_select,
@@ -60,6 +65,8 @@ class AuditClient(Dataverse, Protocol):
     """What the audit asks of Dataverse: the functions' reads and writes, and the Web API's paging and metadata
     (:class:`optout_core.dataverse.webapi.WebApi`, which :class:`optout_core.dataverse.client.DataverseClient`
     extends)."""
+
+    url: str  # the environment's URL, which each request's path follows
 
     def pages(
         self, entity_set: str, *, select: Sequence[str], where: str | None, page_size: int = 5000
@@ -181,28 +188,44 @@ class _Run:
                 self.evidence(evidence_row(log, status))
 
     def _read(self, recipients: Sequence[Recipient]) -> None:
-        """Each new recipient's OPT_OUT_UPDATE columns, one ``$batch`` of reads per table."""
+        """Each new recipient's OPT_OUT_UPDATE columns: per table, ``$filter`` queries naming as many ids as a URL
+        holds (a page's recipients in a few requests; a recipient not answered no longer exists)."""
         by_table: dict[str, list[Recipient]] = {}
         for recipient in recipients:
             by_table.setdefault(recipient.table, []).append(recipient)
         for table, members in by_table.items():
-            read = self.client.read_rows(ENTITY_SETS[table], [r.id for r in members], update_select(self.settings))
-            self.requests += read.requests
-            for recipient, row in zip(members, read.rows, strict=True):
-                if isinstance(row, DataverseError):
-                    self.status[recipient] = Status.FAILED
-                    self.failed[recipient] = redact(f"could not be read: {row}")
-                elif row is None:
-                    self.status[recipient] = Status.MISSING
-                    self.missing.append(recipient)
-                    self.log_ids[recipient] = []
-                elif honoured(row, self.settings):
-                    self.status[recipient] = Status.HONOURED
-                    self.honoured += 1
-                else:
-                    self.status[recipient] = Status.NOT_HONOURED
-                    self.found_wanting.append(recipient)
-                    self.log_ids[recipient] = []
+            entity_set, key = ENTITY_SETS[table], f"{table}id"
+            select = (*update_select(self.settings), key) if update_select(self.settings) else ()
+            room = MAX_URL - len(f"{self.client.url}{query_path(entity_set, select, None)}&$filter=")
+            by_id = {r.id: r for r in members}
+            for group in id_groups(key, list(by_id), room):
+                try:
+                    rows: dict[str, dict[str, Any]] = {}
+                    for page, requests in self.client.pages(entity_set, select=select, where=any_id(key, group)):
+                        self.requests += requests
+                        rows.update((str(row.get(key, "")).lower(), row) for row in page)
+                except DataverseError as exc:
+                    for row_id in group:
+                        self._judge(by_id[row_id], exc)
+                    continue
+                for row_id in group:
+                    self._judge(by_id[row_id], rows.get(row_id))
+
+    def _judge(self, recipient: Recipient, row: dict[str, Any] | DataverseError | None) -> None:
+        if isinstance(row, DataverseError):
+            self.status[recipient] = Status.FAILED
+            self.failed[recipient] = redact(f"could not be read: {row}")
+        elif row is None:
+            self.status[recipient] = Status.MISSING
+            self.missing.append(recipient)
+            self.log_ids[recipient] = []
+        elif honoured(row, self.settings):
+            self.status[recipient] = Status.HONOURED
+            self.honoured += 1
+        else:
+            self.status[recipient] = Status.NOT_HONOURED
+            self.found_wanting.append(recipient)
+            self.log_ids[recipient] = []
 
     def _repair(self, recipients: Sequence[Recipient], found: Sequence[OptOutLog | UnresolvedLog]) -> None:
         """BulkEmailOptOut's write for each recipient found not honoured, with one outcome line each."""

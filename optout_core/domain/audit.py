@@ -113,6 +113,41 @@ def update_select(settings: Settings) -> tuple[str, ...]:
     return tuple(column for column in settings.opt_out_update if "@" not in column)
 
 
+# The Web API accepts URLs of up to 32,768 characters (Microsoft Learn, "Compose HTTP requests and handle errors",
+# Maximum URL length: MicrosoftDocs/powerapps-docs powerapps-docs/developer/data-platform/webapi/
+# compose-http-requests-handle-errors.md); docs/dataverse-webapi.md §8.
+MAX_URL = 32_768
+
+
+def any_id(key: str, ids: Iterable[str]) -> str:
+    """The ``$filter`` matching any of ``ids``: the Web API's ``In`` query function, whose values are strings
+    (Microsoft Learn, "In Function": learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in;
+    docs/dataverse-webapi.md §8). Ids are GUIDs: nothing in them needs quoting."""
+    values = ",".join(f"'{row_id}'" for row_id in ids)
+    return f"Microsoft.Dynamics.CRM.In(PropertyName='{key}',PropertyValues=[{values}])"
+
+
+def id_groups(key: str, ids: Sequence[str], room: int) -> list[tuple[str, ...]]:
+    """``ids`` in order, cut into groups whose :func:`any_id` is at most ``room`` characters once URL-encoded (its
+    brackets as ``%5B`` and ``%5D``; GUIDs, names, quotes, commas and parentheses as written)."""
+    groups: list[tuple[str, ...]] = []
+    group: list[str] = []
+    empty = len(any_id(key, ())) + 4  # the brackets encoded
+    size = empty
+    for row_id in ids:
+        grown = len(row_id) + 2 + (1 if group else 0)  # quoted; a comma before all but the first
+        if group and size + grown > room:
+            groups.append(tuple(group))
+            group, size, grown = [], empty, len(row_id) + 2
+        if size + grown > room:
+            raise ValueError(f"{room} characters hold no id")
+        group.append(row_id)
+        size += grown
+    if group:
+        groups.append(tuple(group))
+    return groups
+
+
 def honoured(row: Mapping[str, Any], settings: Settings) -> bool:
     """Every readable column of OPT_OUT_UPDATE already holds its value."""
     update = settings.opt_out_update

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from optout_dev.standin.responses import Response, error, unsupported
@@ -28,6 +29,8 @@ _ORDER = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operato
 _KIND = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual", "lt": "LessThan"}
 # Valid OData the stand-in does not model (other operators, functions, nested grouping): 501, not a guess.
 _RICHER = re.compile(r"\b(?:or|not|has|in|any|all)\b|[()/]", re.IGNORECASE)
+# The In query function with its arguments inline; quotes inside a value are doubled, as in any OData string.
+_IN = re.compile(r"Microsoft\.Dynamics\.CRM\.In\(PropertyName='(\w+)',PropertyValues=\[((?:'(?:[^']|'')*',?)*)\]\)")
 # A malformed $filter: ODataLib's ExpressionLexer_SyntaxError text, "Syntax error at position {0} in '{1}'."
 # (OData/odata.net, Microsoft.OData.Core resources), under the code Dataverse also uses for query syntax
 # (docs/dataverse-webapi.md §8; its name is unconfirmed). The position is where the first malformed clause starts.
@@ -70,7 +73,31 @@ class AnyOf:
     conditions: tuple[Condition, ...]
 
     def holds(self, row: Mapping[str, Any]) -> bool:
+        if self._texts is not None:  # one set lookup, not a clause at a time: ids named by the hundred
+            column, texts = self._texts
+            stored = row.get(column)
+            return isinstance(stored, str) and stored.casefold() in texts
         return any(condition.holds(row) for condition in self.conditions)
+
+    @cached_property
+    def _texts(self) -> tuple[str, frozenset[str]] | None:
+        """When every clause is ``column eq 'text'`` (or a GUID) of one column: that column and the values,
+        casefolded as :meth:`Condition.holds` compares them; else None."""
+        columns = {c.column.read_name for c in self.conditions}
+        if len(columns) != 1 or not all(c.op == "eq" and isinstance(c.value, str) for c in self.conditions):
+            return None
+        return columns.pop(), frozenset(c.value.casefold() for c in self.conditions)
+
+
+def keyed(table: Table, conditions: list[Condition | AnyOf]) -> list[str] | None:
+    """The primary keys a term pins the rows to (``key eq id``, or a group of them joined by ``or``), in key order,
+    else None. Only rows with those keys can match: the caller reads them by key instead of scanning the table
+    (the conditions still decide), as Dataverse seeks a clustered primary key index."""
+    for term in conditions:
+        clauses = term.conditions if isinstance(term, AnyOf) else (term,)
+        if all(c.op == "eq" and c.column.read_name == table.primary_key and c.value is not None for c in clauses):
+            return sorted({str(c.value) for c in clauses})
+    return None
 
 
 def selection(table: Table, query: Mapping[str, list[str]], allowed: frozenset[str]) -> list[str] | Response:
@@ -96,6 +123,12 @@ def parse_filter(table: Table, text: str) -> list[Condition | AnyOf] | Response:
     terms: list[Condition | AnyOf] = []
     for term in re.split(r"\s+and\s+", text.strip()):
         term = term.strip()
+        if (call := _IN.fullmatch(term)) is not None:
+            among = _in(table, text, call)
+            if isinstance(among, Response):
+                return among
+            terms.append(among)
+            continue
         group = term.startswith("(") and term.endswith(")")
         conditions: list[Condition] = []
         for clause in re.split(r"\s+or\s+", term[1:-1]) if group else [term]:
@@ -105,6 +138,36 @@ def parse_filter(table: Table, text: str) -> list[Condition | AnyOf] | Response:
             conditions.append(condition)
         terms.append(AnyOf(tuple(conditions)) if group else conditions[0])
     return terms
+
+
+def _in(table: Table, text: str, call: re.Match[str]) -> AnyOf | Response:
+    """``Microsoft.Dynamics.CRM.In(PropertyName='p',PropertyValues=['v',...])``: the property equals one of the
+    values, given as strings (Microsoft Learn, "In Function", Web API query function reference:
+    learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in; ``MicrosoftDocs/powerapps-docs``
+    ``powerapps-docs/developer/data-platform/webapi/reference/in.md``). Modelled for text, GUID (lookup, key)
+    and whole-number columns; a value that is not of the column's kind is a 400, as a comparison's would be."""
+    name, listed = call.group(1), call.group(2)
+    column = table.by_read_name(name)
+    if column is None:
+        return no_property(table.name, name)
+    values = [v[1:-1].replace("''", "'") for v in re.findall(r"'(?:[^']|'')*'", listed)]
+    if not values or ",".join(f"'{v.replace("'", "''")}'" for v in values) != listed:
+        return error(400, QUERY_SYNTAX, f"Syntax error at position {text.find(call.group(0))} in '{text}'.")
+    conditions: list[Condition] = []
+    for value in values:
+        if column.type in LOOKUP_TYPES or column.type == "Uniqueidentifier":
+            if not GUID.fullmatch(value):
+                return error(400, QUERY_SYNTAX, f"'{value}' is not a valid value for '{name}' (Edm.Guid).")
+            conditions.append(Condition(column, "eq", value.lower()))
+        elif column.type in ("Picklist", "State", "Status", "Integer"):
+            if not re.fullmatch(r"-?\d+", value):
+                return error(400, QUERY_SYNTAX, f"'{value}' is not a valid value for '{name}' (Edm.Int32).")
+            conditions.append(Condition(column, "eq", int(value)))
+        elif column.type in ("String", "Memo", "EntityName"):
+            conditions.append(Condition(column, "eq", value))
+        else:
+            return unsupported(f"The In function over the {column.type} column '{name}'")
+    return AnyOf(tuple(conditions))
 
 
 def _condition(table: Table, text: str, clause: str) -> Condition | Response:

@@ -17,7 +17,7 @@ from optout_dev.standin.batch import Batches, OperationHooks
 from optout_dev.standin.metadata import entity_definitions, localise
 from optout_dev.standin.paging import page_size, paginate
 from optout_dev.standin.privileges import NEEDED, UserPrivileges
-from optout_dev.standin.query import parse_filter, representation, selection, top
+from optout_dev.standin.query import AnyOf, Condition, keyed, parse_filter, representation, selection, top
 from optout_dev.standin.recording import Traffic
 from optout_dev.standin.responses import Response, error, json_response, method_not_allowed, unsupported
 from optout_dev.standin.schema import Table
@@ -170,7 +170,7 @@ class WebApi:
         annotations = _wants_annotations(headers)
         matching = [
             (row_id, (row, etag))
-            for row_id, row, etag in self._store.query(table.name)
+            for row_id, row, etag in self._rows(table, conditions)
             if all(condition.holds(row) for condition in conditions)
         ]
         url = f"{self.base_url}{API_PREFIX}{table.entity_set}"
@@ -182,6 +182,12 @@ class WebApi:
         if page.next_link is not None:
             payload["@odata.nextLink"] = page.next_link
         return json_response(200, payload, page.headers)
+
+    def _rows(self, table: Table, conditions: list[Condition | AnyOf]) -> list[tuple[str, dict[str, Any], str]]:
+        keys = keyed(table, conditions)
+        if keys is None:
+            return self._store.query(table.name)
+        return [(key, *found) for key in keys if (found := self._store.read(table.name, key)) is not None]
 
     def _get(self, table: Table, row_id: str, query: Mapping[str, list[str]], headers: Message) -> Response:
         columns = selection(table, query, frozenset())

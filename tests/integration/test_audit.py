@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -104,10 +105,13 @@ def test_a_window_of_many_pages_is_read_page_by_page_with_its_filter_and_recipie
     assert all("$skiptoken=" in page for page in pages[1:])
     gets = [r for r in server.requests if r.method == "GET" and r.path.startswith(LOGS)]
     assert all(r.headers.get("Prefer", "").startswith("odata.maxpagesize=7") for r in gets)
-    # Each page's new recipients in one $batch of reads: never one request per recipient.
-    batches = [r for r in server.requests if r.path.endswith("$batch")]
-    assert len(batches) <= len(pages)
-    assert sum(1 for op in server.operations if op.path.startswith("/api/data/v9.2/contacts(")) == 25
+    # Each page's new recipients in one In query naming their ids: never one request per recipient.
+    reads = [unquote(r.path) for r in server.requests if r.path.startswith("/api/data/v9.2/contacts?")]
+    assert len(reads) <= len(pages)
+    calls = [re.search(r"In\(PropertyName='contactid',PropertyValues=\[([^\]]*)\]\)", read) for read in reads]
+    named = [row_id for call in calls if call for row_id in re.findall(r"'([0-9a-f-]{36})'", call.group(1))]
+    assert sorted(named) == sorted(contacts)  # each recipient asked for once
+    assert not [r for r in server.requests if r.path.endswith("$batch")]
     assert report.requests == len(server.requests)  # every Web API request counted (the metadata read too)
     assert not server.writes and report.dry_run
 
@@ -184,7 +188,7 @@ def test_a_429_on_a_page_and_a_503_on_a_recipient_read_change_nothing_in_the_res
     calm = _audit(server, page_size=6).as_json()
     server.inject(
         Fault(429, retry_after=1, method="GET", path_contains="skiptoken"),
-        Fault(503, inner=True, method="GET", path_contains="/contacts("),
+        Fault(503, method="GET", path_contains="/contacts?"),
     )
 
     stormy = _audit(server, page_size=6).as_json()
@@ -194,6 +198,25 @@ def test_a_429_on_a_page_and_a_503_on_a_recipient_read_change_nothing_in_the_res
     asked = _pages(server)[4:]  # the second run's pages: the throttled link is asked again exactly as given
     throttled = [r.path for r in server.requests if r.status == 429]
     assert len(throttled) == 1 and asked.count(throttled[0]) == 2
+
+
+def test_recipients_whose_read_is_refused_are_failed_not_honoured_and_the_rest_are_judged(server) -> None:
+    contacts = _contacts(server, 4, opted_out={0, 1, 2, 3})
+    leads = [_id("lead", n) for n in range(2)]
+    for n, lead in enumerate(leads):
+        server.add_row("lead", lead, donotbulkemail=True, emailaddress1=f"lead{n}{ADDRESS}")
+    for n in range(4):
+        _log(server, n, "2025-11-02T00:00:00Z", concep_contactid=contacts[n])
+    for n, lead in enumerate(leads, start=4):
+        _log(server, n, "2025-11-02T00:00:00Z", concep_leadid=lead)
+    server.inject(Fault(400, code="0x0", message="refused", method="GET", path_contains="/contacts?"))
+
+    report = _audit(server)
+
+    assert sorted(f.recipient.id for f in report.failed) == sorted(contacts)
+    assert all("could not be read" in f.reason for f in report.failed)
+    assert report.honoured == 2 and not report.clean  # the leads' query was answered
+    assert _audit(server).clean
 
 
 def test_fix_also_records_the_consent_when_the_consent_write_is_on(make_standin) -> None:

@@ -97,3 +97,37 @@ def test_filters_compare_dates_and_group_alternatives(server) -> None:
 )
 def test_a_date_compared_with_text_or_an_or_outside_parentheses_is_refused(server, where) -> None:
     assert _get(server, f"{LOGS}?$filter={where}").status_code in (400, 501)
+
+
+def test_a_group_of_primary_keys_answers_the_named_rows_that_exist_and_match_in_key_order(server) -> None:
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"paging/{n}")) for n in range(12)]
+    absent = str(uuid.uuid5(uuid.NAMESPACE_URL, "paging/absent"))
+    named = [ids[7], absent, ids[2], ids[4], ids[7].upper()]  # a key the table lacks; one named twice
+    where = "(" + " or ".join(f"{KEY} eq {row_id}" for row_id in named) + ")"
+
+    answer = _get(server, f"{LOGS}?$select=concep_name&$filter={where}")
+    narrowed = _get(server, f"{LOGS}?$select=concep_name&$filter={where} and concep_activitytype eq 100000004")
+    paged = _all_pages(server, f"{LOGS}?$select=concep_name&$filter={where}", "odata.maxpagesize=2")
+
+    assert [row[KEY] for row in answer.json()["value"]] == sorted([ids[2], ids[4], ids[7]])
+    assert sorted(row["concep_name"] for row in narrowed.json()["value"]) == ["log 4", "log 7"]  # the other terms hold
+    assert [row[KEY] for p in paged for row in p.json()["value"]] == sorted([ids[2], ids[4], ids[7]])
+
+
+def test_the_in_function_matches_a_property_against_values_given_as_strings(server) -> None:
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"paging/{n}")) for n in range(12)]
+    absent = str(uuid.uuid5(uuid.NAMESPACE_URL, "paging/absent"))
+
+    def where(name: str, values: list[str]) -> str:
+        return f"Microsoft.Dynamics.CRM.In(PropertyName='{name}',PropertyValues=[{','.join(repr(v) for v in values)}])"
+
+    keyed = _get(server, f"{LOGS}?$select=concep_name&$filter={where(KEY, [ids[9], absent, ids[3].upper()])}")
+    by_code = _get(server, f"{LOGS}?$filter={where('concep_activitytype', ['100000005'])} and createdon lt 2025-11-07")
+    by_name = _get(server, f"{LOGS}?$filter={where('concep_name', ['LOG 1', 'log 10'])}")
+
+    assert [row[KEY] for row in keyed.json()["value"]] == sorted([ids[3], ids[9]])
+    assert sorted(row["concep_name"] for row in by_code.json()["value"]) == ["log 2", "log 5"]
+    assert sorted(row["concep_name"] for row in by_name.json()["value"]) == ["log 1", "log 10"]  # text ignores case
+    assert _get(server, f"{LOGS}?$filter={where(KEY, ['not a guid'])}").status_code == 400
+    assert _get(server, f"{LOGS}?$filter={where('concep_activitytype', ['x'])}").status_code == 400
+    assert _get(server, f"{LOGS}?$filter={where('nosuchcolumn', ['x'])}").status_code == 400

@@ -1,7 +1,9 @@
 """The audit's rules (optout_core.domain.audit): the window, the filter, reading a log with the router's rule, the
 honoured test, and the report's verdict and shape."""
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import quote
 
 import hypothesis
 import pytest
@@ -17,9 +19,11 @@ from optout_core.domain.audit import (
     Status,
     UnresolvedLog,
     Window,
+    any_id,
     choice_options,
     evidence_row,
     honoured,
+    id_groups,
     log_filter,
     log_select,
     opt_out_codes,
@@ -281,3 +285,30 @@ def test_a_first_recipient_column_with_an_empty_id_is_left_to_the_router_not_ski
     found = reader.read(row)
     assert found == reader.decide(row)
     assert isinstance(found, UnresolvedLog) and "not a GUID" in found.reason
+
+
+def test_any_id_is_the_in_query_function_over_the_ids_as_strings() -> None:
+    expected = "Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues=['a','b'])"
+    assert any_id("contactid", ["a", "b"]) == expected
+
+
+@given(count=st.integers(0, 400), room=st.integers(111, 4000))
+def test_id_groups_name_every_id_once_in_order_and_each_filter_fits_its_room_url_encoded(count, room) -> None:
+    ids = [str(uuid.UUID(int=n)) for n in range(count)]
+
+    groups = id_groups("contactid", ids, room)
+
+    assert [row_id for group in groups for row_id in group] == ids
+    # encoded as the client sends a $filter (its safe characters: quotes, parentheses, '=', ',', '$', '@', '/', ':')
+    sizes = [len(quote(any_id("contactid", group), safe="'()=,$@/:%")) for group in groups]
+    assert all(size <= room for size in sizes)
+    # no group could have taken the next group's first id
+    assert all(
+        len(quote(any_id("contactid", (*group, following[0])), safe="'()=,$@/:%")) > room
+        for group, following in zip(groups, groups[1:], strict=False)
+    )
+
+
+def test_a_room_too_small_for_one_id_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="hold no id"):
+        id_groups("contactid", [str(uuid.UUID(int=1))], 100)
