@@ -1,0 +1,140 @@
+"""``cpu_per_event_vs_floor``: this process's CPU per applied opt-out in steady flow, over a floor measured beside it.
+
+Ours: one event at a time through :class:`optout_dev.local.LocalPipeline` (CampaignLogRouter, the in-memory
+opt-out queue, BulkEmailOptOut, the real Web API client with ``requests``; the token is cached after the
+warm-up). The floor: what any process must spend on the same event, ``json.loads`` of the same body and one
+``PATCH`` of the same row through a bare ``http.client`` connection (kept alive) to the same stand-in. The two
+alternate in blocks of ``BLOCK`` events after a warm-up, so the machine's state is shared alike; the CPU is
+``time.process_time`` (this process only: not the stand-in's), summed per side, and the key is the ratio of the
+two sums per event. ``--profile`` (``python -m bench.cpu --profile``) prints where ours goes (cProfile).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from .common import TOKEN, opt_out_bodies, pipeline_settings
+from .standin_proc import RemoteStandIn, row_id
+
+PREFIX, TAG = 0xC9C1, 0xC9D
+BLOCK = 50  # events per side before the sides swap
+SERVICE_TIME = 0.0  # the stand-in's own wait does not count toward this process's CPU either way
+_HEADERS = {
+    "Authorization": f"Bearer {TOKEN}",
+    "Content-Type": "application/json",
+    "If-Match": "*",
+    "Accept": "application/json",
+    "OData-Version": "4.0",
+}
+
+
+class Floor:
+    """``json.loads`` of the body, then one PATCH of its recipient over one kept-alive ``http.client`` connection."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+
+    def __call__(self, body: bytes, recipient: str) -> None:
+        json.loads(body)
+        self._connection.request(
+            "PATCH", f"/api/data/v9.2/contacts({recipient})", body=b'{"donotbulkemail":true}', headers=_HEADERS
+        )
+        answer = self._connection.getresponse()
+        answer.read()
+        if answer.status != 204:
+            raise RuntimeError(f"floor PATCH answered {answer.status}")
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def run(quick: bool) -> dict[str, Any]:
+    blocks = 6 if quick else 20  # per side
+    return measure(blocks * BLOCK)
+
+
+def measure(events: int, warm: int = 50) -> dict[str, Any]:
+    from optout_dev.local import LocalPipeline
+
+    total = events + warm
+    bodies = list(opt_out_bodies(total, lambda i: row_id(PREFIX, i), tag=TAG))
+    floor_bodies = list(opt_out_bodies(total, lambda i: row_id(PREFIX, total + i), tag=TAG + 1))
+    cpu = {"ours": 0.0, "floor": 0.0}
+    outcomes: dict[str, int] = {}
+    with RemoteStandIn(latency=SERVICE_TIME) as standin:
+        standin.seed(PREFIX, 2 * total)
+        pipeline = LocalPipeline(pipeline_settings(standin.url))
+        floor = Floor(standin.url)
+        for index in range(warm):  # connections, the token and every lazy import in place first
+            pipeline.run(f"cpu-warm-{index}", bodies[index])
+            floor(floor_bodies[index], row_id(PREFIX, total + index))
+        for block, start in enumerate(range(warm, total, BLOCK)):
+            stop = min(total, start + BLOCK)
+            for side in ("ours", "floor") if block % 2 == 0 else ("floor", "ours"):
+                started = time.process_time()
+                if side == "ours":
+                    for index in range(start, stop):
+                        outcome = pipeline.run(f"cpu-{index}", bodies[index]).outcome
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                else:
+                    for index in range(start, stop):
+                        floor(floor_bodies[index], row_id(PREFIX, total + index))
+                cpu[side] += time.process_time() - started
+        floor.close()
+        holding = standin.holding(PREFIX, 2 * total)
+    applied = outcomes.get("applied", 0)
+    ours_ms = cpu["ours"] / max(1, applied) * 1000
+    floor_ms = cpu["floor"] / events * 1000
+    return {
+        "cpu_per_event_vs_floor": round(ours_ms / floor_ms, 3) if applied == events and floor_ms > 0 else None,
+        "cpu_per_event": {
+            "events_per_side": events,
+            "warm_up": warm,
+            "block": BLOCK,
+            "outcomes": outcomes,
+            "rows_holding_update": holding,
+            "ours_ms": round(ours_ms, 4),
+            "floor_ms": round(floor_ms, 4),
+            "floor": "json.loads of the body + one PATCH of the row through a kept-alive http.client connection",
+            "what": "process CPU (this process only) per applied opt-out: router + opt-out + Web API client",
+        },
+    }
+
+
+def profile(events: int = 1000, top: int = 25) -> str:
+    """cProfile of ours over ``events`` after a warm-up: the functions with the most cumulative and own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from optout_dev.local import LocalPipeline
+
+    bodies = list(opt_out_bodies(events + 50, lambda i: row_id(PREFIX, i), tag=TAG))
+    with RemoteStandIn(latency=SERVICE_TIME) as standin:
+        standin.seed(PREFIX, events + 50)
+        pipeline = LocalPipeline(pipeline_settings(standin.url))
+        for index in range(50):
+            pipeline.run(f"warm-{index}", bodies[index])
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+        for index in range(50, events + 50):
+            pipeline.run(f"p-{index}", bodies[index])
+        profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+if __name__ == "__main__":
+    if "--profile" in sys.argv:
+        print(profile())
+    else:
+        print(json.dumps(measure(300), indent=2))
