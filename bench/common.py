@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -329,3 +331,15 @@ def quiet_logging() -> None:
     log = logging.getLogger("optout")
     log.propagate = False
     log.addHandler(logging.NullHandler())
+
+
+def fresh_child(args: Sequence[str], env: Mapping[str, str], what: str) -> dict[str, Any]:
+    """Run ``python <args>`` in a fresh interpreter from the repository root; the JSON object its last line
+    prints (the cold-start benchmarks time what happens inside such a child)."""
+    out = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=120, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed in a fresh interpreter:\n{out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from typing import Any
 
-from .common import REPO, TOKEN, median, messages, pipeline_settings
+from .common import TOKEN, fresh_child, median, messages, pipeline_settings
 from .imports import _env
 from .instances import WorkItems
 from .standin_proc import RemoteStandIn, row_id
@@ -62,19 +60,7 @@ print(json.dumps({"seconds": seconds, "outcome": [str(answer.status)]}))
 
 
 def _child(script: str, argument: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(argument)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"the first-event child failed:\n{out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return fresh_child(["-c", script, json.dumps(argument)], env, "the first-event child")
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .common import REPO, median
+from .common import REPO, fresh_child, median
 
 _HEAVY = ("requests", "azure.identity", "azure.servicebus", "msgspec", "urllib3", "pandas", "numpy")
 
@@ -58,18 +58,7 @@ def _env(cache: str | None) -> dict[str, str]:
 
 
 def _sample(module: str, env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(module=module, heavy=_HEAVY)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"import {module} failed in a fresh interpreter:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_child(["-c", _CHILD.format(module=module, heavy=_HEAVY)], env, f"import {module}")
 
 
 def _breakdown(env: dict[str, str]) -> dict[str, Any]:

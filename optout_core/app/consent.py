@@ -173,7 +173,8 @@ def _write(
 
 
 def _duplicate(error: DataverseError | None) -> bool:
-    return isinstance(error, DataverseRejected) and error.status == 412 and error.code == DUPLICATE_RECORD
+    """The create met a record with its id: recognised by Dataverse's error code, whatever the status."""
+    return error is not None and error.code == DUPLICATE_RECORD
 
 
 def _updated(

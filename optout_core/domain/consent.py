@@ -37,8 +37,11 @@ SOURCE = "msdynmkt_source"
 REASON = "msdynmkt_logicalreason"  # the choice "Reason"
 DESCRIPTION = "msdynmkt_reason"  # the free text "Reason Description"
 DESCRIPTION_MAX = 500
-# A create with a primary key that is taken: 412 with error.code 0x80040237 DuplicateRecord ("A record with matching
-# key values already exists."), https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes
+# A create with a primary key that is taken: error.code 0x80040237 DuplicateRecord ("Cannot insert duplicate key"),
+# https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes and
+# https://learn.microsoft.com/troubleshoot/power-platform/power-apps/dataverse/client-errors. The code is the
+# published fact; the HTTP status of a POST that meets it is not (412 is published for If-None-Match), so the
+# app recognises the code whatever the status.
 DUPLICATE_RECORD = "0x80040237"
 # The namespace of the name-based (RFC 9562 version 5) ids of created records; fixed for ever, or ids would change.
 RECORD_NAMESPACE = uuid.UUID("47fa9e58-3ae5-4b4f-8071-6e1db5d71008")

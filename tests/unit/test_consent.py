@@ -181,3 +181,15 @@ def test_a_created_record_s_id_is_a_name_based_uuid_of_scope_and_address_as_data
     assert record_id(ADDRESS, TOPIC) != made
     assert record_id("other@example.com", PURPOSE) != made
     assert record_id("straße@example.com", PURPOSE) != record_id("strasse@example.com", PURPOSE)
+
+
+@pytest.mark.parametrize("status", [412, 400, 500])
+def test_a_create_meeting_its_taken_id_is_recognised_by_the_error_code_whatever_the_status(status):
+    # Microsoft publishes the code (0x80040237, "Cannot insert duplicate key"), not the status a POST gets with it.
+    from optout_core.app.consent import _duplicate
+    from optout_core.dataverse.errors import DataverseRejected, DataverseUnavailable
+
+    kind = DataverseUnavailable if status >= 500 else DataverseRejected
+    assert _duplicate(kind("taken", status=status, code="0x80040237"))
+    assert not _duplicate(kind("other", status=status, code="0x80040203"))
+    assert not _duplicate(None)

@@ -7,21 +7,10 @@ from optout_core.dataverse.errors import OutOfTime
 from optout_core.dataverse.odata_batch import Request
 from optout_core.dataverse.sender import Gated
 from optout_core.dataverse.throttle import ThrottleGate
+from tests.support.clock import Clock
 from tests.support.fake_sender import FakeSender
 
 GET = Request("GET", "/api/data/v9.2/WhoAmI")
-
-
-class Clock:
-    def __init__(self):
-        self.now, self.sleeps = 100.0, []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_each_request_that_leaves_is_counted():

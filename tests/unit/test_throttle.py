@@ -8,18 +8,7 @@ import time
 import pytest
 
 from optout_core.dataverse.throttle import ThrottleGate
-
-
-class Clock:
-    def __init__(self):
-        self.now, self.sleeps = 100.0, []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.support.clock import Clock
 
 
 def test_a_hold_makes_every_later_request_wait_it_out():
