@@ -67,10 +67,6 @@ class ThrottleGate:
             self._resume_at = max(self._resume_at, self._clock() + _DECIDING_SECONDS)
             self._allowed = 1
 
-    def remaining(self) -> float:
-        with self._lock:
-            return max(0.0, self._resume_at - self._clock())
-
     def enter(self, deadline: float | None = None) -> bool:
         """Wait for room, then count this request in flight (:meth:`leave` when it is answered). False, without
         waiting, when the gate would stay closed past ``deadline`` (the gate's clock): a caller's time budget is

@@ -24,7 +24,7 @@ def test_a_429_closes_the_gate_before_the_request_leaves_it():
     clock = Clock()
     gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
     Gated(FakeSender(429), gate).send(GET)
-    assert gate.remaining() > 0  # the others stay back until the retry is decided
+    assert not gate.enter(deadline=clock.now)  # the others stay back until the retry is decided
 
 
 def test_a_pause_that_outlasts_the_deadline_sends_nothing_and_waits_for_nothing():
