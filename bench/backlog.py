@@ -78,7 +78,15 @@ def run(quick: bool) -> dict[str, Any]:
     with RemoteStandIn(protection=limits, latency=config["latency"]) as standin:
         standin.seed(PREFIX, recipients)
         before = standin.counts()
-        run = run_fleet(standin.url, tasks, workers=INSTANCES, invocations=INVOCATIONS, gate=8, tag=TAG)
+        run = run_fleet(
+            standin.url,
+            tasks,
+            workers=INSTANCES,
+            invocations=INVOCATIONS,
+            gate=8,
+            tag=TAG,
+            window=limits["window"],
+        )
         stats = standin.stats()
         counts = standin.counts()
         holding = standin.holding(PREFIX, recipients)

@@ -93,7 +93,11 @@ def _worker(config: dict[str, Any], tasks: Any, results: Any, start: Any) -> Non
     from optout_core.app.services import Services
     from optout_dev.queues import InMemoryQueues, delivered
 
-    settings = pipeline_settings(config["url"], DATAVERSE_MAX_CONCURRENCY=str(config["gate"]))
+    settings = pipeline_settings(
+        config["url"],
+        DATAVERSE_MAX_CONCURRENCY=str(config["gate"]),
+        DATAVERSE_PROTECTION_WINDOW_SECONDS=str(config["window"]),
+    )
     queues = InMemoryQueues()
     services = Services(settings, sender=queues)
     items = WorkItems(settings)
@@ -204,15 +208,24 @@ class FleetRun:
         return [b["error"] for b in self.batches if b["error"]]
 
 
-def run_fleet(
-    url: str, tasks: Iterator[Task] | Sequence[Task], *, workers: int, invocations: int, gate: int, tag: int
+def run_fleet(  # noqa: PLR0913 - the fleet's shape, each keyword-only
+    url: str,
+    tasks: Iterator[Task] | Sequence[Task],
+    *,
+    workers: int,
+    invocations: int,
+    gate: int,
+    tag: int,
+    window: float,
 ) -> FleetRun:
-    """Run ``workers`` instances over ``tasks``; returns once every batch and put-back is handled."""
+    """Run ``workers`` instances over ``tasks``; returns once every batch and put-back is handled. ``window``: the
+    stand-in's sliding window (Dataverse's 300 s, scaled down), given to each instance as
+    DATAVERSE_PROTECTION_WINDOW_SECONDS, as the app would be told it against such a stand-in."""
     context = multiprocessing.get_context("spawn")  # fresh interpreters, as instances are
     task_queue: Any = context.Queue()
     results: Any = context.Queue()
     start = context.Event()
-    config = {"url": url, "invocations": invocations, "gate": gate, "tag": tag}
+    config = {"url": url, "invocations": invocations, "gate": gate, "tag": tag, "window": window}
     processes = [context.Process(target=_worker, args=(config, task_queue, results, start)) for _ in range(workers)]
     for process in processes:
         process.start()

@@ -122,6 +122,7 @@ def build_dataverse_client(settings: Settings) -> DataverseClient:
         retry_after_cap=settings.retry_after_cap,
         timeout=settings.dataverse_timeout,
         max_concurrency=settings.dataverse_concurrency,
+        protection_window=settings.protection_window,
     )
 
 

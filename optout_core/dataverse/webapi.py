@@ -20,6 +20,7 @@ from urllib.parse import quote
 from optout_core.dataverse.auth import TokenCredentialLike
 from optout_core.dataverse.errors import DataverseRejected
 from optout_core.dataverse.odata_batch import Request, Response
+from optout_core.dataverse.pacing import Pacing
 from optout_core.dataverse.sender import HttpSender
 from optout_core.dataverse.throttle import ThrottleGate
 from optout_core.dataverse.transport import API, Operation, ReadBack, Transport
@@ -43,6 +44,7 @@ class WebApi:
         retry_after_cap: float = 300.0,
         timeout: float = 30.0,
         max_concurrency: int = 8,
+        protection_window: float = 300.0,  # Dataverse's sliding window: what the gate paces over after a 429
         sleep: Callable[[float], None] = time.sleep,
         gate: ThrottleGate | None = None,
         sender: HttpSender | None = None,  # the wire; None: the requests sender (tests pass a scripted one)
@@ -52,7 +54,7 @@ class WebApi:
             credential,
             policy=FailurePolicy(retry=retry, retry_after_cap=retry_after_cap),
             timeout=timeout,
-            gate=gate or ThrottleGate(max_concurrency, sleep=sleep),
+            gate=gate or ThrottleGate(max_concurrency, sleep=sleep, pacing=Pacing(window=protection_window)),
             sleep=sleep,
             sender=sender,
         )

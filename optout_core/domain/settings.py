@@ -50,6 +50,7 @@ class Settings:
     dataverse_concurrency: int
     retry: RetryPolicy
     retry_after_cap: float
+    protection_window: float
     retry_window: float
     opt_out_batch_budget: float
     # Read by the administrator's commands only (scope "admin" in SPEC).

@@ -322,6 +322,15 @@ _AFTER_TYPES: tuple[Setting, ...] = (
         field="retry_after_cap",
     ),
     Setting(
+        "DATAVERSE_PROTECTION_WINDOW_SECONDS",
+        "300",
+        "Dataverse's service-protection window (5 minutes, fixed by the service): the span over which a process "
+        "that is told its user's window is full reads its share of it and paces itself. Change it only against a "
+        "stand-in whose time is scaled down.",
+        p.number(minimum=0, above=True),
+        field="protection_window",
+    ),
+    Setting(
         "DATAVERSE_RETRY_WINDOW_SECONDS",
         "259200",
         "How long after its first attempt an event keeps being put back through transient failures (72 hours); "

@@ -30,7 +30,7 @@ def test_a_fleet_applies_every_event_exactly_once_under_one_users_limits():
     protection = {"requests": 8, "window": 0.4, "concurrent": 52, "retry_after_step": 0.01}
     with RemoteStandIn(protection=protection) as standin:
         standin.seed(PREFIX, 90)
-        run = run_fleet(standin.url, tasks, workers=3, invocations=2, gate=8, tag=TAG)
+        run = run_fleet(standin.url, tasks, workers=3, invocations=2, gate=8, tag=TAG, window=protection["window"])
         stats = standin.stats()
         holding = standin.holding(PREFIX, 90)
     final = {name: count for name, count in run.outcomes().items() if name != "rescheduled"}
