@@ -128,3 +128,16 @@ def test_no_token_ends_every_operation_refused():
     )
     done = signing_in.perform([WRITE, CREATE], batch=True)
     assert all(isinstance(i.error, SignInFailed) for i in done.items) and sender.requests == [] and sleeps == []
+
+
+def test_a_429_left_to_a_put_back_still_closes_the_gate_for_its_retry_after():
+    # Dataverse counts per user: a Retry-After too long to wait in process (the work item goes back on its queue)
+    # still closes the user's window to every other request of this process, which is put back unsent.
+    throttled = answer(429, {"error": {"code": "0x80072322", "message": "Number of requests exceeded"}})
+    throttled.headers["Retry-After"] = "120"
+    gate, sleeps = ThrottleGate(), []
+    first = transport(FakeSender(throttled), sleeps, gate=gate).perform([WRITE], batch=False)
+    assert first.items[0].error.retry_after == 120 and sleeps == []  # not waited here
+    sender = FakeSender(otherwise=204)
+    then = transport(sender, sleeps, gate=gate).perform([WRITE], batch=False, deadline=time.monotonic() + 60)
+    assert isinstance(then.items[0].error, OutOfTime) and sender.requests == []
