@@ -63,12 +63,13 @@ class ThrottleGate:
     def hold(self, seconds: float) -> None:
         """Pause every request for ``seconds`` from now (a longer pause already set is kept); then one goes
         first, and the others follow as answers come back. After a 429 that came while the gate was still
-        reopening, the pause is longer by a random part of itself (of a second at most, a 300th of the window). A 429 that says the
-        user's window is full sets the pace the process sends at once the pause is over (:class:`Pacing`)."""
+        reopening, the pause is longer by a random part of itself (of a second at most: a 300th of the window).
+        A 429 that says the user's window is full sets the pace the process sends at once the pause is over
+        (:class:`Pacing`)."""
         with self._lock:
             now = self._clock()
             self._pace_after(now, seconds)
-            if self._lost_race:  # at most a second more: Dataverse's unit, small against its 5-minute windows
+            if self._lost_race:  # a second more at most: Dataverse's unit, small against its 5-minute window
                 seconds, self._lost_race = seconds + min(seconds, self.pacing.second) * self._draw(), False
             self._resume_at = max(self._resume_at, now + seconds)
             self._allowed = 1
