@@ -143,8 +143,11 @@ class Gated:
         self.requests = 0
 
     def send(self, request: Request) -> Response | Lost:
-        if not self._gate.enter(self._deadline):
-            raise OutOfTime("Dataverse's throttle pause outlasts the time left: nothing sent, to be tried later")
+        if not self._gate.enter(self._deadline):  # due again when the gate opens: Retry-After as the gate knows it
+            raise OutOfTime(
+                "Dataverse's throttle pause outlasts the time left: nothing sent, to be tried later",
+                retry_after=self._gate.closed_for(),
+            )
         try:
             self.requests += 1
             answer = self._sender.send(request)

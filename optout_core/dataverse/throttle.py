@@ -137,6 +137,16 @@ class ThrottleGate:
             self._sleep(wait)
             served = target
 
+    def closed_for(self) -> float:
+        """Seconds until the gate lets a request go (the pause, then the next turn at the pace), 0 when open:
+        when work the gate turned away at its deadline is due again."""
+        with self._lock:
+            now = self._clock()
+            opens = max(now, self._resume_at)
+            if self._paced is not None:
+                opens = max(opens, self._next_at)
+            return opens - now
+
     def _take_turn(self, now: float, deadline: float | None) -> float | None:
         """The time this request goes at the pace (under the lock), or None, taking nothing, when it is past
         ``deadline``. The paced grid goes on when a request comes late (a step of credit at most), so that a

@@ -179,3 +179,14 @@ def test_the_pace_grows_once_the_window_after_the_cut_has_passed():
     clock.sleeps.clear()
     send(gate, 3)  # the first two go at once (a late grid keeps a step of credit), the third a step later
     assert clock.sleeps == pytest.approx([1 / (2 * 0.98 * 1.06)], rel=0.02)
+
+
+def test_the_gate_tells_when_it_opens_the_pause_then_the_next_turn():
+    gate, clock = paced_gate()
+    assert gate.closed_for() == 0
+    send(gate, 31, refuse_last=True)  # the floor: a request a second
+    gate.hold(100)
+    assert gate.closed_for() == pytest.approx(100)
+    clock.sleep(100)
+    send(gate, 1)
+    assert gate.closed_for() == pytest.approx(1.0)
