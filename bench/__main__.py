@@ -37,7 +37,7 @@ TARGETS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "ours_completed_under_429": ("= 1.0", lambda v: v >= 1.0),
     "ceiling_utilisation": (">= 0.9, nothing lost", lambda v: v >= 0.9),
     "rss_growth_mb": ("<= 5", lambda v: v <= 5),
-    "fleet_utilisation": (">= 0.9 (K = 4 and 8)", lambda v: v >= 0.9),
+    "fleet_utilisation": (">= 0.95 (K = 4 and 8)", lambda v: v >= 0.95),
     "fleet_lost": ("= 0", lambda v: v == 0),
     "fleet_429_share": ("<= 0.05 (K = 4 and 8)", lambda v: v <= 0.05),
     "backlog_drain_vs_limit": (">= 0.9, exactly once", lambda v: v >= 0.9),

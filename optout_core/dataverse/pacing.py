@@ -25,6 +25,16 @@ from collections import deque
 from dataclasses import dataclass
 
 _SLICES = 60  # the window is counted in this many slices: bounded memory whatever the rate
+# The Web API's error code for the number-of-requests limit ("Number of requests exceeded the limit of 6000 over
+# time window of 300 seconds"; the api-limits article). Only it is paced: a request rate is no answer to the
+# execution-time limit (0x80072321: big $batches, slow plug-ins) or the concurrency limit (0x80072326), which
+# the gate's bound on requests in flight and the Retry-After pause already answer.
+REQUEST_COUNT_LIMIT = "0x80072322"
+
+
+def paces(code: str | None) -> bool:
+    """Whether a 429 with this Web API error code is the number-of-requests limit, which the gate paces against."""
+    return code is not None and code.strip().lower() == REQUEST_COUNT_LIMIT
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,8 @@ class Pacing:
     while its traffic was light is not starved by its small share."""
 
     window: float = 300.0
-    backoff: float = 0.95
-    plateau: float = 0.98
+    backoff: float = 0.94
+    plateau: float = 0.96
     growth: float = 0.02
     floor: float = 1.0
     full: float = 0.25  # a Retry-After of at least this share of the window says the window is full

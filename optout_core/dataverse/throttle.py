@@ -60,15 +60,16 @@ class ThrottleGate:
         self._cut_until = 0.0  # until then a 429 answers what was sent before the last cut, and cuts no more
         self._next_at = 0.0  # the earliest time the next paced request goes
 
-    def hold(self, seconds: float) -> None:
+    def hold(self, seconds: float, *, paces: bool = False) -> None:
         """Pause every request for ``seconds`` from now (a longer pause already set is kept); then one goes
         first, and the others follow as answers come back. After a 429 that came while the gate was still
         reopening, the pause is longer by a random part of itself (of a second at most: a 300th of the window).
-        A 429 that says the user's window is full sets the pace the process sends at once the pause is over
-        (:class:`Pacing`)."""
+        A 429 of the number-of-requests limit (``paces``) that says the user's window is full sets the pace the
+        process sends at once the pause is over (:class:`Pacing`)."""
         with self._lock:
             now = self._clock()
-            self._pace_after(now, seconds)
+            if paces:
+                self._pace_after(now, seconds)
             if self._lost_race:  # a second more at most: Dataverse's unit, small against its 5-minute window
                 seconds, self._lost_race = seconds + min(seconds, self.pacing.second) * self._draw(), False
             self._resume_at = max(self._resume_at, now + seconds)

@@ -31,6 +31,7 @@ from optout_core.dataverse.errors import (
     longer_wait,
 )
 from optout_core.dataverse.odata_batch import Request, Response
+from optout_core.dataverse.pacing import paces
 from optout_core.dataverse.readback import ReadBack, read_back
 from optout_core.dataverse.result import Attempt, Batch
 from optout_core.dataverse.sender import Gated, HttpSender, Lost, Refused, Reply, RequestsSender, error_of
@@ -202,7 +203,7 @@ class _Run:
         step = next_step(failure.failure, attempt=self.attempt, policy=self._policy, can_put_back=False)
         if not isinstance(step, RetryNow) or (deadline is not None and time.monotonic() + step.delay > deadline):
             if failure.retry_after is not None:  # the user's window is closed to every request, retried here or not
-                self._gate.hold(min(failure.retry_after, self._policy.retry_after_cap))
+                self._gate.hold(min(failure.retry_after, self._policy.retry_after_cap), paces=paces(failure.code))
             if isinstance(step, RetryNow):
                 log.info("dataverse: the time budget is used up; %d operation(s) left for later", left)
             return False
@@ -210,7 +211,7 @@ class _Run:
             "dataverse retry: %d operation(s), attempt=%d delay=%.2fs cause=%s", left, self.attempt, step.delay, failure
         )
         if step.throttled:
-            self._gate.hold(step.delay)  # every worker of this process waits, not just this one
+            self._gate.hold(step.delay, paces=paces(failure.code))  # every worker of this process waits
         else:
             self._sleep(step.delay)
         return True

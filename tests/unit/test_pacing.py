@@ -4,7 +4,7 @@ of the window, a little less, climbing back within a window, then growing; and t
 
 import pytest
 
-from optout_core.dataverse.pacing import Admissions, Pacing
+from optout_core.dataverse.pacing import Admissions, Pacing, paces
 from optout_core.dataverse.throttle import ThrottleGate
 from tests.support.clock import Clock
 
@@ -47,6 +47,21 @@ def test_the_rate_never_falls_below_the_floor():
 def test_a_short_refusal_does_not_cut_again_within_the_window_that_still_holds_what_was_sent_before():
     assert PACING.cut_lasts(2) == 300
     assert PACING.cut_lasts(200) == 200  # a flooded window: the next 429 after the pause may cut again
+
+
+def test_only_the_number_of_requests_limit_is_paced():
+    assert paces("0x80072322") and paces(" 0X80072322 ")
+    assert not paces("0x80072321")  # combined execution time: big batches, slow plug-ins
+    assert not paces("0x80072326")  # concurrent requests: the gate's bound answers it
+    assert not paces(None)
+
+
+def test_a_429_of_another_limit_is_waited_out_and_does_not_pace():
+    gate, clock = paced_gate()
+    send(gate, 601, refuse_last=True)
+    gate.hold(100)  # the execution-time limit, say: a rate of requests is no answer to it
+    send(gate, 4)
+    assert clock.sleeps == [100]
 
 
 def test_dataverses_second_scales_with_the_window():
@@ -98,7 +113,8 @@ def test_admissions_hold_a_bounded_count_of_slices_whatever_the_traffic():
 
 def paced_gate(window=300.0):
     clock = Clock(now=1000.0)
-    gate = ThrottleGate(8, clock=clock, sleep=clock.sleep, draw=lambda: 0.0, pacing=Pacing(window=window))
+    pacing = Pacing(window=window, backoff=0.95, plateau=0.98, growth=0.02)
+    gate = ThrottleGate(8, clock=clock, sleep=clock.sleep, draw=lambda: 0.0, pacing=pacing)
     return gate, clock
 
 
@@ -119,7 +135,7 @@ def test_without_a_429_the_gate_does_not_pace():
 def test_after_a_429_that_says_the_window_is_full_requests_go_at_the_share_less_the_backoff():
     gate, clock = paced_gate()
     send(gate, 601, refuse_last=True)  # 600 got through, the 601st was refused: the window is full
-    gate.hold(100)  # Retry-After 100 s: a third of the window ahead
+    gate.hold(100, paces=True)  # Retry-After 100 s: a third of the window ahead
     send(gate, 4)
     rate = 0.95 * 600 / 300  # 1.9 a second
     assert clock.sleeps[0] == pytest.approx(100)
@@ -129,7 +145,7 @@ def test_after_a_429_that_says_the_window_is_full_requests_go_at_the_share_less_
 def test_a_short_429_to_a_young_process_is_waited_out_and_does_not_pace_it():
     gate, clock = paced_gate()
     send(gate, 51, refuse_last=True)
-    gate.hold(2)  # the concurrent-request limit, or a moment's spike: the window is not full
+    gate.hold(2, paces=True)  # the concurrent-request limit, or a moment's spike: the window is not full
     send(gate, 20)
     assert clock.sleeps == [2]
 
@@ -141,7 +157,7 @@ def test_a_short_429_paces_a_process_that_has_sent_for_a_whole_window():
         clock.sleep(1.0)
     clock.sleeps.clear()
     send(gate, 1, refuse_last=True)
-    gate.hold(1)
+    gate.hold(1, paces=True)
     send(gate, 3)
     assert clock.sleeps[0] == pytest.approx(1)
     assert clock.sleeps[1:] == pytest.approx([1 / (0.95 * 600 / 300)] * 2, rel=0.05)
@@ -152,9 +168,9 @@ def test_the_429s_that_answer_requests_sent_before_a_cut_do_not_cut_again():
     send(gate, 600)
     assert gate.enter() and gate.enter()  # two requests of the burst in flight
     gate.refused()
-    gate.hold(100)  # the first answer cuts
+    gate.hold(100, paces=True)  # the first answer cuts
     gate.refused()
-    gate.hold(100)  # the second, answered during the pause, does not cut again
+    gate.hold(100, paces=True)  # the second, answered during the pause, does not cut again
     gate.leave()
     gate.leave()
     send(gate, 3)
@@ -164,7 +180,7 @@ def test_the_429s_that_answer_requests_sent_before_a_cut_do_not_cut_again():
 def test_a_paced_request_whose_turn_comes_after_its_deadline_is_not_let_in():
     gate, clock = paced_gate()
     send(gate, 31, refuse_last=True)  # 30 got through: a tenth of a request a second, the floor is one
-    gate.hold(100)
+    gate.hold(100, paces=True)
     send(gate, 1)
     assert gate.enter(deadline=clock.now + 0.5) is False  # its turn is a second away
     assert gate.enter(deadline=clock.now + 1.5) is True
@@ -174,7 +190,7 @@ def test_a_paced_request_whose_turn_comes_after_its_deadline_is_not_let_in():
 def test_the_pace_grows_once_the_window_after_the_cut_has_passed():
     gate, clock = paced_gate(window=60.0)
     send(gate, 121, refuse_last=True)  # 120 in a 60 s window: a share of 2 a second
-    gate.hold(30)
+    gate.hold(30, paces=True)
     clock.sleep(30 + 60 * 3)  # three windows after sending resumed, without a 429
     clock.sleeps.clear()
     send(gate, 3)  # the first two go at once (a late grid keeps a step of credit), the third a step later
@@ -185,7 +201,7 @@ def test_the_gate_tells_when_it_opens_the_pause_then_the_next_turn():
     gate, clock = paced_gate()
     assert gate.closed_for() == 0
     send(gate, 31, refuse_last=True)  # the floor: a request a second
-    gate.hold(100)
+    gate.hold(100, paces=True)
     assert gate.closed_for() == pytest.approx(100)
     clock.sleep(100)
     send(gate, 1)

@@ -48,14 +48,14 @@ def test_a_pause_that_ends_before_the_deadline_is_waited_out():
 
 def test_without_a_deadline_the_pause_is_waited_out_however_long():
     clock = Clock()
-    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)  # paced from the pause's very end
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
     gate.hold(300)
     assert Gated(FakeSender(204), gate).send(GET).status == 204 and clock.sleeps == [300]
 
 
 def test_work_the_closed_gate_turns_away_is_due_again_when_the_gate_opens():
     clock = Clock()
-    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)  # paced from the pause's very end
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
     gate.hold(300)
     with pytest.raises(OutOfTime) as turned_away:
         Gated(FakeSender(204), gate, deadline=clock.now + 240).send(GET)

@@ -174,7 +174,7 @@ def test_a_first_429_with_the_gate_open_is_waited_exactly():
 
 def test_a_request_whose_deadline_the_pause_outlasts_is_not_let_in_and_does_not_wait():
     clock = Clock()
-    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)  # paced from the pause's very end
+    gate = ThrottleGate(4, clock=clock, sleep=clock.sleep)
     gate.hold(300)
     assert gate.enter(deadline=clock.now + 240) is False and clock.sleeps == []
     assert gate.enter(deadline=clock.now + 301) is True and clock.sleeps == [300]

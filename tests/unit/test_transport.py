@@ -4,6 +4,7 @@ what is read back first, what is never sent twice, and what each operation ends 
 import json
 import time
 
+import pytest
 from azure.core.credentials import AccessToken
 
 from optout_core.dataverse.errors import DataverseRejected, DataverseUnavailable, OutOfTime, SignInFailed, Undetermined
@@ -141,3 +142,27 @@ def test_a_429_left_to_a_put_back_still_closes_the_gate_for_its_retry_after():
     sender = FakeSender(otherwise=204)
     then = transport(sender, sleeps, gate=gate).perform([WRITE], batch=False, deadline=time.monotonic() + 60)
     assert isinstance(then.items[0].error, OutOfTime) and sender.requests == []
+
+
+def test_only_a_429_of_the_number_of_requests_limit_paces_the_gate():
+    from optout_core.dataverse.pacing import Pacing
+    from tests.support.clock import Clock
+
+    def gate_after(code):
+        clock = Clock()
+        gate = ThrottleGate(clock=clock, sleep=clock.sleep, draw=lambda: 0.0, pacing=Pacing(window=300))
+        for _ in range(600):  # two requests a second over the window
+            assert gate.enter()
+            gate.leave()
+        refused = answer(429, {"error": {"code": code, "message": "exceeded"}})
+        refused.headers["Retry-After"] = "100"  # beyond the in-process wait: put back, the gate held
+        transport(FakeSender(refused), gate=gate).perform([WRITE], batch=False)
+        clock.sleeps.clear()
+        for _ in range(3):
+            assert gate.enter()
+            gate.leave()
+        return clock.sleeps
+
+    step = pytest.approx(1 / (Pacing().backoff * 2), rel=0.02)  # the share less the back-off
+    assert gate_after("0x80072322") == [100, step, step]
+    assert gate_after("0x80072321") == [100]  # the execution-time limit: waited out, not paced
