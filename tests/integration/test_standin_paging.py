@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from email.message import Message
 from typing import Any
 from urllib.parse import unquote
@@ -15,6 +16,7 @@ import requests
 
 from optout_dev.standin import DataverseStandIn
 from optout_dev.standin.paging import Position, paginate
+from optout_dev.standin.query import AnyOf, Condition
 from tests.support.dataverse import TOKEN
 
 LOGS = "/api/data/v9.2/concep_emailcampaignlogs"
@@ -174,3 +176,17 @@ def test_the_in_function_matches_a_property_against_values_given_as_strings(serv
     assert _get(server, f"{LOGS}?$filter={where(KEY, ['not a guid'])}").status_code == 400
     assert _get(server, f"{LOGS}?$filter={where('concep_activitytype', ['x'])}").status_code == 400
     assert _get(server, f"{LOGS}?$filter={where('nosuchcolumn', ['x'])}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "stored", [100000003, 100000004, True, 1, 100000003.0, "100000003", None, [100000003], Decimal(1)]
+)
+@pytest.mark.parametrize("codes", [(100000003,), (100000003, 100000005), (1, 100000005)])
+def test_a_group_of_codes_answers_as_its_clauses_one_at_a_time(server, stored, codes) -> None:
+    column = server.tables["concep_emailcampaignlog"].column("concep_activitytype")
+    assert column is not None
+    group = AnyOf(tuple(Condition(column, "eq", code) for code in codes))
+    row = {"concep_activitytype": stored}
+
+    assert group._numbers is not None
+    assert group.holds(row) == any(condition.holds(row) for condition in group.conditions)
