@@ -112,7 +112,7 @@ def run_audit(
         for rows, requests in prefetched(pages_):
             run.requests += requests
             pages, logs = pages + 1, logs + len(rows)
-            run.page([found for row in rows if (found := reader.read(row)) is not None])
+            run.page(reader.read_all(rows))
             if progress is not None:
                 progress(Progress(pages, logs, run.opt_outs, len(run.status)))
     return run.report(window)
