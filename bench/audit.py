@@ -13,12 +13,20 @@ with a ``$select`` of the columns the router needs.
   (:meth:`~optout_core.dataverse.client.DataverseClient.pages`) and nothing else. Sides interleaved, median of
   the rounds.
 
+Beside the timed rounds (and outside them), one more run of each side reports the CPU seconds it took in this
+process and in the stand-in's (``cpu_s``): on a busy machine the two processes take turns on one core, and the
+wall ratio tends to the ratio of those sums.
+
 The window holds ``LOGS`` logs naming ``LOGS // REPEAT`` distinct contacts, each opted out in ``REPEAT`` logs (an
 address on several lists of a week's campaigns); ``--quick`` uses 20,000 logs.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .audit_standin import AuditStandIn
@@ -29,6 +37,26 @@ REPEAT = 5  # opt-out logs per recipient in the window
 DRIFT_EVERY = 10  # one recipient in ten is found not honoured
 LOG_PREFIX, CONTACT_PREFIX = 0xA0D1, 0xA0C1
 SINCE, UNTIL = "2025-03-14T00:00:00Z", "2025-03-15T00:00:00Z"  # seed_logs creates every log at 09:26:53Z that day
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """A process's user and system CPU seconds from /proc (Linux); None where they cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
+
+
+def cpu_split(side: Callable[[], Any], standin_pid: int | None) -> dict[str, float | None]:
+    """CPU seconds one run of ``side`` takes here and in the stand-in's process."""
+    here, there = time.process_time(), cpu_seconds(standin_pid)
+    side()
+    after = cpu_seconds(standin_pid)
+    return {
+        "client": round(time.process_time() - here, 3),
+        "standin": round(after - there, 3) if after is not None and there is not None else None,
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -63,8 +91,10 @@ def run(quick: bool) -> dict[str, Any]:
                 return sum(len(rows) for rows, _ in pages)
 
             paged = floor()
-            times = interleaved({"audit": lambda: run_audit(settings, client, window), "floor": floor}, rounds=rounds)
+            sides = {"audit": lambda: run_audit(settings, client, window), "floor": floor}
+            times = interleaved(sides, rounds=rounds)
             audit_s, floor_s = times["audit"], times["floor"]
+            cpu = {name: cpu_split(side, standin.pid) for name, side in sides.items()}
         finally:
             client.close()
     expected_drift = drifted
@@ -83,5 +113,6 @@ def run(quick: bool) -> dict[str, Any]:
             "floor_s": [round(s, 3) for s in floor_s],
             "us_per_log_audit": round(median(audit_s) / logs * 1e6, 2),
             "us_per_log_floor": round(median(floor_s) / logs * 1e6, 2),
+            "cpu_s": cpu,
         },
     }

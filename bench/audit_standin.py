@@ -7,6 +7,7 @@ answers JSON commands one per line (bench/standin_proc.py's protocol and command
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -23,7 +24,7 @@ def _serve() -> None:
 
     code = {label: c for c, label in SAMPLES_ACTIVITY_OPTIONS.items()}["Group Opt out"]
     with DataverseStandIn(token=TOKEN, presets=("samples",)) as standin:
-        print(json.dumps({"url": standin.url, "pid": None}), flush=True)
+        print(json.dumps({"url": standin.url, "pid": os.getpid()}), flush=True)
         for line in sys.stdin:
             if not line.strip():
                 continue

@@ -112,7 +112,7 @@ def run_audit(
         for rows, requests in prefetched(pages_):
             run.requests += requests
             pages, logs = pages + 1, logs + len(rows)
-            run.page([found for row in rows if (found := reader.read(row)) is not None])
+            run.page(reader.read_all(rows))
             if progress is not None:
                 progress(Progress(pages, logs, run.opt_outs, len(run.status)))
     return run.report(window)
@@ -176,16 +176,19 @@ class _Run:
         self._read(new)
         if self.fix:
             self._repair([r for r in new if self.status[r] is Status.NOT_HONOURED], found)
+        # Once per log of the window: one dictionary look-up each, two more with evidence.
+        log_ids, evidence = self.log_ids, self.evidence
         for log in found:
             if isinstance(log, UnresolvedLog):
                 self.unresolved.append(log)
-                status = Status.UNRESOLVED
-            else:
-                status = self.status[log.recipient]
-                if log.recipient in self.log_ids:
-                    self.log_ids[log.recipient].append(log.log_id)
-            if self.evidence is not None:
-                self.evidence(evidence_row(log, status))
+                if evidence is not None:
+                    evidence(evidence_row(log, Status.UNRESOLVED))
+                continue
+            ids = log_ids.get(log.recipient)
+            if ids is not None:
+                ids.append(log.log_id)
+            if evidence is not None:
+                evidence(evidence_row(log, self.status[log.recipient]))
 
     def _read(self, recipients: Sequence[Recipient]) -> None:
         """Each new recipient's OPT_OUT_UPDATE columns: per table, ``$filter`` queries naming as many ids as a URL

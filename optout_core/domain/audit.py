@@ -177,6 +177,7 @@ class UnresolvedLog:
 _LOOKUP_TABLE = "@Microsoft.Dynamics.CRM.lookuplogicalname"
 _FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 _TYPE_CACHE_MAX = 256  # distinct activity type values remembered; a log has a handful, a forged window no more
+_RECIPIENT_CACHE_MAX = 65_536  # recipients remembered by their lookup as read: a window's repeats cost a lookup
 
 
 @dataclass(frozen=True)
@@ -190,19 +191,40 @@ class LogReader:
     plain: the first ``RECIPIENT_COLUMNS`` lookup that holds a value names a contact, lead or account by a
     well-formed id. Any other row (no recipient, a stranger table, a malformed id, the one-lookup default)
     goes through ``decide_row`` whole. tests/unit/test_audit.py holds both paths to the same answers.
+
+    A recipient is named by many logs of a window (a week's campaigns, several lists each), so the plain case's
+    answer is remembered by the lookup's value and table as read (up to a bound), sparing each repeat the id's
+    validation and a new :class:`~optout_core.domain.model.Recipient`.
     """
 
     settings: Settings
     _router: Settings = field(init=False, repr=False)
     _types: dict[tuple[type, Any, Any], tuple[bool, str | None]] = field(init=False, repr=False)
+    _recipients: dict[tuple[str, str], Recipient] = field(init=False, repr=False)
+    _lookups: tuple[tuple[str, str], ...] = field(init=False, repr=False)  # (value key, table key) per column
+    _type_keys: tuple[str, str] = field(init=False, repr=False)  # the activity type column, its formatted value
+    _key: str = field(init=False, repr=False)  # the primary key
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_router", replace(self.settings, disabled=frozenset()))
         object.__setattr__(self, "_types", {})
+        object.__setattr__(self, "_recipients", {})
+        keys = tuple(
+            (f"_{column}_value", f"_{column}_value{_LOOKUP_TABLE}") for column in self.settings.recipient_columns
+        )
+        object.__setattr__(self, "_lookups", keys)
+        column = self.settings.activity_type_column
+        object.__setattr__(self, "_type_keys", (column, column + _FORMATTED))
+        object.__setattr__(self, "_key", f"{self.settings.campaign_log_table}id")
 
     @property
     def primary_key(self) -> str:
-        return f"{self.settings.campaign_log_table}id"
+        return self._key
+
+    def read_all(self, rows: Iterable[Mapping[str, Any]]) -> list[OptOutLog | UnresolvedLog]:
+        """:meth:`read` of each row, in order, without the rows that record no opt-out."""
+        read = self.read
+        return [found for row in rows if (found := read(row)) is not None]
 
     def read(self, row: Mapping[str, Any]) -> OptOutLog | UnresolvedLog | None:
         """The opt-out a row records, an opt-out whose recipient is unresolved, or None for any other type."""
@@ -215,9 +237,14 @@ class LogReader:
         recipient = self._recipient(row)
         if recipient is None:
             return self.decide(row)
-        log_id = str(row.get(self.primary_key) or "").lower()
+        log_id = row.get(self._key)
         created = row.get("createdon")
-        return OptOutLog(log_id, str(created) if created is not None else None, label, recipient)
+        return OptOutLog(
+            log_id.lower() if type(log_id) is str else str(log_id or "").lower(),
+            created if type(created) is str else str(created) if created is not None else None,
+            label,
+            recipient,
+        )
 
     def decide(self, row: Mapping[str, Any]) -> OptOutLog | UnresolvedLog | None:
         """:meth:`read` through the router's whole decision (the slow path, and the reference of the fast one)."""
@@ -241,16 +268,16 @@ class LogReader:
     def _type(self, row: Mapping[str, Any]) -> tuple[bool, str | None] | None:
         """(is an opt-out, the type's name) as the router decides it for this row's activity type; None when
         the value cannot be remembered (a lookup, an unknown shape): then the whole row is decided."""
-        column = self.settings.activity_type_column
+        column, formatted_key = self._type_keys
         if column not in row:
             return None
-        value, formatted = row[column], row.get(column + _FORMATTED)
+        value, formatted = row[column], row.get(formatted_key)
         if type(value) not in (int, str) or type(formatted) not in (str, type(None)):
             return None
         key = (type(value), value, formatted)
         known = self._types.get(key)
         if known is None:
-            only_type = {column: value} if formatted is None else {column: value, column + _FORMATTED: formatted}
+            only_type = {column: value} if formatted is None else {column: value, formatted_key: formatted}
             decision = self._decide("", only_type)
             activity = decision.activity_type
             known = (decision.route is Route.OPT_OUT, activity.name if activity else None)
@@ -260,14 +287,21 @@ class LogReader:
 
     def _recipient(self, row: Mapping[str, Any]) -> Recipient | None:
         """The recipient when the router's rule is plain for this row, else None (decide the whole row)."""
-        for column in self.settings.recipient_columns:
-            key = f"_{column}_value"
-            value = row.get(key)
+        for value_key, table_key in self._lookups:
+            value = row.get(value_key)
             if value is None:
                 continue
-            table = row.get(key + _LOOKUP_TABLE)
+            table = row.get(table_key)
+            known = self._recipients.get((table, value)) if type(value) is str and type(table) is str else None
+            if known is not None:
+                return known
             row_id = normalise_guid(value)
-            return Recipient(table, row_id) if table in ENTITY_SETS and row_id is not None else None
+            if table not in ENTITY_SETS or row_id is None:
+                return None
+            recipient = Recipient(table, row_id)
+            if len(self._recipients) < _RECIPIENT_CACHE_MAX and type(value) is str:
+                self._recipients[(table, value)] = recipient
+            return recipient
         return None
 
 

@@ -16,9 +16,11 @@ order). Its cookie has Dataverse's shape (an outer ``cookie`` with ``pagenumber`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
+from itertools import dropwhile, islice
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -39,6 +41,16 @@ class Page:
     headers: tuple[tuple[str, str], ...]  # Preference-Applied when the preference was honoured
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where the page a request asks for starts: its number, and the last key of the page before (None: the first
+    page). Rows are matched when each page is asked for, so a row created, deleted or changed meanwhile counts as
+    it is then."""
+
+    number: int
+    after: str | None
+
+
 def page_size(headers: Message) -> int | None:
     """The ``odata.maxpagesize`` preference when it is honoured (1..5,000), else None."""
     match = _PREFERENCE.search(headers.get("Prefer") or "")
@@ -48,26 +60,45 @@ def page_size(headers: Message) -> int | None:
     return size if 1 <= size <= MAX_PAGE else None
 
 
+def position(query: Mapping[str, list[str]]) -> Position | Response:
+    """The page ``$skiptoken`` asks for (the first without one); a 400 for a token this service did not issue."""
+    if "$skiptoken" not in query:
+        return Position(1, None)
+    cookie = _COOKIE.fullmatch(query["$skiptoken"][-1])
+    key = _LAST.search(unquote(cookie.group(2))) if cookie else None
+    if cookie is None or key is None:
+        return error(400, "0x80060888", "The $skiptoken is not a paging cookie this service issued.")
+    return Position(int(cookie.group(1)), key.group(1).lower())
+
+
+def following(keys: Sequence[str], at: Position) -> Sequence[str]:
+    """The ``keys`` (in order) after ``at``'s last key: where a page's candidates start, found by bisection rather
+    than by reading every row before them."""
+    return keys if at.after is None else keys[bisect_right(keys, at.after) :]
+
+
 def paginate(
-    items: Sequence[tuple[str, Any]], query: Mapping[str, list[str]], headers: Message, url: str, table: Table
-) -> Page | Response:
-    """The page of ``items`` (matching rows as (primary key, item)) that ``$skiptoken`` asks for. ``url`` is the
-    collection's URL; the next link is it with the request's own query options and a ``$skiptoken``."""
+    matching: Iterable[tuple[str, Any]],
+    at: Position,
+    query: Mapping[str, list[str]],
+    headers: Message,
+    url: str,
+    table: Table,
+) -> Page:
+    """The page at ``at`` of ``matching`` (the matching rows as (primary key, item), in key order; those up to
+    ``at.after`` are passed over). Only the page and one row more are drawn from ``matching``, so a caller may
+    match rows as they are drawn: a page costs its own rows, not the table's. ``url`` is the collection's URL; the
+    next link is it with the request's own query options and a ``$skiptoken``."""
     preferred = page_size(headers)
-    ordered = sorted(items, key=lambda item: item[0])
-    number, after = 1, None
-    if "$skiptoken" in query:
-        cookie = _COOKIE.fullmatch(query["$skiptoken"][-1])
-        key = _LAST.search(unquote(cookie.group(2))) if cookie else None
-        if cookie is None or key is None:
-            return error(400, "0x80060888", "The $skiptoken is not a paging cookie this service issued.")
-        number, after = int(cookie.group(1)), key.group(1).lower()
-        ordered = [item for item in ordered if item[0] > after]
     size = preferred or MAX_PAGE
-    page, rest = ordered[:size], ordered[size:]
+    after = at.after
+    rows = matching if after is None else dropwhile(lambda item: item[0] <= after, matching)
+    drawn = list(islice(rows, size + 1))
+    page = drawn[:size]
     applied = (("Preference-Applied", f"odata.maxpagesize={preferred}"),) if preferred else ()
-    if not rest:
+    if len(drawn) <= size:
         return Page(page, None, applied)
+    number = at.number
     first, last = page[0][0].upper(), page[-1][0].upper()
     inner = f'<cookie page="{number}"><{table.primary_key} last="{{{last}}}" first="{{{first}}}" /></cookie>'
     token = f'<cookie pagenumber="{number + 1}" pagingcookie="{quote(inner, safe="")}" istracking="False" />'

@@ -77,6 +77,13 @@ class AnyOf:
             column, texts = self._texts
             stored = row.get(column)
             return isinstance(stored, str) and stored.casefold() in texts
+        if self._numbers is not None:  # likewise for codes (a choice column's opt-out types, on every log read)
+            column, numbers = self._numbers
+            stored = row.get(column)
+            if isinstance(stored, int | float):
+                return stored in numbers
+            if stored is None or isinstance(stored, str):
+                return False
         return any(condition.holds(row) for condition in self.conditions)
 
     @cached_property
@@ -87,6 +94,15 @@ class AnyOf:
         if len(columns) != 1 or not all(c.op == "eq" and isinstance(c.value, str) for c in self.conditions):
             return None
         return columns.pop(), frozenset(c.value.casefold() for c in self.conditions)
+
+    @cached_property
+    def _numbers(self) -> tuple[str, frozenset[int]] | None:
+        """When every clause is ``column eq number`` of one column: that column and the numbers, which a stored
+        number equals exactly when :meth:`Condition.holds` finds it equal (anything else equals none of them)."""
+        columns = {c.column.read_name for c in self.conditions}
+        if len(columns) != 1 or not all(c.op == "eq" and type(c.value) is int for c in self.conditions):
+            return None
+        return columns.pop(), frozenset(c.value for c in self.conditions)
 
 
 def keyed(table: Table, conditions: list[Condition | AnyOf]) -> list[str] | None:

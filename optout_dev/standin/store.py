@@ -58,6 +58,8 @@ class RowStore:
         self._versions: dict[Key, int] = {}
         self._rowversion = 1000
         self._writes: list[Write] = []
+        # table -> its row ids in order, remembered while no row is created or deleted: (row count, last version, ids)
+        self._keys: dict[str, tuple[int, int, list[str]]] = {}
 
     # ----- for tests -------------------------------------------------------------------------------------
 
@@ -132,13 +134,17 @@ class RowStore:
                 return None
             return dict(row), etag(self._versions[key])
 
-    def query(self, table: str) -> list[tuple[str, dict[str, Any], str]]:
-        """Every row of ``table`` with its etag, in id order."""
+    def keys(self, table: str) -> list[str]:
+        """The row ids of ``table`` in order (a list never changed afterwards). Sorted once, then reused until a row
+        is created or deleted: a create bumps the version counter, a delete alone lowers the count."""
         with self._lock:
-            return [
-                (row_id, dict(row), etag(self._versions[(table, row_id)]))
-                for row_id, row in sorted(self._rows[table].items())
-            ]
+            rows = self._rows[table]
+            known = self._keys.get(table)
+            if known is not None and known[:2] == (len(rows), self._rowversion):
+                return known[2]
+            ordered = sorted(rows)
+            self._keys[table] = (len(rows), self._rowversion, ordered)
+            return ordered
 
     def write(
         self, table: str, row_id: str, changes: dict[str, Any], wanted: list[str], changeset: Changeset | None

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from email.message import Message
+from itertools import islice
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from optout_dev.standin import users
 from optout_dev.standin.batch import Batches, OperationHooks
 from optout_dev.standin.metadata import entity_definitions, localise
-from optout_dev.standin.paging import page_size, paginate
+from optout_dev.standin.paging import Position, following, page_size, paginate, position
 from optout_dev.standin.privileges import NEEDED, UserPrivileges
 from optout_dev.standin.query import AnyOf, Condition, keyed, parse_filter, representation, selection, top
 from optout_dev.standin.recording import Traffic
@@ -167,27 +168,32 @@ class WebApi:
         limit = top(query)
         if isinstance(limit, Response):
             return limit
+        at = position(query)
+        if isinstance(at, Response):
+            return at
         annotations = _wants_annotations(headers)
-        matching = [
-            (row_id, (row, etag))
-            for row_id, row, etag in self._rows(table, conditions)
-            if all(condition.holds(row) for condition in conditions)
-        ]
+        matching: Iterator[tuple[str, tuple[dict[str, Any], str]]]
+        if limit is not None and page_size(headers) is None:  # $top applies: the first rows that match, then paged
+            matching = islice(self._matching(table, conditions, Position(1, None)), limit)
+        else:
+            matching = self._matching(table, conditions, at)
         url = f"{self.base_url}{API_PREFIX}{table.entity_set}"
-        page = paginate(matching[:limit] if page_size(headers) is None else matching, query, headers, url, table)
-        if isinstance(page, Response):
-            return page
+        page = paginate(matching, at, query, headers, url, table)
         items = [representation(table, row_id, row, etag, columns, annotations) for row_id, (row, etag) in page.rows]
         payload = {"@odata.context": self._context(table, columns), "value": items}
         if page.next_link is not None:
             payload["@odata.nextLink"] = page.next_link
         return json_response(200, payload, page.headers)
 
-    def _rows(self, table: Table, conditions: list[Condition | AnyOf]) -> list[tuple[str, dict[str, Any], str]]:
+    def _matching(
+        self, table: Table, conditions: list[Condition | AnyOf], at: Position
+    ) -> Iterator[tuple[str, tuple[dict[str, Any], str]]]:
+        """The rows after ``at`` that match, in key order, each read and matched only when it is drawn."""
         keys = keyed(table, conditions)
-        if keys is None:
-            return self._store.query(table.name)
-        return [(key, *found) for key in keys if (found := self._store.read(table.name, key)) is not None]
+        for key in following(self._store.keys(table.name) if keys is None else keys, at):
+            found = self._store.read(table.name, key)
+            if found is not None and all(condition.holds(found[0]) for condition in conditions):
+                yield key, found
 
     def _get(self, table: Table, row_id: str, query: Mapping[str, list[str]], headers: Message) -> Response:
         columns = selection(table, query, frozenset())

@@ -5,12 +5,18 @@ ignored while paging) and the ``$filter`` comparison, logical and grouping opera
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from email.message import Message
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import requests
 
 from optout_dev.standin import DataverseStandIn
+from optout_dev.standin.paging import Position, paginate
+from optout_dev.standin.query import AnyOf, Condition
 from tests.support.dataverse import TOKEN
 
 LOGS = "/api/data/v9.2/concep_emailcampaignlogs"
@@ -75,6 +81,45 @@ def test_a_row_created_while_paging_shifts_nothing_already_read(server) -> None:
     assert "00000000-0000-4000-8000-000000000000" not in rest  # before the cookie's last key: not read again
 
 
+def test_each_page_answers_the_rows_as_they_are_when_it_is_asked_for(server) -> None:
+    table = "concep_emailcampaignlog"
+    first = _get(server, LOGS + "?$filter=concep_activitytype ne 100000004", "odata.maxpagesize=2").json()
+    read = [row[KEY] for row in first["value"]]
+    rows = server.rows(table)
+    ahead = [key for key in sorted(rows) if key > read[-1] and rows[key]["concep_activitytype"] != 100000004]
+    server.delete_row(table, ahead[0])  # one fewer row
+    pages = _all_pages(server, first["@odata.nextLink"], "odata.maxpagesize=2")
+    rest = [row[KEY] for page in pages for row in page.json()["value"]]
+    assert ahead[0] not in rest and ahead[1] in rest
+
+    server.delete_row(table, ahead[1])  # as many rows as before, one of them new
+    server.add_row(table, "ffffffff-0000-4000-8000-000000000000", concep_activitytype=100000003)
+    server.add_row(table, ahead[2], concep_name="changed", concep_activitytype=100000004)  # no longer matches
+    pages = _all_pages(server, first["@odata.nextLink"], "odata.maxpagesize=2")
+    again = [row[KEY] for page in pages for row in page.json()["value"]]
+
+    assert ahead[1] not in again and ahead[2] not in again and again[-1] == "ffffffff-0000-4000-8000-000000000000"
+    assert again == sorted(again) and not set(read) & set(again)
+
+
+def test_a_page_draws_only_its_rows_and_one_more_from_the_matching_rows(server) -> None:
+    drawn: list[str] = []
+
+    def matching() -> Iterator[tuple[str, int]]:
+        for n in range(100):
+            drawn.append(f"{n:03d}")
+            yield f"{n:03d}", n
+
+    headers = Message()
+    headers["Prefer"] = "odata.maxpagesize=10"
+    table = server.tables["concep_emailcampaignlog"]
+    page = paginate(matching(), Position(3, "004"), {"$select": ["concep_name"]}, headers, server.url + LOGS, table)
+
+    assert [key for key, _ in page.rows] == [f"{n:03d}" for n in range(5, 15)]
+    assert drawn == [f"{n:03d}" for n in range(16)] and page.next_link is not None
+    assert '<cookie pagenumber="4"' in unquote(page.next_link)
+
+
 def test_a_skiptoken_the_service_did_not_issue_is_a_400(server) -> None:
     assert _get(server, f"{LOGS}?$skiptoken=page2").status_code == 400
 
@@ -131,3 +176,17 @@ def test_the_in_function_matches_a_property_against_values_given_as_strings(serv
     assert _get(server, f"{LOGS}?$filter={where(KEY, ['not a guid'])}").status_code == 400
     assert _get(server, f"{LOGS}?$filter={where('concep_activitytype', ['x'])}").status_code == 400
     assert _get(server, f"{LOGS}?$filter={where('nosuchcolumn', ['x'])}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "stored", [100000003, 100000004, True, 1, 100000003.0, "100000003", None, [100000003], Decimal(1)]
+)
+@pytest.mark.parametrize("codes", [(100000003,), (100000003, 100000005), (1, 100000005)])
+def test_a_group_of_codes_answers_as_its_clauses_one_at_a_time(server, stored, codes) -> None:
+    column = server.tables["concep_emailcampaignlog"].column("concep_activitytype")
+    assert column is not None
+    group = AnyOf(tuple(Condition(column, "eq", code) for code in codes))
+    row = {"concep_activitytype": stored}
+
+    assert group._numbers is not None
+    assert group.holds(row) == any(condition.holds(row) for condition in group.conditions)

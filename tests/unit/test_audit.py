@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from optout_core.domain import audit as audit_rules
 from optout_core.domain.audit import (
     CSV_HEADER,
     Finding,
@@ -271,6 +272,32 @@ def test_the_fast_path_remembers_a_bounded_number_of_activity_types() -> None:
     for code in range(1000):
         assert reader.read(_row(None, code, _concep_contactid_value=CONTACT)) is None
     assert len(reader._types) <= 256
+
+
+def test_a_remembered_recipient_is_the_one_its_lookup_names_as_read() -> None:
+    reader = LogReader(Settings.from_env(COLUMNS))
+    as_contact = _row(_concep_contactid_value=CONTACT.upper(), **{f"_concep_contactid_value{LOOKUP}": "contact"})
+    as_lead = _row(_concep_contactid_value=CONTACT.upper(), **{f"_concep_contactid_value{LOOKUP}": "lead"})
+    stranger = _row(_concep_contactid_value=CONTACT.upper(), **{f"_concep_contactid_value{LOOKUP}": "systemuser"})
+
+    for row in (as_contact, as_lead, stranger, as_contact, as_lead, stranger):
+        assert reader.read(row) == reader.decide(row)
+    first, again = reader.read(as_contact), reader.read(as_contact)
+    assert isinstance(first, OptOutLog) and isinstance(again, OptOutLog)
+    assert first.recipient == Recipient("contact", CONTACT) and again.recipient is first.recipient
+    assert isinstance(reader.read(stranger), UnresolvedLog)
+
+
+def test_the_fast_path_remembers_a_bounded_number_of_recipients(monkeypatch) -> None:
+    monkeypatch.setattr(audit_rules, "_RECIPIENT_CACHE_MAX", 10)
+    reader = LogReader(Settings.from_env(COLUMNS))
+    lookup = {f"_concep_contactid_value{LOOKUP}": "contact"}
+    rows = [_row(_concep_contactid_value=str(uuid.UUID(int=n)), **lookup) for n in range(30)]
+
+    found = reader.read_all(rows * 2)
+
+    assert [f.recipient.id for f in found if isinstance(f, OptOutLog)] == [str(uuid.UUID(int=n)) for n in range(30)] * 2
+    assert len(reader._recipients) == 10
 
 
 def test_a_first_recipient_column_with_an_empty_id_is_left_to_the_router_not_skipped() -> None:
