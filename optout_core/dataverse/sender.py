@@ -80,7 +80,7 @@ class RequestsSender:
         wire = self._get_wire()
         try:
             r = wire.adapter.send(wire.prepare(request), timeout=wire.timeout, verify=wire.verify, proxies=wire.proxies)
-            body = r.content  # read here: an answer cut off mid-body raises inside this try
+            body = _content(r)  # read here: an answer cut off mid-body raises inside this try
         except (requests.ConnectionError, requests.Timeout) as exc:
             # Only a failed connect proves the request never left; anything later may have committed.
             sent = not isinstance(exc, requests.ConnectTimeout)
@@ -101,6 +101,25 @@ class RequestsSender:
             if self._wire is not None:
                 self._wire.adapter.close()
                 self._wire = None
+
+
+def _content(answer: requests.Response) -> bytes:
+    """``answer.content``, read in one call instead of requests' 10 KiB chunks, each error of the read raised as
+    requests raises it (``Response.iter_content``)."""
+    import requests
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
+
+    try:
+        body: bytes = answer.raw.read(decode_content=True)
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+    return body
 
 
 class _Wire:

@@ -91,9 +91,10 @@ def test_the_connection_pool_is_resolved_once_for_the_environment(no_proxy, monk
         monkeypatch.setattr(manager, "connection_from_host", counted(manager.connection_from_host, resolved))
         answers = [sender.send(PATCH).status for _ in range(5)]
         monkeypatch.undo()
+        connections = sender._get_wire().adapter._env.pool.num_connections  # each answer read whole: one reused
         del manager  # urllib3 closes a pool's connections when the pool goes, not when the adapter closes
         sender.close()
-    assert answers == [204] * 5 and len(seen) == 5 and len(resolved) == 1
+    assert answers == [204] * 5 and len(seen) == 5 and len(resolved) == 1 and connections == 1
 
 
 def counted(function, calls):
