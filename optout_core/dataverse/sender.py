@@ -161,7 +161,7 @@ class _Wire:
 # The characters requests (urllib3's parse_url, then requote_uri) leaves as they are in a path and query: a path
 # of only these, with no dot segment ("/.") and no empty query (a "?" at its end), is the URL's tail exactly as
 # requests would prepare it. Anything else ("%", a blank, non-ASCII, "#", "[") goes through requests' own
-# preparation (tests/unit/test_sender.py compares the two).
+# preparation (tests/integration/test_requests_sender.py compares the two).
 _PLAIN = re.compile(
     r"/[A-Za-z0-9\-._~!$&'()*+,/:;=@]*(?:\?[A-Za-z0-9\-._~!$&'()*+,/:;=@?]*[A-Za-z0-9\-._~!$&'()*+,/:;=@])?"
 )
