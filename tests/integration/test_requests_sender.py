@@ -107,9 +107,9 @@ def counted(function, calls):
 
 def test_behind_a_plain_http_proxy_the_whole_url_is_the_request_target(monkeypatch):
     with recording() as (proxy, seen):
+        for name in ("http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy)
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
         sender = RequestsSender("http://dataverse.invalid", timeout=5)
         answers = [sender.send(PATCH).status for _ in range(2)]
         sender.close()
