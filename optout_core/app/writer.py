@@ -27,9 +27,7 @@ from optout_core.app.recent import Claim
 from optout_core.app.services import Services
 from optout_core.domain.errors import PermanentError
 from optout_core.domain.model import Function
-from optout_core.domain.routing import row_select
 from optout_core.domain.settings import Settings
-from optout_core.domain.verification import verified
 from optout_core.servicebus.envelopes import InboundMessage
 
 # The function's write over the deliveries that reached it, within the deadline: each delivery's position in the
@@ -94,6 +92,10 @@ class _Batch:
     def verify(self, pending: Pending, results: list[OutcomeRecord | None]) -> Pending:
         """Each work item with its campaign log row's values (all rows read in one ``$batch``); the others end
         here: rejected, or put back when the read failed transiently."""
+        # Loaded only where VERIFY_CAMPAIGN_LOG is on: the routing rules are not a writer's first event's cost.
+        from optout_core.domain.routing import row_select
+        from optout_core.domain.verification import verified
+
         settings = self.services.settings
         assert self.writer.function.route is not None
         read = self.services.dataverse.read_rows(

@@ -13,18 +13,16 @@ import base64
 import json
 import logging
 import re
+import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from optout_core.dataverse.errors import SignInFailed, sign_in_advice
 from optout_core.dataverse.odata_batch import Request, Response
 from optout_core.dataverse.sender import HttpSender, Refused, Reply
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings, is_loopback_url
-
-if TYPE_CHECKING:
-    from azure.core.credentials import AccessToken
 
 log = logging.getLogger("optout.dataverse")
 
@@ -51,6 +49,13 @@ class TokenCredentialLike(Protocol):
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
 
 
+class StaticToken(NamedTuple):
+    """``azure.core.credentials.AccessToken``'s shape, without loading azure-core for a static token."""
+
+    token: str
+    expires_on: int
+
+
 class StaticTokenCredential:
     """A fixed bearer token for loopback stand-ins. Settings refuse it for any other URL.
 
@@ -60,10 +65,8 @@ class StaticTokenCredential:
         self._token = token
         self._lifetime = lifetime
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        from azure.core.credentials import AccessToken
-
-        return AccessToken(self._token, int(time.time() + self._lifetime))
+    def get_token(self, *scopes: str, **kwargs: Any) -> StaticToken:
+        return StaticToken(self._token, int(time.time() + self._lifetime))
 
     def __repr__(self) -> str:  # never show the token
         return "StaticTokenCredential(***)"
@@ -112,15 +115,13 @@ def access_token(
         if cached.token != refused.token:
             return cached  # the credential already holds a newer token
         claims = _fresh_token_claims()
-    from azure.core.exceptions import ClientAuthenticationError
-
     try:
         fresh = credential.get_token(scope, claims=claims)
-    except ClientAuthenticationError as exc:
+    except _sign_in_errors() as exc:
         log.warning(
             "dataverse token: %s could not issue a token past its cache (%s); using its cached token",
             type(credential).__name__,
-            exc.message,
+            getattr(exc, "message", exc),
         )
         return cached if cached is not None else credential.get_token(scope)
     if fresh.token == refused.token:
@@ -181,12 +182,17 @@ class BearerToken:
             return token.token
 
     def _obtain(self, refused: AccessTokenLike | None, challenge: str | None) -> AccessTokenLike:
-        from azure.core.exceptions import ClientAuthenticationError
-
         try:
             return access_token(self._credential, self._scope, refused=refused, challenge=challenge)
-        except ClientAuthenticationError as exc:
+        except _sign_in_errors() as exc:
             raise SignInFailed(sign_in_advice(exc)) from None
+
+
+def _sign_in_errors() -> tuple[type[Exception], ...]:
+    """azure-core's ``ClientAuthenticationError`` when azure-core is loaded; none otherwise: a credential that
+    raises it has loaded azure-core, and a static token's path never loads it (a fresh process's first write)."""
+    errors = sys.modules.get("azure.core.exceptions")
+    return () if errors is None else (errors.ClientAuthenticationError,)
 
 
 class Authorized:

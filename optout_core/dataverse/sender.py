@@ -8,10 +8,13 @@ of either (retry, read back, give up) is decided above, in :mod:`optout_core.dat
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optout_core.dataverse.errors import DataverseError, OutOfTime, from_answer
 from optout_core.dataverse.odata_batch import Request, Response
@@ -19,8 +22,15 @@ from optout_core.dataverse.throttle import ThrottleGate
 
 if TYPE_CHECKING:
     import requests
+    import requests.adapters
 
-_USER_AGENT = "optout (Dataverse Web API client; python-requests)"
+# Every request's headers, before its own.
+_HEADERS = {
+    "User-Agent": "optout (Dataverse Web API client; python-requests)",
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,42 +64,23 @@ class HttpSender(Protocol):
 
 
 class RequestsSender:
-    """The only place an HTTP request is sent: one pooled ``requests`` session, the Web API's headers, no retries
-    of its own (urllib3's are off: retrying is :mod:`~optout_core.dataverse.transport`'s job)."""
+    """The only place an HTTP request is sent: ``requests``' connection pool (one
+    :class:`requests.adapters.HTTPAdapter` of this environment, see :func:`_adapter`), the Web API's headers, no
+    retries of its own (urllib3's are off: retrying is :mod:`~optout_core.dataverse.transport`'s job)."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._session: requests.Session | None = None
+        self._wire: _Wire | None = None
 
     def send(self, request: Request) -> Response | Lost:
         import requests  # lazy: the router never pays for it
 
-        headers = {
-            "User-Agent": _USER_AGENT,
-            "Accept": "application/json",
-            "OData-MaxVersion": "4.0",
-            "OData-Version": "4.0",
-            **request.headers,
-        }
-        # Prepared by hand and handed to the session's adapter (the connection pool): no cookie jar, auth, hooks
-        # or redirect handling per request, a sizeable share of a loopback write's CPU (docs/performance.md).
-        # The bearer header is the only credential, Dataverse's cookies are not needed, redirects are not followed.
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(request.method)
-        prepared.prepare_url(self.url + request.path, None)
-        prepared.prepare_headers(headers)
-        prepared.prepare_body(request.body, None)
-        session = self._get_session()
+        wire = self._get_wire()
         try:
-            r = session.get_adapter(prepared.url or "").send(
-                prepared,
-                timeout=self._timeout,
-                verify=True if session.verify is None else session.verify,
-                proxies=session.proxies,
-            )
-            body = r.content  # read here: an answer cut off mid-body raises inside this try
+            r = wire.adapter.send(wire.prepare(request), timeout=wire.timeout, verify=wire.verify, proxies=wire.proxies)
+            body = _content(r)  # read here: an answer cut off mid-body raises inside this try
         except (requests.ConnectionError, requests.Timeout) as exc:
             # Only a failed connect proves the request never left; anything later may have committed.
             sent = not isinstance(exc, requests.ConnectTimeout)
@@ -99,36 +90,163 @@ class RequestsSender:
             return Lost(sent=True, cause=f"Dataverse's answer was cut off: {type(exc).__name__}")
         return Response(r.status_code, r.headers, body)
 
-    def _get_session(self) -> requests.Session:
+    def _get_wire(self) -> _Wire:
         with self._lock:
-            if self._session is None:
-                self._session = _new_session(self.url)
-            return self._session
+            if self._wire is None:
+                self._wire = _Wire(self.url, self._timeout)
+            return self._wire
 
     def close(self) -> None:
         with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+            if self._wire is not None:
+                self._wire.adapter.close()
+                self._wire = None
 
 
-def _new_session(url: str) -> requests.Session:
+def _content(answer: requests.Response) -> bytes:
+    """``answer.content``, read in one call instead of requests' 10 KiB chunks, each error of the read raised as
+    requests raises it (``Response.iter_content``)."""
     import requests
-    from requests.adapters import HTTPAdapter
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
-    session = requests.Session()
-    # Enough pooled connections for the worker's thread pool; retries are ours, not urllib3's.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    # Proxy and CA-bundle variables are read once here instead of on every request (requests re-reads the
-    # environment per call otherwise, a sizeable share of a loopback write).
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    session.trust_env = False
-    return session
+    try:
+        body: bytes = answer.raw.read(decode_content=True)
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+    return body
+
+
+class _Wire:
+    """What every request to one environment shares, settled once: the adapter (its connection pool), the proxy
+    and CA-bundle settings (requests re-reads the environment per request otherwise), the timeout, and the
+    environment's URL as requests prepares it."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        import requests
+        from urllib3.util import Timeout
+
+        self.proxies: dict[str, str] = requests.utils.get_environ_proxies(url)
+        self.verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.timeout: Any = Timeout(connect=timeout, read=timeout)  # requests would build it anew per request
+        prepared = requests.PreparedRequest()
+        prepared.prepare_url(url + "/", None)
+        root = prepared.url or ""  # as requests writes it (scheme and host lower-cased, IDNA), ending in "/"
+        self._url = url
+        self._root = root if root.endswith("/") and "?" not in root and "#" not in root else None
+        # A root the fast paths cannot serve gets an environment no URL starts with: requests does it all.
+        self.adapter = _adapter()(_Environment(self._root or "\0", self.verify, self.proxies))
+
+    def prepare(self, request: Request) -> requests.PreparedRequest:
+        """The request as requests would prepare it, without the cookie jar, auth, hooks or redirect handling of
+        ``Session.request``, and without parsing the URL again when it needs no quoting (:func:`plain_path`)."""
+        import requests
+
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(request.method)
+        if self._root is not None and plain_path(request.path):
+            prepared.url = self._root + request.path[1:]
+        else:
+            prepared.prepare_url(self._url + request.path, None)
+        prepared.prepare_headers({**_HEADERS, **request.headers})
+        prepared.prepare_body(request.body, None)
+        return prepared
+
+
+# The characters requests (urllib3's parse_url, then requote_uri) leaves as they are in a path and query: a path
+# of only these, with no dot segment ("/.") and no empty query (a "?" at its end), is the URL's tail exactly as
+# requests would prepare it. Anything else ("%", a blank, non-ASCII, "#", "[") goes through requests' own
+# preparation (tests/integration/test_requests_sender.py compares the two).
+_PLAIN = re.compile(
+    r"/[A-Za-z0-9\-._~!$&'()*+,/:;=@]*(?:\?[A-Za-z0-9\-._~!$&'()*+,/:;=@?]*[A-Za-z0-9\-._~!$&'()*+,/:;=@])?"
+)
+
+
+def plain_path(path: str) -> bool:
+    """Whether ``path`` (from the environment root, starting with "/") goes into the URL unchanged."""
+    return _PLAIN.fullmatch(path) is not None and "/." not in path
+
+
+class _Environment:
+    """One environment's settled request route: its root URL as requests writes it, the TLS and proxy settings the
+    sender passes, and, once resolved, its connection pool and whether the request target is the path (not behind
+    a plain-HTTP proxy, which is sent the whole URL)."""
+
+    def __init__(self, root: str, verify: bool | str, proxies: dict[str, str]) -> None:
+        from urllib.parse import urlsplit
+
+        self.root, self.verify, self.proxies = root, verify, proxies
+        self.origin = len(root) - len(urlsplit(root).path)  # root[:origin] is scheme://host[:port]
+        self.pool: Any = None
+        self.target_is_path = True
+
+    def owns(self, url: str | None, proxies: Any) -> bool:
+        """A request to this environment (no fragment), sent with the sender's own proxy settings."""
+        return url is not None and url.startswith(self.root) and "#" not in url and proxies == self.proxies
+
+    def pool_for(self, url: str | None, verify: Any, proxies: Any, cert: Any) -> Any:
+        """The resolved pool when it serves this request (None: not resolved yet, or another route)."""
+        if self.pool is None or cert is not None or verify != self.verify:
+            return None
+        return self.pool if self.owns(url, proxies) else None
+
+
+@functools.cache
+def _adapter() -> Callable[[_Environment], requests.adapters.HTTPAdapter]:
+    """:class:`requests.adapters.HTTPAdapter` for one environment (built on first use: requests loads with the first
+    request). requests resolves the connection pool, the TLS settings and the request target anew for every request,
+    and reads the cookies of every answer into a jar; through the hooks it documents for subclasses this adapter
+    resolves them once for its environment and skips the jar (the bearer header is the only credential). Requests
+    to any other URL, or with other TLS or proxy settings, take requests' own path."""
+    from requests import Response as Answer
+    from requests.adapters import HTTPAdapter
+    from requests.structures import CaseInsensitiveDict
+
+    class EnvironmentAdapter(HTTPAdapter):
+        def __init__(self, environment: _Environment) -> None:
+            # Enough pooled connections for the worker's thread pool; retries are ours, not urllib3's.
+            super().__init__(pool_connections=4, pool_maxsize=32, max_retries=0)
+            self._env = environment
+
+        def get_connection_with_tls_context(
+            self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
+        ) -> Any:
+            env = self._env
+            pool = env.pool_for(request.url, verify, proxies, cert)
+            if pool is not None:
+                return pool
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if env.owns(request.url, proxies) and verify == env.verify and cert is None:
+                super().cert_verify(pool, request.url, verify, cert)  # type: ignore[no-untyped-call]
+                env.target_is_path = super().request_url(request, proxies) == request.path_url
+                env.pool = pool
+            return pool
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            if conn is not self._env.pool:  # this environment's pool was checked when it was resolved
+                super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+
+        def request_url(self, request: Any, proxies: Any) -> str:
+            env, url = self._env, request.url
+            if env.target_is_path and env.owns(url, proxies):
+                return str(url[env.origin :])
+            return super().request_url(request, proxies)
+
+        def build_response(self, req: Any, resp: Any) -> Answer:
+            """requests' answer without its cookie jar and encoding guess (the body is read as bytes)."""
+            answer = Answer()
+            answer.status_code = resp.status
+            answer.headers = CaseInsensitiveDict(resp.headers)
+            answer.raw, answer.reason, answer.url = resp, resp.reason, req.url
+            answer.request, answer.connection = req, self
+            return answer
+
+    return EnvironmentAdapter
 
 
 class Gated:

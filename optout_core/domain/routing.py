@@ -10,7 +10,7 @@ child workflow is never started.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -153,30 +153,44 @@ def explain_row_request(request: RowRequest) -> Decision:
 
 
 def _decide_context(context: CampaignLogContext, log_id: str, settings: Settings) -> Decision:
-    ids = Decision(
-        Outcome.ROUTED, log_id=log_id, operation_id=context.operation_id, correlation_id=context.correlation_id
-    )
+    operation_id, correlation_id = context.operation_id, context.correlation_id
     activity = route = None
     try:
         activity = _activity_type(context, settings)
         route = _route(activity, settings)
         recipient = _recipient(context, settings)
-    except _Stop as stop:
-        return replace(ids, outcome=stop.outcome, reason=stop.reason, route=route, activity_type=activity)
-    except UnreadableMessage as exc:
-        return replace(ids, outcome=Outcome.REJECTED, reason=str(exc), route=route, activity_type=activity)
+    except (_Stop, UnreadableMessage) as stop:
+        outcome, reason = (stop.outcome, stop.reason) if isinstance(stop, _Stop) else (Outcome.REJECTED, str(stop))
+        return Decision(
+            outcome,
+            reason,
+            log_id=log_id,
+            operation_id=operation_id,
+            correlation_id=correlation_id,
+            route=route,
+            activity_type=activity,
+        )
     item = WorkItem(
         route=route,
         log_id=log_id,
         recipient=recipient,
         activity_type=activity.label,
         activity_code=activity.code,
-        operation_id=context.operation_id,
-        correlation_id=context.correlation_id,
+        operation_id=operation_id,
+        correlation_id=correlation_id,
         occurred_on=context.created_on(),
         detail=_detail(context, settings) if route is Route.BOUNCE else None,
     )
-    return replace(ids, route=route, activity_type=activity, recipient=recipient, work_item=item)
+    return Decision(
+        Outcome.ROUTED,
+        log_id=log_id,
+        operation_id=operation_id,
+        correlation_id=correlation_id,
+        route=route,
+        activity_type=activity,
+        recipient=recipient,
+        work_item=item,
+    )
 
 
 def _check_source(context: ContextHeader, settings: Settings) -> str:

@@ -2,6 +2,9 @@
 put-back within the retry window, verification before anything that can make a later copy a duplicate."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +174,13 @@ def test_a_batch_handed_back_part_way_logs_exactly_one_line_per_message(standin,
     lines = [json.loads(r.getMessage().removeprefix("outcome ")) for r in caplog.records if r.name == "optout"]
     assert sorted(line["message_id"] for line in lines) == sorted(m.message_id for m in batch)
     assert {line["outcome"] for line in lines} == {"retry"}
+
+
+def test_the_writers_load_the_routing_rules_only_to_verify_a_campaign_log():
+    code = (
+        "import sys, optout_core.app.opt_out, optout_core.app.bounce; "
+        "print(sorted(m for m in sys.modules if m.endswith(('.routing', '.verification', '.execution_context'))))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "[]"

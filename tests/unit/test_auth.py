@@ -1,8 +1,12 @@
 """The bearer token (optout_core.dataverse.auth.BearerToken) and the sender that signs with it (Authorized):
 cached while good, refreshed before it expires, replaced once after a 401."""
 
+import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -14,6 +18,7 @@ from optout_core.dataverse.odata_batch import Request
 from optout_core.dataverse.sender import Refused
 from tests.support.fake_sender import FakeSender, answer
 
+ROOT = Path(__file__).resolve().parents[2]
 SCOPE = "https://contoso.crm.dynamics.com/.default"
 GET = Request("GET", "/api/data/v9.2/WhoAmI")
 
@@ -91,3 +96,32 @@ def test_a_credential_that_gives_the_refused_token_again_is_not_asked_to_send_it
     reply = Authorized(sender, BearerToken(Tokens("static"), SCOPE)).send(GET)
     assert isinstance(reply, Refused) and "gave the refused token again" in reply.what
     assert len(sender.requests) == 1
+
+
+_STATIC_CHILD = """
+import json, sys
+from optout_core.app.services import build_dataverse_client
+from optout_core.dataverse.auth import BearerToken, StaticTokenCredential, dataverse_credential
+from optout_core.domain.settings import Settings
+settings = Settings.from_env({"DATAVERSE_URL": "http://127.0.0.1:9", "DATAVERSE_TOKEN": "local-token"})
+build_dataverse_client(settings)
+token = BearerToken(dataverse_credential(settings), "http://127.0.0.1:9/.default")
+assert token.current() == "local-token" and token.replace("local-token", None) == "local-token"
+print(json.dumps(sorted(name for name in sys.modules if name.startswith(("azure.core", "azure.identity")))))
+"""
+
+
+def test_a_static_token_never_loads_azure_core_or_azure_identity():
+    child = subprocess.run(
+        [sys.executable, "-c", _STATIC_CHILD], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(child.stdout.splitlines()[-1]) == []
+
+
+def test_a_sign_in_failure_still_ends_as_signin_failed_once_azure_core_is_loaded():
+    class Refusing:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("AADSTS700016: application not found")
+
+    with pytest.raises(SignInFailed):
+        BearerToken(Refusing(), SCOPE).current()
