@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import os
 import platform
 import random
@@ -331,6 +332,31 @@ def quiet_logging() -> None:
     log = logging.getLogger("optout")
     log.propagate = False
     log.addHandler(logging.NullHandler())
+
+
+class _Shipped(logging.Handler):
+    """Formats each record, as the Functions worker does before it ships the line to the host; keeps nothing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+@contextlib.contextmanager
+def production_logging() -> Iterator[None]:
+    """The ``optout`` logger as deployed (host.json: Information): every outcome line built and formatted, as
+    the worker would ship it, then dropped (not printed into the report)."""
+    log = logging.getLogger("optout")
+    saved = (log.level, log.propagate)
+    shipped = _Shipped(logging.INFO)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(shipped)
+    try:
+        yield
+    finally:
+        log.removeHandler(shipped)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
 
 
 def fresh_child(args: Sequence[str], env: Mapping[str, str], what: str) -> dict[str, Any]:

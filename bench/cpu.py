@@ -6,7 +6,9 @@ warm-up). The floor: what any process must spend on the same event, ``json.loads
 ``PATCH`` of the same row through a bare ``http.client`` connection (kept alive) to the same stand-in. The two
 alternate in blocks of ``BLOCK`` events after a warm-up, so the machine's state is shared alike; the CPU is
 ``time.process_time`` (this process only: not the stand-in's), summed per side, and the key is the ratio of the
-two sums per event. ``--profile`` (``python -m bench.cpu --profile``) prints where ours goes (cProfile).
+two sums per event. The ``optout`` logger is at Information, as deployed (host.json), each outcome line
+built and formatted as the worker would ship it (``production_logging``). ``--profile``
+(``python -m bench.cpu --profile``) prints where ours goes (cProfile).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from .common import TOKEN, opt_out_bodies, pipeline_settings
+from .common import TOKEN, opt_out_bodies, pipeline_settings, production_logging
 from .standin_proc import RemoteStandIn, row_id
 
 PREFIX, TAG = 0xC9C1, 0xC9D
@@ -67,7 +69,7 @@ def measure(events: int, warm: int = 50) -> dict[str, Any]:
     floor_bodies = list(opt_out_bodies(total, lambda i: row_id(PREFIX, total + i), tag=TAG + 1))
     cpu = {"ours": 0.0, "floor": 0.0}
     outcomes: dict[str, int] = {}
-    with RemoteStandIn(latency=SERVICE_TIME) as standin:
+    with production_logging(), RemoteStandIn(latency=SERVICE_TIME) as standin:
         standin.seed(PREFIX, 2 * total)
         pipeline = LocalPipeline(pipeline_settings(standin.url))
         floor = Floor(standin.url)
@@ -116,7 +118,7 @@ def profile(events: int = 1000, top: int = 25) -> str:
     from optout_dev.local import LocalPipeline
 
     bodies = list(opt_out_bodies(events + 50, lambda i: row_id(PREFIX, i), tag=TAG))
-    with RemoteStandIn(latency=SERVICE_TIME) as standin:
+    with production_logging(), RemoteStandIn(latency=SERVICE_TIME) as standin:
         standin.seed(PREFIX, events + 50)
         pipeline = LocalPipeline(pipeline_settings(standin.url))
         for index in range(50):
