@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("optout")
 RETRY = "retry"  # not an outcome: the message goes back to Service Bus for another delivery
-# optout_core.app.telemetry's CONNECTION_STRING: without it the telemetry module is not even loaded.
+# The setting that turns telemetry on (optout_core.app.telemetry): without it that module is not even loaded.
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 _TELEMETRY = "optout_core.app.telemetry"
 

@@ -22,6 +22,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+# The setting that turns telemetry on: the outcome line reads it to decide whether to load this module at all.
+from optout_core.app.outcome import CONNECTION_STRING
+
 log = logging.getLogger("optout")
 METER = "optout"
 OUTCOMES = "optout.outcomes"  # counter, per function and outcome
@@ -41,7 +44,6 @@ AUDIT_COUNTS = (
     "requests",
 )
 LOGGER = "optout.outcomes"  # the distro's logger: outcome lines with their fields as custom dimensions
-CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 # The distro would also trace every HTTP request (Dataverse URLs) and Azure SDK call; outcomes say enough.
 _NOT_INSTRUMENTED = ("azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")

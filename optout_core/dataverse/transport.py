@@ -201,17 +201,16 @@ class _Run:
     def _wait(self, failure: DataverseError, left: int, deadline: float | None) -> bool:
         """Wait before the next round as the failure policy says; False when no round is to follow."""
         step = next_step(failure.failure, attempt=self.attempt, policy=self._policy, can_put_back=False)
-        if not isinstance(step, RetryNow) or (deadline is not None and time.monotonic() + step.delay > deadline):
-            if failure.retry_after is not None:  # the user's window is closed to every request, retried here or not
-                self._gate.hold(min(failure.retry_after, self._policy.retry_after_cap), paces=paces(failure.code))
-            if isinstance(step, RetryNow):
-                log.info("dataverse: the time budget is used up; %d operation(s) left for later", left)
+        if failure.retry_after is not None:  # a 429 (within the cap): the user's window is closed to every request
+            self._gate.hold(failure.retry_after, paces=paces(failure.code))  # of the process, retried here or not
+        if not isinstance(step, RetryNow):
+            return False
+        if deadline is not None and time.monotonic() + step.delay > deadline:
+            log.info("dataverse: the time budget is used up; %d operation(s) left for later", left)
             return False
         log.info(
             "dataverse retry: %d operation(s), attempt=%d delay=%.2fs cause=%s", left, self.attempt, step.delay, failure
         )
-        if step.throttled:
-            self._gate.hold(step.delay, paces=paces(failure.code))  # every worker of this process waits
-        else:
+        if not step.throttled:  # a throttled retry waits at the gate, with every other worker of the process
             self._sleep(step.delay)
         return True
