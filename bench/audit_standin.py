@@ -6,9 +6,7 @@ answers JSON commands one per line (bench/standin_proc.py's protocol and command
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from typing import Any
 
 from .common import TOKEN
@@ -20,33 +18,26 @@ CREATED_ON = "2025-03-14T09:26:53Z"
 def _serve() -> None:
     from optout_dev.standin import SAMPLES_ACTIVITY_OPTIONS, DataverseStandIn, Fault
 
-    from .standin_proc import _command
+    from .standin_proc import _command, answer_commands
 
     code = {label: c for c, label in SAMPLES_ACTIVITY_OPTIONS.items()}["Group Opt out"]
+
+    def handle(name: str, command: dict[str, Any]) -> dict[str, Any]:
+        if name != "seed_window":
+            return _command(standin, name, command, Fault)
+        for index, recipient in enumerate(command["recipients"]):  # log row_id(prefix, i) names its recipient
+            standin.add_row(
+                "concep_emailcampaignlog",
+                row_id(command["prefix"], index),
+                concep_activitytype=code,
+                **{"concep_activitytype@OData.Community.Display.V1.FormattedValue": "Group Opt out"},
+                createdon=CREATED_ON,
+                concep_contactid=row_id(command["recipient_prefix"], recipient),
+            )
+        return {"seeded": len(command["recipients"])}
+
     with DataverseStandIn(token=TOKEN, presets=("samples",)) as standin:
-        print(json.dumps({"url": standin.url, "pid": os.getpid()}), flush=True)
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            command = json.loads(line)
-            name = command.pop("cmd")
-            try:
-                if name == "seed_window":  # log row_id(prefix, i) names contact row_id(recipient_prefix, recipients[i])
-                    for index, recipient in enumerate(command["recipients"]):
-                        standin.add_row(
-                            "concep_emailcampaignlog",
-                            row_id(command["prefix"], index),
-                            concep_activitytype=code,
-                            **{"concep_activitytype@OData.Community.Display.V1.FormattedValue": "Group Opt out"},
-                            createdon=CREATED_ON,
-                            concep_contactid=row_id(command["recipient_prefix"], recipient),
-                        )
-                    reply: dict[str, Any] = {"seeded": len(command["recipients"])}
-                else:
-                    reply = _command(standin, name, command, Fault)
-            except Exception as exc:  # noqa: BLE001 — report, keep serving
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            print(json.dumps(reply), flush=True)
+        answer_commands({"url": standin.url, "pid": os.getpid()}, handle)
 
 
 class AuditStandIn(RemoteStandIn):

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -54,17 +55,23 @@ def _serve(config: dict[str, Any]) -> None:
         hello = {"url": standin.url, "pid": os.getpid()}
         if config.get("tls"):
             hello["ca_file"] = standin.ca_file
-        print(json.dumps(hello), flush=True)
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            command = json.loads(line)
-            name = command.pop("cmd")
-            try:
-                reply = _command(standin, name, command, Fault)
-            except Exception as exc:  # noqa: BLE001 — report, keep serving
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            print(json.dumps(reply), flush=True)
+        answer_commands(hello, lambda name, args: _command(standin, name, args, Fault))
+
+
+def answer_commands(hello: dict[str, Any], handle: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
+    """The child's protocol: ``hello`` as one JSON line, then each JSON command line (``cmd`` and its arguments)
+    answered by ``handle(name, args)`` with one JSON line; an error is reported and the child keeps serving."""
+    print(json.dumps(hello), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = json.loads(line)
+        name = command.pop("cmd")
+        try:
+            reply = handle(name, command)
+        except Exception as exc:  # noqa: BLE001 — report, keep serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(reply), flush=True)
 
 
 def _command(standin: Any, name: str, args: dict[str, Any], fault_type: Any) -> dict[str, Any]:
