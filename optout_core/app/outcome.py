@@ -76,8 +76,12 @@ class OutcomeRecord:
 _FIELDS = {field.name: field for field in dataclasses.fields(OutcomeRecord)}
 
 
+# One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
 def _line(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
+    return _ENCODER.encode(fields)
 
 
 def log_outcome(record: OutcomeRecord, started: float) -> OutcomeRecord:

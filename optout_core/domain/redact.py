@@ -87,4 +87,6 @@ def redact(text: str, limit: int = MAX_REASON) -> str:
     """``text`` as it may leave the app: cut to a bounded size first (so the masking's work is bounded too),
     addresses masked, then cut to ``limit``. An address cut in half by the first cut is still masked: a
     dotless domain counts."""
+    if len(text) <= limit and "@" not in text:  # most ids and labels: nothing to cut or mask
+        return text
     return cap(mask_emails(text[: 2 * limit]), limit)

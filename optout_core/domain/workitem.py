@@ -14,6 +14,9 @@ from optout_core.domain.model import ENTITY_SETS, Recipient, Route
 VERSION = 1
 MAX_RESCHEDULES = 1_000_000  # far beyond any retry window's put-backs; keeps put-back MessageIds short
 _LATEST = 32_503_680_000  # the year 3000 as Unix time: later than any first attempt
+# Compact, with ASCII escapes: a lone surrogate in a label or bounce detail cannot break the UTF-8 body. One
+# encoder for every item (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class InvalidWorkItem(PermanentError):
@@ -68,8 +71,7 @@ class WorkItem:
             "first_attempt": self.first_attempt,
             "last_error": self.last_error,
         }
-        # ASCII escapes: a lone surrogate in a label or bounce detail cannot break the UTF-8 body.
-        return json.dumps(document, separators=(",", ":")).encode("ascii")
+        return _ENCODER.encode(document).encode("ascii")
 
     @classmethod
     def from_json(cls, body: bytes) -> WorkItem:
