@@ -1,5 +1,10 @@
 """Many requests as one or more ``$batch`` requests (up to 1,000 parts each, ``continue-on-error``), and each
-part's answer matched back to its request. The wire format is :mod:`~optout_core.dataverse.odata_batch`'s."""
+part's answer matched back to its request. The wire format is :mod:`~optout_core.dataverse.odata_batch`'s.
+
+A batch groups several operations into one request (docs/dataverse-webapi.md §5): a lone operation (a single
+request, or a last chunk of one) is sent as itself, and its reply is the one it gets when not batching. A part's
+answer and a plain one read alike (a :class:`~optout_core.dataverse.odata_batch.Response` either way); only a
+whole-``$batch`` failure is a :class:`~optout_core.dataverse.sender.Refused` that stands for each part."""
 
 from __future__ import annotations
 
@@ -14,14 +19,18 @@ Send = Callable[[Request], Reply]
 
 
 def replies(send: Send, requests: Sequence[Request], *, batch: bool) -> Iterator[Reply]:
-    """Each request's reply, in order: one request each, or ``$batch`` chunks. Lazy: a chunk is sent only when
-    its first reply is asked for, so a caller that has seen enough sends no more."""
+    """Each request's reply, in order: one request each, or ``$batch`` chunks of two or more. Lazy: a chunk is
+    sent only when its first reply is asked for, so a caller that has seen enough sends no more."""
     if not batch:
         for request in requests:
             yield send(request)
         return
     for start in range(0, len(requests), odata_batch.MAX_OPERATIONS):
-        yield from exchange(send, requests[start : start + odata_batch.MAX_OPERATIONS])
+        chunk = requests[start : start + odata_batch.MAX_OPERATIONS]
+        if len(chunk) == 1:  # a batch of one is the same request wrapped: send it as itself
+            yield send(chunk[0])
+        else:
+            yield from exchange(send, chunk)
 
 
 def exchange(send: Send, requests: Sequence[Request]) -> list[Reply]:

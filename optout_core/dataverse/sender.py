@@ -9,6 +9,7 @@ of either (retry, read back, give up) is decided above, in :mod:`optout_core.dat
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,24 @@ _HEADERS = {
     "OData-MaxVersion": "4.0",
     "OData-Version": "4.0",
 }
+
+
+class _NoQuery(logging.Filter):
+    """urllib3 logs each request line at DEBUG, query included; a query can name an email address (a ``$filter``
+    on a consent record's address), so the line keeps the path only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_path_only(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _path_only(text: str) -> str:
+    path, query, _ = text.partition("?")
+    return f"{path}?<query>" if query else path
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_NoQuery())
 
 
 @dataclass(frozen=True, slots=True)

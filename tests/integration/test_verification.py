@@ -135,6 +135,6 @@ def test_check_connect_fails_when_verification_is_on_and_the_log_table_cannot_be
     from optout_core.cli.check import connect
     from optout_dev.standin import Fault
 
-    standin.inject(Fault(status=403, code="0x80040220", method="GET", path_contains=ENTITY, inner=True))
+    standin.inject(Fault(status=403, code="0x80040220", method="GET", path_contains=ENTITY))
     diagnosis = connect(Settings.from_env(standin_env(standin, VERIFY_CAMPAIGN_LOG="true")))
     assert not diagnosis.ok and "grant the application user's security role Read" in diagnosis.message

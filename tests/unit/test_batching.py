@@ -1,5 +1,5 @@
-"""Many requests as $batch chunks, and each part's answer matched back to its request
-(optout_core.dataverse.batching)."""
+"""Many requests as $batch chunks, and each part's answer matched back to its request; a lone request goes as
+itself (optout_core.dataverse.batching)."""
 
 from optout_core.dataverse.batching import replies
 from optout_core.dataverse.odata_batch import MAX_OPERATIONS, Request
@@ -12,8 +12,12 @@ def reads(n):
 
 
 def each_part(status):
-    """A $batch answer with one ``status`` part per part of the request."""
-    return lambda request: batch_answer([answer(status)] * len(parts_of(request)))
+    """A $batch answer with one ``status`` part per part of the request; ``status`` to a request sent alone."""
+
+    def reply(request):
+        return batch_answer([answer(status)] * len(parts_of(request))) if request.path.endswith("/$batch") else status
+
+    return reply
 
 
 def test_without_batch_each_request_goes_alone_in_order():
@@ -30,10 +34,28 @@ def test_a_batch_is_one_request_continuing_on_error_and_its_parts_answer_in_orde
     assert [p.path for p in parts_of(request)] == [r.path for r in reads(2)]
 
 
-def test_batches_are_split_at_the_web_api_limit():
+def test_a_lone_request_goes_as_itself_not_as_a_batch_of_one():
+    sender = FakeSender(answer(404, {"error": {"code": "0x80040217", "message": "not found"}}))
+    [reply] = replies(sender.send, reads(1), batch=True)
+    assert reply.status == 404 and not isinstance(reply, Refused)  # as a part's answer reads: the request's own
+    assert sender.requests == reads(1)
+
+
+def test_a_lone_request_gets_its_own_error_answer_not_a_whole_batch_refusal():
+    busy = answer(429, {"error": {"code": "0x80072322", "message": "busy"}}, **{"Retry-After": "4"})
+    assert list(replies(FakeSender(busy).send, reads(1), batch=True)) == [busy]
+
+
+def test_a_lone_request_without_an_answer_is_lost_as_sent():
+    lost = Lost(sent=True, cause="Dataverse unreachable: ReadTimeout")
+    assert list(replies(FakeSender(lost).send, reads(1), batch=True)) == [lost]
+
+
+def test_batches_are_split_at_the_web_api_limit_and_a_lone_remainder_goes_as_itself():
     sender = FakeSender(otherwise=each_part(204))
     assert len(list(replies(sender.send, reads(MAX_OPERATIONS + 1), batch=True))) == MAX_OPERATIONS + 1
-    assert [len(parts_of(r)) for r in sender.requests] == [MAX_OPERATIONS, 1]
+    first, last = sender.requests
+    assert len(parts_of(first)) == MAX_OPERATIONS and last == reads(MAX_OPERATIONS + 1)[-1]
 
 
 def test_a_chunk_is_sent_only_when_its_first_answer_is_wanted():
