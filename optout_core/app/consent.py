@@ -28,7 +28,6 @@ from optout_core.domain.consent import (
     DUPLICATE_RECORD,
     ENTITY_SET,
     QUERY_SELECT,
-    ConsentSettings,
     Existing,
     Plan,
     Scope,
@@ -40,7 +39,9 @@ from optout_core.domain.consent import (
     plan,
     query_filter,
     record_id,
+    scopes,
 )
+from optout_core.domain.consent_settings import ConsentSettings
 from optout_core.domain.model import ENTITY_SETS, Recipient
 from optout_core.domain.redact import mask_emails
 
@@ -90,7 +91,7 @@ def write_consent(
             if found.error is not None:
                 results[key] = found
             else:
-                plans[key] = plan(shared[key][0], settings.scopes, [Existing.from_row(r) for r in found.value or ()])
+                plans[key] = plan(shared[key][0], scopes(settings), [Existing.from_row(r) for r in found.value or ()])
         descriptions = {key: settings.description_for(log_ids[shared[key][1]]) for key in plans}
         written, sent = _write(plans, descriptions, client, deadline)
         requests += sent

@@ -27,13 +27,13 @@ from optout_core.app.services import Services
 from optout_core.app.writer import Ending, Writer, handle
 from optout_core.dataverse.errors import DataverseError
 from optout_core.dataverse.result import Attempt
-from optout_core.domain.consent import Tally
 from optout_core.domain.model import OPT_OUT, Outcome, Recipient
 from optout_core.servicebus.envelopes import InboundMessage
 
 if TYPE_CHECKING:
     from optout_core.app.services import Dataverse
     from optout_core.dataverse.client import Written
+    from optout_core.domain.consent import Tally
     from optout_core.domain.settings import Settings
 
 
@@ -141,6 +141,8 @@ def _ended(delivery: Delivery, outcome: RecipientWrite, together: int) -> Outcom
         return delivery.after_failure(failed)
     reason = None if outcome.found else delivery.recipient_missing()
     if settings.consent.enabled:
+        from optout_core.domain.consent import Tally  # loaded only where the consent write is on
+
         tally = outcome.consent
         reason = tally.describe(wrote) if isinstance(tally, Tally) else f"{reason}; no consent record written"
     if together > 1:

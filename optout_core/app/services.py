@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from optout_core.app.recent import RecentWork
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
-from optout_core.servicebus.sender import QueueSender, ServiceBusSender
 
-if TYPE_CHECKING:  # the client module loads with the first write, not at indexing
+if TYPE_CHECKING:  # the client modules load with their first use, not at indexing
     from optout_core.dataverse.client import DataverseClient, Write, Written
     from optout_core.dataverse.result import Attempt, Batch
+    from optout_core.servicebus.sender import QueueSender
 
 
 class Dataverse(Protocol):
@@ -95,6 +95,8 @@ class Services:
     def sender(self) -> QueueSender:
         with self._lock:
             if self._sender is None:
+                from optout_core.servicebus.sender import ServiceBusSender  # a writer's applied event sends nothing
+
                 self._sender = ServiceBusSender(self._env)
             return self._sender
 

@@ -9,7 +9,7 @@ from optout_core.cli.schema import GLOBAL, RECIPIENT_TABLES, SchemaReader, Table
 from optout_core.cli.schema_check import app_user_id, no_application_user
 from optout_core.dataverse.client import DataverseClient
 from optout_core.dataverse.errors import DataverseError
-from optout_core.domain.consent import TABLE, ConsentType, Scope
+from optout_core.domain.consent import TABLE, ConsentType, Scope, scopes
 from optout_core.domain.settings import Settings
 
 _ROLE = "the application user's security role (README, Dataverse set-up: the least-privilege role)"
@@ -33,14 +33,14 @@ def consent_findings(client: DataverseClient, settings: Settings) -> list[Findin
                 )
             ]
         findings = [ok("consent.table", f"the contact point consent table {TABLE} exists")]
-        findings += [_scope(client, scope) for scope in consent.scopes]
+        findings += [_scope(client, scope) for scope in scopes(consent)]
         recipients = {name: reader.table(name) for name in RECIPIENT_TABLES}
         findings += _address_columns(recipients, consent.address_columns)
         user = app_user_id(client, settings, client.whoami())
         if user is None:
             findings.append(no_application_user(settings, "consent.app_user_missing"))
         else:
-            findings.append(_privileges(reader, user, table, recipients, consent.scopes))
+            findings.append(_privileges(reader, user, table, recipients, scopes(consent)))
     except DataverseError as exc:
         return [error("consent.unreadable", f"checking the consent write failed: {exc}", f"grant {_ROLE} Read on it")]
     return findings

@@ -26,11 +26,11 @@ from optout_core.domain.settings import Settings, is_loopback_url
 
 log = logging.getLogger("optout.dataverse")
 
-# The ``claims`` parameter of a Bearer challenge, quoted or bare (RFC 9110 auth-param).
 # Refresh a cached token this long before it expires, so a request never leaves with a dying token.
 _TOKEN_MARGIN_SECONDS = 300
 _NOT_RENEWED = " and the credential gave the refused token again (a static token, or one it cannot renew)"
-_CLAIMS_PARAMETER = re.compile(r'(?:^|[\s,])claims\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
+# The ``claims`` parameter of a Bearer challenge, quoted or bare (RFC 9110 auth-param); compiled with the first 401.
+_CLAIMS_PARAMETER = r'(?:^|[\s,])claims\s*=\s*(?:"([^"]*)"|([^\s,]+))'
 
 
 class AccessTokenLike(Protocol):
@@ -135,7 +135,7 @@ def challenge_claims(challenge: str) -> str | None:
     Accepted whatever the ``error`` parameter says (``insufficient_claims`` per Entra's documentation,
     ``invalid_token`` in some services' revocation challenges); a value that is not base64 JSON is ignored.
     """
-    match = _CLAIMS_PARAMETER.search(challenge)
+    match = re.search(_CLAIMS_PARAMETER, challenge, re.IGNORECASE)
     if not match:
         return None
     encoded = (match.group(1) if match.group(1) is not None else match.group(2)).strip()

@@ -11,18 +11,19 @@ duplicate-key refusal and updates the first's record instead of adding a second 
 Two rules hold whatever exists: a record is never set to anything but Opted Out (nobody is opted *in*), and records
 of other channels, purposes and topics are never touched. A record that is already opted out is left alone, so a
 redelivered or duplicate opt-out writes nothing twice.
+
+What the write is for (its purposes, topics, address columns and text) is :mod:`.consent_settings`.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from optout_core.domain.errors import SettingsError
+from optout_core.domain.consent_settings import ConsentSettings
 from optout_core.domain.ids import normalise_guid
 from optout_core.domain.odata import equals
 
@@ -36,7 +37,6 @@ CONSENT_TYPE = "msdynmkt_contactpointconsenttype"
 SOURCE = "msdynmkt_source"
 REASON = "msdynmkt_logicalreason"  # the choice "Reason"
 DESCRIPTION = "msdynmkt_reason"  # the free text "Reason Description"
-DESCRIPTION_MAX = 500
 # A create with a primary key that is taken: error.code 0x80040237 DuplicateRecord ("Cannot insert duplicate key"),
 # https://learn.microsoft.com/power-apps/developer/data-platform/reference/web-service-error-codes and
 # https://learn.microsoft.com/troubleshoot/power-platform/power-apps/dataverse/client-errors. The code is the
@@ -50,8 +50,6 @@ EMAIL = 534120000  # Channel: Email
 OPTED_OUT = 534120002  # Consent status: Opted Out (534120000 Not Set, 534120001 Opted In: never written)
 SOURCE_INTERNAL = 534120000
 NO_REASONS = 534119999
-DESCRIPTION_PLACEHOLDERS = ("log_id",)
-DEFAULT_DESCRIPTION = "Opted out by optout from Concep campaign log {log_id}"
 
 
 class ConsentType(IntEnum):
@@ -82,46 +80,11 @@ class Scope:
         return f"{self.table}/{self.id}"
 
 
-@dataclass(frozen=True)
-class ConsentSettings:
-    """The consent write's settings; no purpose and no topic means it is off (the app's behaviour before it)."""
-
-    purposes: tuple[str, ...] = ()
-    topics: tuple[str, ...] = ()
-    address_columns: tuple[str, ...] = ("emailaddress1",)
-    description: str = DEFAULT_DESCRIPTION
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.purposes or self.topics)
-
-    @property
-    def scopes(self) -> tuple[Scope, ...]:
-        return tuple(Scope(ConsentType.PURPOSE, p) for p in self.purposes) + tuple(
-            Scope(ConsentType.TOPIC, t) for t in self.topics
-        )
-
-    @classmethod
-    def parse(cls, purposes: str, topics: str, columns: str, description: str) -> ConsentSettings:
-        """From the raw CONSENT_PURPOSE_IDS, CONSENT_TOPIC_IDS, RECIPIENT_EMAIL_COLUMNS, CONSENT_REASON_DESCRIPTION."""
-        names = [c.strip().lower() for c in columns.split(";") if c.strip()]
-        for name in names:
-            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-                raise SettingsError(f"RECIPIENT_EMAIL_COLUMNS: {name!r} is not a Dataverse logical name")
-        if not names:
-            raise SettingsError("RECIPIENT_EMAIL_COLUMNS must name at least one address column, e.g. emailaddress1")
-        unknown = set(re.findall(r"\{([^{}]*)\}", description)) - set(DESCRIPTION_PLACEHOLDERS)
-        if unknown:
-            raise SettingsError(f"CONSENT_REASON_DESCRIPTION: unknown placeholder(s) {sorted(unknown)}; use {{log_id}}")
-        return cls(
-            purposes=_guids(purposes, "CONSENT_PURPOSE_IDS"),
-            topics=_guids(topics, "CONSENT_TOPIC_IDS"),
-            address_columns=tuple(dict.fromkeys(names)),
-            description=description,
-        )
-
-    def description_for(self, log_id: str) -> str:
-        return self.description.replace("{log_id}", log_id)[:DESCRIPTION_MAX]
+def scopes(settings: ConsentSettings) -> tuple[Scope, ...]:
+    """What ``settings`` opt an address out of: each purpose, then each topic."""
+    return tuple(Scope(ConsentType.PURPOSE, p) for p in settings.purposes) + tuple(
+        Scope(ConsentType.TOPIC, t) for t in settings.topics
+    )
 
 
 def addresses(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[str, ...]:
@@ -268,18 +231,6 @@ class Tally:
             parts.append(f"{self.kept} already opted out, left alone")
         noun = "record" if written == 1 else "records"
         return f"wrote {wrote} and {written} consent {noun} ({'; '.join(parts)}) for {self.addresses} address(es)"
-
-
-def _guids(text: str, setting: str) -> tuple[str, ...]:
-    found: dict[str, None] = {}
-    for entry in (part.strip() for part in text.split(";")):
-        if not entry:
-            continue
-        guid = normalise_guid(entry)
-        if guid is None:
-            raise SettingsError(f"{setting}: {entry!r} is not a GUID (the id at the end of the purpose's URL)")
-        found[guid] = None
-    return tuple(found)
 
 
 def _int(value: object) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from optout_core.domain.consent import ConsentSettings
+from optout_core.domain.consent_settings import ConsentSettings
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.model import BOUNCE, FUNCTIONS, OPT_OUT, ROUTER, TIMERS, Function, Route, Timer
 from optout_core.domain.policy import FailurePolicy

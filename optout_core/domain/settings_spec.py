@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 
 from optout_core.domain import setting_parsers as p
-from optout_core.domain.consent import DEFAULT_DESCRIPTION
+from optout_core.domain.consent_settings import DEFAULT_DESCRIPTION
 from optout_core.domain.model import AUDIT, FUNCTIONS, TIMERS, Function, Timer
 
 BOUNCE_PLACEHOLDERS = ("activity_type", "occurred_on", "log_id", "detail")

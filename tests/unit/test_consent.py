@@ -10,7 +10,6 @@ from optout_core.domain.consent import (
     NO_REASONS,
     OPTED_OUT,
     SOURCE_INTERNAL,
-    ConsentSettings,
     ConsentType,
     Existing,
     Scope,
@@ -21,7 +20,9 @@ from optout_core.domain.consent import (
     plan,
     query_filter,
     record_id,
+    scopes,
 )
+from optout_core.domain.consent_settings import ConsentSettings
 from optout_core.domain.errors import SettingsError
 from optout_core.domain.settings import Settings
 
@@ -145,7 +146,7 @@ def test_consent_is_off_by_default_and_settings_parse_and_refuse():
         }
     ).consent
     assert on.enabled and on.purposes == (COMMERCIAL,) and on.topics == (NEWSLETTER,)
-    assert on.scopes == (PURPOSE, TOPIC) and on.address_columns == ("emailaddress1", "emailaddress2")
+    assert scopes(on) == (PURPOSE, TOPIC) and on.address_columns == ("emailaddress1", "emailaddress2")
     assert on.description_for("log-1") == "Opted out by optout from Concep campaign log log-1"
     with pytest.raises(SettingsError, match="CONSENT_PURPOSE_IDS: 'Commercial' is not a GUID"):
         Settings.from_env({"CONSENT_PURPOSE_IDS": "Commercial"})

@@ -1,6 +1,8 @@
 """App settings (optout_core.domain.settings): defaults, validation that names the setting, toggles."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -347,3 +349,14 @@ def test_no_setting_value_raises_anything_but_a_settings_error_naming_it(name, v
         message = str(exc)
         spelled = {name, name.replace(".", "_")}
         assert any(n in message for n in spelled), (name, message)
+
+
+def test_reading_the_settings_leaves_the_consent_write_unloaded():
+    # Every process reads its settings with its first message; the consent records and their plan load only
+    # where the consent write is on (bench: first_event_vs_floor).
+    code = (
+        "import sys; from optout_core.domain.settings import Settings; import optout_core.app.opt_out; "
+        "print(Settings.from_env({}).consent.enabled, sorted(m for m in sys.modules if m.endswith('.consent')))"
+    )
+    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert child.stdout.split(None, 1) == ["False", "[]\n"]
