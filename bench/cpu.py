@@ -6,7 +6,10 @@ warm-up). The floor: what any process must spend on the same event, ``json.loads
 ``PATCH`` of the same row through a bare ``http.client`` connection (kept alive) to the same stand-in. The two
 alternate in blocks of ``BLOCK`` events after a warm-up, so the machine's state is shared alike; the CPU is
 ``time.process_time`` (this process only: not the stand-in's), summed per side, and the key is the ratio of the
-two sums per event. The ``optout`` logger is at Information, as deployed (host.json), each outcome line
+two sums per event. A third side, measured the same way, is the app's ``requests`` sender alone (``json.loads``
+and the same PATCH through :class:`~optout_core.dataverse.sender.RequestsSender`): ``sender_alone_vs_floor`` is
+what keeping ``requests`` costs before any of the pipeline's own work, ``ours_vs_sender_alone`` what the pipeline
+adds to it. The ``optout`` logger is at Information, as deployed (host.json), each outcome line
 built and formatted as the worker would ship it (``production_logging``). ``--profile``
 (``python -m bench.cpu --profile``) prints where ours goes (cProfile).
 """
@@ -33,6 +36,30 @@ _HEADERS = {
     "Accept": "application/json",
     "OData-Version": "4.0",
 }
+
+
+class SenderAlone:
+    """``json.loads`` of the body, then one PATCH of its recipient through the app's own ``requests`` sender
+    (:class:`~optout_core.dataverse.sender.RequestsSender`, pooled connection) and nothing else: what the event
+    would cost with ``requests`` kept and no router, queue, writer, transport or outcome lines around it."""
+
+    def __init__(self, url: str) -> None:
+        from optout_core.dataverse.sender import RequestsSender
+
+        self._sender = RequestsSender(url, timeout=30)
+
+    def __call__(self, body: bytes, recipient: str) -> None:
+        from optout_core.dataverse.odata_batch import Request, Response
+
+        json.loads(body)
+        headers = {name: _HEADERS[name] for name in ("Authorization", "Content-Type", "If-Match")}
+        request = Request("PATCH", f"/api/data/v9.2/contacts({recipient})", headers, b'{"donotbulkemail":true}')
+        answer = self._sender.send(request)
+        if not isinstance(answer, Response) or answer.status != 204:
+            raise RuntimeError(f"the sender's PATCH answered {answer}")
+
+    def close(self) -> None:
+        self._sender.close()
 
 
 class Floor:
@@ -66,33 +93,44 @@ def measure(events: int, warm: int = 50) -> dict[str, Any]:
 
     total = events + warm
     bodies = list(opt_out_bodies(total, lambda i: row_id(PREFIX, i), tag=TAG))
-    floor_bodies = list(opt_out_bodies(total, lambda i: row_id(PREFIX, total + i), tag=TAG + 1))
-    cpu = {"ours": 0.0, "floor": 0.0}
+    # The two measuring sides beside ours write rows of their own: the floor the next ``total``, the sender the last.
+    others = {
+        side: (n, list(opt_out_bodies(total, lambda i, n=n: row_id(PREFIX, n * total + i), tag=TAG + n)))
+        for n, side in ((1, "floor"), (2, "sender"))
+    }
+    cpu = {"ours": 0.0, "floor": 0.0, "sender": 0.0}
     outcomes: dict[str, int] = {}
     with production_logging(), RemoteStandIn(latency=SERVICE_TIME) as standin:
-        standin.seed(PREFIX, 2 * total)
+        standin.seed(PREFIX, 3 * total)
         pipeline = LocalPipeline(pipeline_settings(standin.url))
-        floor = Floor(standin.url)
+        alone = {"floor": Floor(standin.url), "sender": SenderAlone(standin.url)}
+
+        def one(side: str, index: int) -> None:
+            if side == "ours":
+                outcome = pipeline.run(f"cpu-{index}", bodies[index]).outcome
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            else:
+                n, side_bodies = others[side]
+                alone[side](side_bodies[index], row_id(PREFIX, n * total + index))
+
         for index in range(warm):  # connections, the token and every lazy import in place first
+            for side in alone:
+                one(side, index)
             pipeline.run(f"cpu-warm-{index}", bodies[index])
-            floor(floor_bodies[index], row_id(PREFIX, total + index))
+        order = ("ours", "floor", "sender")
         for block, start in enumerate(range(warm, total, BLOCK)):
-            stop = min(total, start + BLOCK)
-            for side in ("ours", "floor") if block % 2 == 0 else ("floor", "ours"):
+            for side in order[block % 3 :] + order[: block % 3]:  # each side first, second and last in turn
                 started = time.process_time()
-                if side == "ours":
-                    for index in range(start, stop):
-                        outcome = pipeline.run(f"cpu-{index}", bodies[index]).outcome
-                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                else:
-                    for index in range(start, stop):
-                        floor(floor_bodies[index], row_id(PREFIX, total + index))
+                for index in range(start, min(total, start + BLOCK)):
+                    one(side, index)
                 cpu[side] += time.process_time() - started
-        floor.close()
-        holding = standin.holding(PREFIX, 2 * total)
+        for measuring in alone.values():
+            measuring.close()
+        holding = standin.holding(PREFIX, 3 * total)
     applied = outcomes.get("applied", 0)
     ours_ms = cpu["ours"] / max(1, applied) * 1000
     floor_ms = cpu["floor"] / events * 1000
+    sender_ms = cpu["sender"] / events * 1000
     return {
         "cpu_per_event_vs_floor": round(ours_ms / floor_ms, 3) if applied == events and floor_ms > 0 else None,
         "cpu_per_event": {
@@ -103,7 +141,11 @@ def measure(events: int, warm: int = 50) -> dict[str, Any]:
             "rows_holding_update": holding,
             "ours_ms": round(ours_ms, 4),
             "floor_ms": round(floor_ms, 4),
+            "sender_alone_ms": round(sender_ms, 4),
+            "sender_alone_vs_floor": round(sender_ms / floor_ms, 3) if floor_ms > 0 else None,
+            "ours_vs_sender_alone": round(ours_ms / sender_ms, 3) if sender_ms > 0 else None,
             "floor": "json.loads of the body + one PATCH of the row through a kept-alive http.client connection",
+            "sender_alone": "json.loads of the body + one PATCH of the row through the app's requests sender alone",
             "what": "process CPU (this process only) per applied opt-out: router + opt-out + Web API client",
         },
     }

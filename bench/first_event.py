@@ -7,7 +7,10 @@ its first connection, its first write). The floor: a fresh interpreter imports `
 worker loads to index any Python app) and sends one ``PATCH`` of a row through a bare ``http.client`` connection
 to the same stand-in: nothing can do less. Each child times from its first statement (interpreter start-up is
 the same for both and left out); the sides alternate, a warm-up of each is discarded, and the key is the ratio of
-the medians. Bytecode is cached for both, as in ``import_vs_floor``.
+the medians. A third side, timed the same way, keeps ``requests`` and nothing of the app: the floor's import,
+``import requests`` and the same PATCH through a ``requests.Session``. ``requests_alone_vs_floor`` is what keeping
+``requests`` costs the first event before any of the app's own work. Bytecode is cached for every side, as in
+``import_vs_floor``.
 
 The token is the loopback stand-in's static one (``DATAVERSE_TOKEN``): a deployed app's first token is a managed
 identity round trip to the instance's identity endpoint, which this figure does not include.
@@ -59,16 +62,34 @@ print(json.dumps({"seconds": seconds, "outcome": [str(answer.status)]}))
 """
 
 
+# What keeping ``requests`` costs on its own: the floor's import, ``requests``, and the same PATCH through a
+# ``requests.Session`` (its first connection).
+_REQUESTS_ALONE = """\
+import time
+started = time.perf_counter()
+import json, sys
+import azure.functions
+import requests
+item = json.loads(sys.argv[1])
+answer = requests.Session().patch(f"http://127.0.0.1:{item['port']}/api/data/v9.2/contacts({item['row']})",
+    data=b'{"donotbulkemail":true}', timeout=30,
+    headers={"Authorization": "Bearer " + item["token"], "Content-Type": "application/json", "If-Match": "*"})
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "outcome": [str(answer.status_code)]}))
+"""
+_SIDES = ("ours", "floor", "requests_alone")
+
+
 def _child(script: str, argument: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return fresh_child(["-c", script, json.dumps(argument)], env, "the first-event child")
 
 
 def run(quick: bool) -> dict[str, Any]:
     samples = 5 if quick else 15
-    rows = 2 * (samples + 1)
+    rows = len(_SIDES) * (samples + 1)
     cache = tempfile.mkdtemp(prefix="optout-bench-pycache-")
-    seconds: dict[str, list[float]] = {"ours": [], "floor": []}
-    outcomes: dict[str, dict[str, int]] = {"ours": {}, "floor": {}}
+    seconds: dict[str, list[float]] = {side: [] for side in _SIDES}
+    outcomes: dict[str, dict[str, int]] = {side: {} for side in _SIDES}
     try:
         with RemoteStandIn() as standin:
             standin.seed(PREFIX, rows)
@@ -79,9 +100,9 @@ def run(quick: bool) -> dict[str, Any]:
             items = WorkItems(pipeline_settings(standin.url))
             port = int(standin.url.rsplit(":", 1)[1])
             for sample in range(samples + 1):  # sample 0 is the warm-up (bytecode written, page cache warm)
-                order = ("ours", "floor") if sample % 2 == 0 else ("floor", "ours")
-                for side in order:
-                    row = row_id(PREFIX, 2 * sample + (side == "floor"))
+                shift = sample % len(_SIDES)
+                for side in _SIDES[shift:] + _SIDES[:shift]:  # each side first, second and last in turn
+                    row = row_id(PREFIX, len(_SIDES) * sample + _SIDES.index(side))
                     if side == "ours":
                         (message,) = items.make(TAG, [(sample, row)])
                         argument: dict[str, Any] = {
@@ -92,7 +113,8 @@ def run(quick: bool) -> dict[str, Any]:
                         }
                         result = _child(_OURS, argument, env)
                     else:
-                        result = _child(_FLOOR, {"port": port, "row": row, "token": TOKEN}, env)
+                        script = _FLOOR if side == "floor" else _REQUESTS_ALONE
+                        result = _child(script, {"port": port, "row": row, "token": TOKEN}, env)
                     if sample:
                         seconds[side].append(result["seconds"])
                         for outcome in result["outcome"]:
@@ -100,7 +122,7 @@ def run(quick: bool) -> dict[str, Any]:
             holding = standin.holding(PREFIX, rows)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    ours, floor = median(seconds["ours"]), median(seconds["floor"])
+    ours, floor, alone = (median(seconds[side]) for side in _SIDES)
     applied = outcomes["ours"].get("applied", 0) == samples
     return {
         "first_event_vs_floor": round(ours / floor, 3) if applied else None,
@@ -108,11 +130,16 @@ def run(quick: bool) -> dict[str, Any]:
             "samples_per_side": samples,
             "ours_median_ms": round(ours * 1000, 2),
             "floor_median_ms": round(floor * 1000, 2),
+            "requests_alone_median_ms": round(alone * 1000, 2),
+            "requests_alone_vs_floor": round(alone / floor, 3),
+            "ours_vs_requests_alone": round(ours / alone, 3),
             "samples_ms": {side: [round(s * 1000, 2) for s in values] for side, values in seconds.items()},
             "outcomes": outcomes,
             "rows_holding_update": holding,
             "ours": "fresh interpreter: import function_app, then BulkEmailOptOut's code on one work item "
             "(services from the environment, static loopback token, first connection, first write)",
             "floor": "fresh interpreter: import azure.functions, then one PATCH through a bare http.client connection",
+            "requests_alone": "fresh interpreter: import azure.functions and requests, then one PATCH through a "
+            "requests.Session",
         },
     }
