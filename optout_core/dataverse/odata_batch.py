@@ -8,7 +8,6 @@ Pure functions over bytes. Dataverse insists on CRLF line endings (LF-only bodie
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,7 +45,10 @@ def build(operations: Sequence[Request], *, boundary: str | None = None) -> tupl
     with ``Prefer: odata.continue-on-error`` one failed part does not roll back the others."""
     if not operations or len(operations) > MAX_OPERATIONS:
         raise ValueError(f"a batch holds 1 to {MAX_OPERATIONS} operations, not {len(operations)}")
-    boundary = boundary or f"batch_{uuid.uuid4()}"
+    if boundary is None:
+        import uuid  # only where a $batch is built: a lone operation goes as itself
+
+        boundary = f"batch_{uuid.uuid4()}"
     out = bytearray()
     for op in operations:
         out += b"--" + boundary.encode() + CRLF
