@@ -179,16 +179,23 @@ class _Wire:
 
 # The characters requests (urllib3's parse_url, then requote_uri) leaves as they are in a path and query: a path
 # of only these, with no dot segment ("/.") and no empty query (a "?" at its end), is the URL's tail exactly as
-# requests would prepare it. Anything else ("%", a blank, non-ASCII, "#", "[") goes through requests' own
-# preparation (tests/integration/test_requests_sender.py compares the two).
+# requests would prepare it. So is a percent-escape in upper case of a byte that is not unreserved (requote_uri
+# decodes "%41" to "A", urllib3 upper-cases "%5b"): a query's encoded brackets ("%5B") and quotes. Anything else
+# (a bare "%", a blank, non-ASCII, "#", "[") goes through requests' own preparation
+# (tests/integration/test_requests_sender.py compares the two).
 _PLAIN = re.compile(
-    r"/[A-Za-z0-9\-._~!$&'()*+,/:;=@]*(?:\?[A-Za-z0-9\-._~!$&'()*+,/:;=@?]*[A-Za-z0-9\-._~!$&'()*+,/:;=@])?"
+    r"/[A-Za-z0-9\-._~!$&'()*+,/:;=@%]*(?:\?[A-Za-z0-9\-._~!$&'()*+,/:;=@?%]*[A-Za-z0-9\-._~!$&'()*+,/:;=@])?"
 )
+_NOT_KEPT_ESCAPE = re.compile(r"%(?!(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F]))")
 
 
 def plain_path(path: str) -> bool:
     """Whether ``path`` (from the environment root, starting with "/") goes into the URL unchanged."""
-    return _PLAIN.fullmatch(path) is not None and "/." not in path
+    return (
+        _PLAIN.fullmatch(path) is not None
+        and "/." not in path
+        and ("%" not in path or _NOT_KEPT_ESCAPE.search(path) is None)
+    )
 
 
 class _Environment:

@@ -83,12 +83,19 @@ class WebApi:
         return rows
 
     def pages(
-        self, entity_set: str, *, select: Sequence[str], where: str | None, page_size: int = 5000
+        self,
+        entity_set: str,
+        *,
+        select: Sequence[str],
+        where: str | None,
+        page_size: int = 5000,
+        annotations: bool = True,
     ) -> Iterator[tuple[list[dict[str, Any]], int]]:
         """The rows matching ``where`` one page at a time (``Prefer: odata.maxpagesize``), each with the requests it
         took: ``@odata.nextLink`` is followed exactly as given, and a retried page (a 429) asks the same link again.
+        ``annotations=False``: the values alone, without formatted values and lookup tables.
         """
-        prefer = {"Prefer": f"odata.maxpagesize={page_size},{ANNOTATIONS}"}
+        prefer = {"Prefer": f"odata.maxpagesize={page_size}" + (f",{ANNOTATIONS}" if annotations else "")}
         options = [f"$select={','.join(select)}"] if select else []  # no $select: every column
         options += [f"$filter={quote(where, safe=_SAFE)}"] if where else []
         path: str | None = f"{API}/{entity_set}" + (f"?{'&'.join(options)}" if options else "")
