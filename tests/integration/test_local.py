@@ -93,6 +93,55 @@ def test_run_a_repeated_log_writes_once(standin):
     assert len(standin.writes) == 1
 
 
+def burst():
+    """A burst as Service Bus holds it: three opt-outs (one re-posted), a bounce, an open, a deleted recipient."""
+    opt_outs = [
+        wire(campaign_log(activity="Spam Report", log_id=CONTACTS[0], recipient=("contact", CONTACTS[0]))),
+        wire(campaign_log(activity="Client Opt Out", log_id=LEADS[0], recipient=("lead", LEADS[0]))),
+        wire(campaign_log(activity="Group Opt out", log_id=ACCOUNTS[0], recipient=("account", ACCOUNTS[0]))),
+    ]
+    bounce = wire(
+        campaign_log(
+            activity="Hard Bounce", log_id=CONTACTS[1], bounce_reason="550", recipient=("contact", CONTACTS[1])
+        )
+    )
+    opened = wire(campaign_log(activity="Open", log_id=CONTACTS[2], recipient=("contact", CONTACTS[2])))
+    deleted = wire(campaign_log(activity="Spam Report", log_id=LEADS[1], recipient=("contact", DELETED_CONTACT)))
+    bodies = [opt_outs[0], bounce, opt_outs[1], opened, opt_outs[0], deleted, opt_outs[2]]
+    return [(f"{n}.json", body) for n, body in enumerate(bodies)]
+
+
+def test_run_burst_hands_the_opt_outs_to_bulk_email_opt_out_as_one_batch_and_bounces_alone(standin):
+    local = local_for(standin, BOUNCE_UPDATE='{"description": "{detail}"}')
+    results = local.run_burst(burst())
+    assert [r.source for r in results] == [f"{n}.json" for n in range(7)]
+    assert [r.outcome for r in results] == [
+        "applied", "applied", "applied", "ignored", "ignored", "recipient_missing", "applied"
+    ]  # fmt: skip
+    assert results[4].reason.startswith("duplicate")  # the re-posted opt-out: dropped by duplicate detection
+    # The four opt-outs went to the function together: one $batch of four PATCHes (the deleted recipient's a 404).
+    [batch] = [r for r in standin.requests if r.path.endswith("/$batch")]
+    assert [(op.method, op.batch) for op in standin.operations] == [("PATCH", batch.batch)] * 4
+    # BounceDetail takes one message: its write is a request of its own.
+    assert [r.method for r in standin.requests if CONTACTS[1] in r.path] == ["PATCH"]
+    assert sorted(row for _, row, _ in standin.writes) == sorted([CONTACTS[0], CONTACTS[1], LEADS[0], ACCOUNTS[0]])
+
+
+def test_run_burst_puts_a_batch_whose_answer_was_cut_off_back_together_and_writes_each_row_once(standin):
+    standin.inject(Fault(cut=True, method="POST", path_contains="/$batch"))  # served, its answer cut mid-body
+    local = LocalPipeline(Settings.from_env(standin_env(standin)), honour_schedule=False)
+    results = local.run_burst(burst())
+    assert [r.outcome for r in results if r.route == "opt_out"] == [
+        "applied", "applied", "ignored", "recipient_missing", "applied"
+    ]  # fmt: skip
+    first, again = [r for r in standin.requests if r.path.endswith("/$batch")]
+    assert first.cut and again.status == 200 and not again.cut
+    # The put-back copies went again as one batch: their rows read back together, found written, not written again.
+    read_back = [op.method for op in standin.operations if op.batch == again.batch]
+    assert read_back == ["GET"] * 4, read_back
+    assert sorted(row for _, row, _ in standin.writes) == sorted([CONTACTS[0], LEADS[0], ACCOUNTS[0]])
+
+
 def outage_for(standin, **env):
     """A local pipeline against a stand-in that answers 503 to everything, with a one-minute retry window and
     put-backs delivered at once (the pipeline's clock moves on by the wait skipped)."""
