@@ -15,14 +15,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from optout_core.app.opt_out import opt_out_batch
 from optout_core.app.outcome import OutcomeRecord
 from optout_core.app.router import RowUnread, route
 from optout_core.app.services import Dataverse, Services
 from optout_core.app.settle import work_message_id
-from optout_core.app.table import Entry, Handler, entry_for
+from optout_core.app.table import BatchHandler, Entry, Handler, entry_for
 from optout_core.domain.errors import TransientError
-from optout_core.domain.model import OPT_OUT, ROUTER, Function, Outcome, Route
+from optout_core.domain.model import ROUTER, Function, Outcome, Route
 from optout_core.domain.settings import Settings
 from optout_core.domain.workitem import WorkItem
 from optout_core.servicebus.envelopes import InboundMessage, OutboundMessage
@@ -110,8 +109,8 @@ class LocalPipeline:
                 results[index] = routed
             else:
                 waiting.setdefault(routed.entry.function, []).append((index, routed))
-        for function, items in waiting.items():
-            batches = [items] if function in _BATCH_HANDLERS else [[item] for item in items]
+        for items in waiting.values():
+            batches = [items] if items[0][1].entry.handle_batch else [[item] for item in items]
             for batch in batches:
                 for (index, _), result in zip(batch, self._work([f for _, f in batch]), strict=True):
                     results[index] = result
@@ -145,7 +144,7 @@ class LocalPipeline:
         copies together once due, until each has ended (or, with ``follow_put_backs=False``, been put back)."""
         settings = self.services.settings
         entry, queue = batch[0].entry, batch[0].queue
-        handle = _BATCH_HANDLERS.get(entry.function, _one(entry.handle))
+        handle = entry.handle_batch or _one(entry.handle)
         results: list[RunResult | None] = [None] * len(batch)
         requests = [forwarded.requests for forwarded in batch]
         pending = {index: forwarded.message_id for index, forwarded in enumerate(batch)}
@@ -236,12 +235,6 @@ class _Forwarded:
     queue: str
     message_id: str
     requests: int  # the router's
-
-
-BatchHandler = Callable[[Sequence[InboundMessage], Services], Sequence[OutcomeRecord]]
-
-# The functions whose trigger takes a batch (``cardinality="many"`` in function_app.py); the others take one message.
-_BATCH_HANDLERS: dict[Function, BatchHandler] = {OPT_OUT: opt_out_batch}
 
 
 def _due(messages: Iterable[OutboundMessage]) -> datetime | None:

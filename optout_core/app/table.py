@@ -7,7 +7,7 @@ The local runner and the tests read it to go from a route to the function, its q
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from optout_core.domain.model import AUDIT, BOUNCE, OPT_OUT, ROUTER, Function, R
 from optout_core.servicebus.envelopes import InboundMessage
 
 Handler = Callable[[InboundMessage, Services], OutcomeRecord]
+BatchHandler = Callable[[Sequence[InboundMessage], Services], list[OutcomeRecord]]
 
 
 def _opt_out_one(msg: InboundMessage, services: Services) -> OutcomeRecord:
@@ -33,11 +34,13 @@ def _opt_out_one(msg: InboundMessage, services: Services) -> OutcomeRecord:
 class Entry:
     function: Function
     handle: Handler
+    # Set when the trigger takes a batch (``cardinality="many"``): what the host hands it, as one call.
+    handle_batch: BatchHandler | None = None
 
 
 TABLE: tuple[Entry, ...] = (
     Entry(ROUTER, route),
-    Entry(OPT_OUT, _opt_out_one),
+    Entry(OPT_OUT, _opt_out_one, opt_out_batch),
     Entry(BOUNCE, record_bounce),
 )
 

@@ -27,6 +27,7 @@ import pytest
 
 from optout_core.app.services import Services
 from optout_core.app.services import install as install_services
+from optout_core.app.table import TABLE
 from optout_core.domain.settings import Settings
 from optout_core.servicebus.envelopes import OutboundMessage
 from optout_dev.messages import CONTACTS, DELETED_CONTACT, LOG_ID, campaign_log, wire
@@ -165,7 +166,12 @@ def test_indexing_loads_only_the_function_table_each_handler_loads_with_its_firs
     }
 
 
-BATCHED = {"BulkEmailOptOut"}  # takes a backlog at a time, to write it through one $batch
+# The functions whose table entry takes a batch: their triggers must be bound with cardinality="many".
+BATCHED = {entry.function.name for entry in TABLE if entry.handle_batch is not None}
+
+
+def test_bulk_email_opt_out_alone_takes_a_batch():  # a backlog at a time, written through one $batch
+    assert {"BulkEmailOptOut"} == BATCHED
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
