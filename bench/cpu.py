@@ -23,6 +23,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from optout_core.dataverse.odata_batch import Request, Response
+
 from .common import TOKEN, opt_out_bodies, pipeline_settings, production_logging
 from .standin_proc import RemoteStandIn, row_id
 
@@ -43,17 +45,16 @@ class SenderAlone:
     (:class:`~optout_core.dataverse.sender.RequestsSender`, pooled connection) and nothing else: what the event
     would cost with ``requests`` kept and no router, queue, writer, transport or outcome lines around it."""
 
+    _OWN = {name: _HEADERS[name] for name in ("Authorization", "Content-Type", "If-Match")}  # the sender adds the rest
+
     def __init__(self, url: str) -> None:
         from optout_core.dataverse.sender import RequestsSender
 
         self._sender = RequestsSender(url, timeout=30)
 
     def __call__(self, body: bytes, recipient: str) -> None:
-        from optout_core.dataverse.odata_batch import Request, Response
-
         json.loads(body)
-        headers = {name: _HEADERS[name] for name in ("Authorization", "Content-Type", "If-Match")}
-        request = Request("PATCH", f"/api/data/v9.2/contacts({recipient})", headers, b'{"donotbulkemail":true}')
+        request = Request("PATCH", f"/api/data/v9.2/contacts({recipient})", self._OWN, b'{"donotbulkemail":true}')
         answer = self._sender.send(request)
         if not isinstance(answer, Response) or answer.status != 204:
             raise RuntimeError(f"the sender's PATCH answered {answer}")
